@@ -1,0 +1,145 @@
+// dispatch.cpp: CPUID/XGETBV detection and the ISA cap. The cap is an atomic so that a
+// kernel reading it while another Python thread changes it sees either value, not garbage.
+#include "dispatch.h"
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "common.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#if defined(_MSC_VER)
+#include <intrin.h>
+#else
+#include <cpuid.h>
+#endif
+#define RC_X86 1
+#endif
+
+namespace rc {
+namespace {
+
+#ifdef RC_X86
+void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
+#if defined(_MSC_VER)
+    int v[4];
+    __cpuidex(v, (int)leaf, (int)sub);
+    for (int i = 0; i < 4; ++i) r[i] = (uint32_t)v[i];
+#else
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+#endif
+}
+
+uint64_t xgetbv0() {
+#if defined(_MSC_VER)
+    return _xgetbv(0);
+#else
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+#endif
+}
+#endif
+
+Isa detect() {
+#ifdef RC_X86
+    uint32_t r[4];
+    cpuid(0, 0, r);
+    uint32_t max_leaf = r[0];
+    if (max_leaf < 7) return Isa::scalar;
+    cpuid(1, 0, r);
+    bool osxsave = r[2] & (1u << 27), avx = r[2] & (1u << 28), fma = r[2] & (1u << 12);
+    if (!(osxsave && avx)) return Isa::scalar;
+    uint64_t xcr0 = xgetbv0();
+    bool os_ymm = (xcr0 & 0x6) == 0x6;     // SSE + AVX state saved by the OS
+    bool os_zmm = (xcr0 & 0xE6) == 0xE6;   // + opmask, ZMM_Hi256, Hi16_ZMM
+    cpuid(7, 0, r);
+    bool avx2 = r[1] & (1u << 5);
+    bool f = r[1] & (1u << 16), dq = r[1] & (1u << 17), bw = r[1] & (1u << 30),
+         vl = r[1] & (1u << 31);
+    if (os_zmm && avx2 && fma && f && dq && bw && vl) return Isa::avx512;
+    if (os_ymm && avx2 && fma) return Isa::avx2;
+#endif
+    return Isa::scalar;
+}
+
+Isa best_compiled(Isa want) {
+    Isa best = Isa::scalar;
+    for (Isa i : compiled_isas())
+        if ((int)i <= (int)want) best = i;
+    return best;
+}
+
+Isa initial_cap() {
+    const char* env = std::getenv("RESNET_CPP_MAX_ISA");
+    if (!env || !*env) return Isa::avx512;
+    try {
+        return parse_isa(env);
+    } catch (const std::invalid_argument&) {
+        return Isa::avx512;  // a typo must not crash import; build_info() shows the cap
+    }
+}
+
+std::atomic<int> g_cap{(int)initial_cap()};
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "scalar";
+    }
+}
+
+Isa parse_isa(const std::string& name) {
+    if (name == "scalar") return Isa::scalar;
+    if (name == "avx2") return Isa::avx2;
+    if (name == "avx512") return Isa::avx512;
+    throw std::invalid_argument("isa: expected one of 'scalar', 'avx2', 'avx512', got '" + name + "'");
+}
+
+Isa detected_isa() {
+    static const Isa d = detect();
+    return d;
+}
+
+std::vector<Isa> compiled_isas() {
+    std::vector<Isa> v{Isa::scalar};
+#ifdef RESNET_CPP_HAVE_AVX2
+    v.push_back(Isa::avx2);
+#endif
+#ifdef RESNET_CPP_HAVE_AVX512
+    v.push_back(Isa::avx512);
+#endif
+    return v;
+}
+
+Isa max_isa() { return (Isa)g_cap.load(std::memory_order_relaxed); }
+void set_max_isa(Isa isa) { g_cap.store((int)isa, std::memory_order_relaxed); }
+
+Isa active_isa() {
+    int cap = g_cap.load(std::memory_order_relaxed);
+    int hw = (int)detected_isa();
+    return best_compiled((Isa)(cap < hw ? cap : hw));
+}
+
+// One process-wide thread count (OpenMP's own is per calling thread, so a kernel called
+// from another Python thread would ignore omp_set_num_threads made on the main one).
+// Kernels open their parallel regions with num_threads(rc::num_threads()).
+namespace {
+std::atomic<int> g_threads{max_threads()};
+}
+
+void set_num_threads(int n) {
+    RC_CHECK(n >= 1, "num_threads: expected an integer >= 1, got " + std::to_string(n));
+#ifdef RESNET_CPP_HAVE_OPENMP
+    g_threads.store(n, std::memory_order_relaxed);
+#endif
+}
+
+int num_threads() { return g_threads.load(std::memory_order_relaxed); }
+
+}  // namespace rc

@@ -1,0 +1,24 @@
+// dispatch.h: which instruction-set path runs. Detected once (CPUID + XGETBV), limited to
+// the paths compiled into this build, and capped by RESNET_CPP_MAX_ISA or set_max_isa().
+#pragma once
+#include <string>
+#include <vector>
+
+namespace rc {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+
+const char* isa_name(Isa isa);
+Isa parse_isa(const std::string& name);  // throws std::invalid_argument on unknown names
+Isa detected_isa();                      // best the CPU and OS support (compiled or not)
+std::vector<Isa> compiled_isas();        // scalar first
+Isa max_isa();                           // the cap
+void set_max_isa(Isa isa);               // cap the path; never raises above what runs
+Isa active_isa();                        // min(best compiled+supported, cap): kernels use this
+
+// Threads every kernel uses: OMP_NUM_THREADS (or all cores) at import, then set_num_threads().
+// Kernels write `#pragma omp parallel for num_threads(rc::num_threads())`.
+void set_num_threads(int n);
+int num_threads();
+
+}  // namespace rc

@@ -1,0 +1,4 @@
+"""eltwise ops (kernels in cpp/eltwise.cpp)."""
+from __future__ import annotations
+
+__all__: list[str] = []
