@@ -1,0 +1,140 @@
+// gemm.cuh: one tiled FP32 SIMT GEMM template, C (M,N) = A (M,K) * B (K,N), where A and B
+// are not matrices in memory but loader functors. Convolution (forward, backward-data,
+// backward-weight) is implicit GEMM: the loaders gather the im2col element on the fly, so no
+// im2col buffer is ever materialized. Linear layers use plain row-major loaders.
+//
+// Loader interface:  __device__ float operator()(int m, int k) const   (0 for padding)
+// Store interface:   __device__ void  operator()(int split, int m, int n, float v) const
+// Only called for m < M, n < N, k < K. All indices are int: the bindings reject tensors with
+// more than INT32_MAX elements.
+//
+// Tiling: a 256-thread block computes a 64x64 tile of C, each thread a 4x4 sub-tile at rows
+// ty + 16*i and columns tx + 16*j (strided, so shared-memory reads are conflict-free: the A
+// read is a broadcast per ty, the B read is 16 consecutive words). K advances in steps of 16.
+// Split-K (gridDim.z > 1) gives each z-slice a contiguous K range; the partial tiles go to a
+// workspace and a second kernel sums them in fixed order, so results are deterministic.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cuda_common.cuh"
+
+namespace rc::cuda {
+
+constexpr int kGemmBM = 64, kGemmBN = 64, kGemmBK = 16, kGemmThreads = 256;
+
+template <class ALoad, class BLoad, class Store>
+__global__ void __launch_bounds__(kGemmThreads)
+gemm_kernel(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
+    __shared__ float As[kGemmBK][kGemmBM];
+    __shared__ float Bs[kGemmBK][kGemmBN];
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+    const int m0 = blockIdx.y * kGemmBM, n0 = blockIdx.x * kGemmBN;
+    const int k_begin = blockIdx.z * k_per_split;
+    const int k_end = min(K, k_begin + k_per_split);
+
+    float acc[4][4] = {};
+    for (int k0 = k_begin; k0 < k_end; k0 += kGemmBK) {
+        // A tile (64 x 16): element e = tid + 256*i -> row e / 16, column e % 16.
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int e = tid + kGemmThreads * i;
+            const int r = e / kGemmBK, c = e % kGemmBK;
+            const int m = m0 + r, k = k0 + c;
+            As[c][r] = (m < M && k < k_end) ? a(m, k) : 0.0f;
+        }
+        // B tile (16 x 64): element e -> row e / 64, column e % 64 (n fastest: coalesced
+        // for row-major B such as RSCK weights or NHWC dy).
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int e = tid + kGemmThreads * i;
+            const int r = e / kGemmBN, c = e % kGemmBN;
+            const int k = k0 + r, n = n0 + c;
+            Bs[r][c] = (k < k_end && n < N) ? b(k, n) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < kGemmBK; ++kk) {
+            float av[4], bv[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) av[i] = As[kk][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) bv[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int n = n0 + tx + 16 * j;
+            if (n < N) st(blockIdx.z, m, n, acc[i][j]);
+        }
+    }
+}
+
+// Split-K partials: ws is (splits, M, N).
+struct WorkspaceStore {
+    float* ws;
+    int M, N;
+    __device__ void operator()(int z, int m, int n, float v) const {
+        ws[((int64_t)z * M + m) * N + n] = v;
+    }
+};
+
+// Sums the split partials in split order and hands each total to the final store.
+template <class Store>
+__global__ void gemm_splitk_reduce(const float* ws, int M, int N, int splits, Store st) {
+    const int64_t MN = (int64_t)M * N;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < MN;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float s = 0.0f;
+        for (int z = 0; z < splits; ++z) s += ws[z * MN + i];
+        st(0, (int)(i / N), (int)(i % N), s);
+    }
+}
+
+int sm_count();  // multiprocessors of the current device (cached per device)
+
+// Launches C = A * B through st. Splits K only when the output has too few tiles to fill the
+// GPU and K is long (backward-weight: M = R*S*C, N = K_out, K = N*P*Q).
+template <class ALoad, class BLoad, class Store>
+void gemm(int M, int N, int K, ALoad a, BLoad b, Store st, cudaStream_t stream, const char* name) {
+    const int tiles_m = (M + kGemmBM - 1) / kGemmBM, tiles_n = (N + kGemmBN - 1) / kGemmBN;
+    if (tiles_m > 65535) throw std::invalid_argument(std::string(name) + ": M too large for the grid");
+    const int64_t tiles = (int64_t)tiles_m * tiles_n;
+    const int64_t want = 2 * (int64_t)sm_count();
+    int splits = 1;
+    if (tiles < want && K >= 1024) {
+        const int64_t by_fill = (want + tiles - 1) / tiles;
+        const int64_t by_len = K / 512;  // keep >= 512 K-steps per split
+        splits = (int)std::max<int64_t>(1, std::min<int64_t>({by_fill, by_len, 64}));
+    }
+    // Round the per-split K range up to whole 16-wide steps so the ranges tile K exactly.
+    int k_per_split = (K + splits - 1) / splits;
+    k_per_split = (k_per_split + kGemmBK - 1) / kGemmBK * kGemmBK;
+    splits = std::max(1, (K + k_per_split - 1) / k_per_split);
+    const dim3 grid(tiles_n, tiles_m, splits);
+    if (splits == 1) {
+        gemm_kernel<<<grid, kGemmThreads, 0, stream>>>(M, N, K, k_per_split, a, b, st);
+        RC_CUDA_LAUNCH_CHECK(stream, name);
+        return;
+    }
+    Scratch ws((size_t)splits * M * N * sizeof(float), stream);
+    WorkspaceStore wst{ws.as<float>(), M, N};
+    gemm_kernel<<<grid, kGemmThreads, 0, stream>>>(M, N, K, k_per_split, a, b, wst);
+    RC_CUDA_LAUNCH_CHECK(stream, name);
+    gemm_splitk_reduce<<<grid_for((int64_t)M * N, 256), 256, 0, stream>>>(ws.as<float>(), M, N, splits, st);
+    RC_CUDA_LAUNCH_CHECK(stream, name);
+}
+
+}  // namespace rc::cuda
