@@ -137,6 +137,43 @@ def test_conv2d(rng, shape, bias):
         assert db is None
 
 
+@pytest.fixture
+def tf32():
+    _cuda.set_tf32(True)
+    yield
+    _cuda.set_tf32(False)
+
+
+# TF32 keeps 10 mantissa bits per input (relative rounding ~5e-4), accumulating in FP32: with
+# He-scaled inputs the results are of order 1, so 1e-2 absolute/relative bounds the error
+# over the <= 576-term sums here with a wide margin while still catching any indexing bug.
+TF32_TOL = dict(rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("shape", [CONV_SHAPES[1], CONV_SHAPES[5], CONV_SHAPES[8]], ids=str)
+def test_conv2d_tf32(rng, tf32, shape):
+    N, C, H, W, K, R, s, p = shape
+    x = f32(rng, N, C, H, W)
+    w = f32(rng, K, C, R, R, scale=(C * R * R) ** -0.5)
+    b = f32(rng, K)
+    y = host(_cuda.conv2d_forward(dev(nhwc(x)), dev(rsck(w)), dev(b), s, p))
+    assert_close(nchw(y), ref.conv2d_forward(x, w, b, s, p), **TF32_TOL, name="y")
+    dy = f32(rng, *nchw(y).shape)
+    dx_ref = ref.conv2d_backward(dy, x, w, s, p)[0]
+    dx = host(_cuda.conv2d_backward_data(dev(nhwc(dy)), dev(rsck(w)), H, W, s, p))
+    assert_close(nchw(dx), dx_ref, **TF32_TOL, name="dx")
+    dy = dy * np.float32((N * y.shape[1] * y.shape[2]) ** -0.5)  # dw of order 1 as well
+    dw_ref = ref.conv2d_backward(dy, x, w, s, p)[1]
+    dw, _ = _cuda.conv2d_backward_weight(dev(nhwc(x)), dev(nhwc(dy)), R, R, s, p)
+    assert_close(oihw(host(dw)), dw_ref, **TF32_TOL, name="dw")
+
+
+def test_linear_tf32(rng, tf32):
+    x, w = f32(rng, 37, 64), f32(rng, 10, 64, scale=0.125)
+    assert_close(host(_cuda.linear_forward(dev(x), dev(w))), ref.linear_forward(x, w, None),
+                 **TF32_TOL, name="y")
+
+
 def test_conv2d_out_buffers_are_reused(rng):
     x, w = dev(f32(rng, 2, 7, 7, 3)), dev(f32(rng, 3, 3, 3, 4))
     out = DA.zeros((2, 7, 7, 4))

@@ -995,6 +995,10 @@ PYBIND11_MODULE(_cuda, m) {
     }, py::arg("handle"),
        "Launch every op on this cudaStream_t (an integer handle, e.g. torch's\n"
        "Stream.cuda_stream); 0 = the legacy default stream. Process-wide.");
+    m.def("set_tf32", [](bool on) { rc::cuda::set_tf32(on); }, py::arg("enabled"),
+          "Conv and linear GEMMs on TF32 tensor cores (sm_80+; FP32 accumulation) when True;\n"
+          "plain FP32 when False (the default). Process-wide.");
+    m.def("tf32", [] { return rc::cuda::tf32_enabled(); }, "Whether set_tf32(True) is in effect.");
     m.def("current_stream", [] { return (int64_t) reinterpret_cast<uintptr_t>(current_stream()); },
           "The cudaStream_t handle ops are launched on (0 = legacy default stream).");
 

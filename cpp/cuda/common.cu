@@ -2,8 +2,8 @@
 // kernels of the CUDA backend (see cuda_common.cuh).
 #include <atomic>
 #include <cstdlib>
+#include <deque>
 #include <mutex>
-#include <vector>
 
 #include "cuda_common.cuh"
 #include "gemm.cuh"
@@ -44,10 +44,13 @@ void check_launch(cudaStream_t stream, const char* kernel, const char* file, int
 
 namespace {
 std::atomic<cudaStream_t> g_stream{nullptr};
-}
+std::atomic<bool> g_tf32{false};
+}  // namespace
 
 cudaStream_t current_stream() { return g_stream.load(); }
 void set_current_stream(cudaStream_t s) { g_stream.store(s); }
+bool tf32_enabled() { return g_tf32.load(); }
+void set_tf32(bool on) { g_tf32.store(on); }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
     if (bytes) RC_CUDA_CHECK(cudaMalloc(&p_, bytes));
@@ -76,17 +79,20 @@ Scratch::~Scratch() {
     if (p_ && cudaFreeAsync(p_, stream_) != cudaSuccess) cudaGetLastError();
 }
 
-int sm_count() {
-    // One entry per device, filled on first use.
+const DeviceCaps& device_caps() {
+    // One entry per device, filled on first use; entries never move once filled (deque).
     static std::mutex mu;
-    static std::vector<int> counts;
+    static std::deque<DeviceCaps> caps;
     int dev = 0;
     RC_CUDA_CHECK(cudaGetDevice(&dev));
     std::lock_guard<std::mutex> lock(mu);
-    if ((int)counts.size() <= dev) counts.resize(dev + 1, 0);
-    if (counts[dev] == 0)
-        RC_CUDA_CHECK(cudaDeviceGetAttribute(&counts[dev], cudaDevAttrMultiProcessorCount, dev));
-    return counts[dev];
+    while ((int)caps.size() <= dev) caps.push_back({0, 0});
+    DeviceCaps& c = caps[dev];
+    if (c.sms == 0) {
+        RC_CUDA_CHECK(cudaDeviceGetAttribute(&c.major, cudaDevAttrComputeCapabilityMajor, dev));
+        RC_CUDA_CHECK(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    return c;
 }
 
 namespace {

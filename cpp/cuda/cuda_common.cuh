@@ -40,6 +40,11 @@ void check_launch(cudaStream_t stream, const char* kernel, const char* file, int
 cudaStream_t current_stream();
 void set_current_stream(cudaStream_t s);
 
+// GEMM precision for conv and linear: false (default) = FP32, true = TF32 tensor cores on
+// sm_80+ devices (FP32 elsewhere). Process-wide.
+bool tf32_enabled();
+void set_tf32(bool on);
+
 // Owning device allocation (cudaMalloc/cudaFree). Move-only. Destruction never throws: a
 // failing cudaFree (e.g. after a sticky device fault) is ignored because the context is lost
 // anyway.

@@ -8,6 +8,9 @@
 // Only called for m < M, n < N, k < K. All indices are int: the bindings reject tensors with
 // more than INT32_MAX elements.
 //
+// Precision: FP32 FMA by default; set_tf32(true) switches to the TF32 tensor-core kernel
+// below on sm_80+ (about 3 decimal digits per product; the tests loosen tolerances for it).
+//
 // Tiling: a 256-thread block computes a 64x64 tile of C, each thread a 4x4 sub-tile at rows
 // ty + 16*i and columns tx + 16*j (strided, so shared-memory reads are conflict-free: the A
 // read is a broadcast per ty, the B read is 16 consecutive words). K advances in steps of 16.
@@ -15,6 +18,7 @@
 // workspace and a second kernel sums them in fixed order, so results are deterministic.
 #pragma once
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -28,7 +32,8 @@ constexpr int kGemmBM = 64, kGemmBN = 64, kGemmBK = 16, kGemmThreads = 256;
 template <class ALoad, class BLoad, class Store>
 __global__ void __launch_bounds__(kGemmThreads)
 gemm_kernel(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
-    __shared__ float As[kGemmBK][kGemmBM];
+    // +1 column: the A-tile stores (16 k-columns per 16 threads) hit distinct banks.
+    __shared__ float As[kGemmBK][kGemmBM + 1];
     __shared__ float Bs[kGemmBK][kGemmBN];
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
@@ -82,6 +87,78 @@ gemm_kernel(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
     }
 }
 
+// TF32 tensor-core variant of gemm_kernel (sm_80+): same tiles, loaders and stores, but the
+// 64x64x16 block product runs on wmma 16x16x8 TF32 fragments (inputs rounded to TF32's
+// 10-bit mantissa, FP32 accumulation). 8 warps: warp w owns rows 16*(w/2) .. +15 and
+// columns 32*(w%2) .. +31 (two fragments). The accumulators go through shared memory so
+// the store functor sees plain (m, n, v) triples. Leading dimensions are multiples of 4
+// floats and fragment pointers 32-byte aligned, as wmma requires.
+constexpr int kTf32LdA = kGemmBM + 4, kTf32LdC = kGemmBN + 4;
+
+template <class ALoad, class BLoad, class Store>
+__global__ void __launch_bounds__(kGemmThreads)
+gemm_kernel_tf32(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    namespace wmma = nvcuda::wmma;
+    __shared__ __align__(32) float As[kGemmBK][kTf32LdA];  // As[k][m]: A tile, column-major
+    __shared__ __align__(32) float Bs[kGemmBK][kGemmBN];   // Bs[k][n]: B tile, row-major
+    __shared__ __align__(32) float Cs[kGemmBM][kTf32LdC];
+    const int tid = threadIdx.x, warp = tid / 32;
+    const int m0 = blockIdx.y * kGemmBM, n0 = blockIdx.x * kGemmBN;
+    const int k_begin = blockIdx.z * k_per_split;
+    const int k_end = min(K, k_begin + k_per_split);
+    const int wm = 16 * (warp / 2), wn = 32 * (warp % 2);
+
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.0f);
+    wmma::fill_fragment(acc[1], 0.0f);
+    for (int k0 = k_begin; k0 < k_end; k0 += kGemmBK) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int e = tid + kGemmThreads * i;
+            const int r = e / kGemmBK, c = e % kGemmBK;
+            const int m = m0 + r, k = k0 + c;
+            As[c][r] = (m < M && k < k_end) ? a(m, k) : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int e = tid + kGemmThreads * i;
+            const int r = e / kGemmBN, c = e % kGemmBN;
+            const int k = k0 + r, n = n0 + c;
+            Bs[r][c] = (k < k_end && n < N) ? b(k, n) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < kGemmBK; kk += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
+            wmma::load_matrix_sync(fa, &As[kk][wm], kTf32LdA);
+#pragma unroll
+            for (int t = 0; t < fa.num_elements; ++t) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+                wmma::load_matrix_sync(fb, &Bs[kk][wn + 16 * j], kGemmBN);
+#pragma unroll
+                for (int t = 0; t < fb.num_elements; ++t) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+                wmma::mma_sync(acc[j], fa, fb, acc[j]);
+            }
+        }
+        __syncthreads();
+    }
+    wmma::store_matrix_sync(&Cs[wm][wn], acc[0], kTf32LdC, wmma::mem_row_major);
+    wmma::store_matrix_sync(&Cs[wm][wn + 16], acc[1], kTf32LdC, wmma::mem_row_major);
+    __syncthreads();
+    // Thread t stores column t % 64 of rows t / 64, +4, ...: consecutive threads, consecutive n.
+    for (int e = tid; e < kGemmBM * kGemmBN; e += kGemmThreads) {
+        const int r = e / kGemmBN, c = e % kGemmBN;
+        const int m = m0 + r, n = n0 + c;
+        if (m < M && n < N) st(blockIdx.z, m, n, Cs[r][c]);
+    }
+#else
+    __trap();  // never launched: the host picks this kernel only on sm_80+ devices
+#endif
+}
+
 // Split-K partials: ws is (splits, M, N).
 struct WorkspaceStore {
     float* ws;
@@ -103,7 +180,23 @@ __global__ void gemm_splitk_reduce(const float* ws, int M, int N, int splits, St
     }
 }
 
-int sm_count();  // multiprocessors of the current device (cached per device)
+// Properties of the current device, queried once per device.
+struct DeviceCaps {
+    int sms;    // multiprocessors
+    int major;  // compute capability major
+};
+const DeviceCaps& device_caps();
+
+// Launches the TF32 kernel when TF32 is enabled (set_tf32) and the device is sm_80+.
+template <class ALoad, class BLoad, class Store>
+void launch_gemm_tile(dim3 grid, int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st,
+                      cudaStream_t stream, const char* name) {
+    if (tf32_enabled() && device_caps().major >= 8)
+        gemm_kernel_tf32<<<grid, kGemmThreads, 0, stream>>>(M, N, K, k_per_split, a, b, st);
+    else
+        gemm_kernel<<<grid, kGemmThreads, 0, stream>>>(M, N, K, k_per_split, a, b, st);
+    RC_CUDA_LAUNCH_CHECK(stream, name);
+}
 
 // Launches C = A * B through st. Splits K only when the output has too few tiles to fill the
 // GPU and K is long (backward-weight: M = R*S*C, N = K_out, K = N*P*Q).
@@ -112,7 +205,7 @@ void gemm(int M, int N, int K, ALoad a, BLoad b, Store st, cudaStream_t stream, 
     const int tiles_m = (M + kGemmBM - 1) / kGemmBM, tiles_n = (N + kGemmBN - 1) / kGemmBN;
     if (tiles_m > 65535) throw std::invalid_argument(std::string(name) + ": M too large for the grid");
     const int64_t tiles = (int64_t)tiles_m * tiles_n;
-    const int64_t want = 2 * (int64_t)sm_count();
+    const int64_t want = 2 * (int64_t)device_caps().sms;
     int splits = 1;
     if (tiles < want && K >= 1024) {
         const int64_t by_fill = (want + tiles - 1) / tiles;
@@ -125,14 +218,11 @@ void gemm(int M, int N, int K, ALoad a, BLoad b, Store st, cudaStream_t stream, 
     splits = std::max(1, (K + k_per_split - 1) / k_per_split);
     const dim3 grid(tiles_n, tiles_m, splits);
     if (splits == 1) {
-        gemm_kernel<<<grid, kGemmThreads, 0, stream>>>(M, N, K, k_per_split, a, b, st);
-        RC_CUDA_LAUNCH_CHECK(stream, name);
+        launch_gemm_tile(grid, M, N, K, k_per_split, a, b, st, stream, name);
         return;
     }
     Scratch ws((size_t)splits * M * N * sizeof(float), stream);
-    WorkspaceStore wst{ws.as<float>(), M, N};
-    gemm_kernel<<<grid, kGemmThreads, 0, stream>>>(M, N, K, k_per_split, a, b, wst);
-    RC_CUDA_LAUNCH_CHECK(stream, name);
+    launch_gemm_tile(grid, M, N, K, k_per_split, a, b, WorkspaceStore{ws.as<float>(), M, N}, stream, name);
     gemm_splitk_reduce<<<grid_for((int64_t)M * N, 256), 256, 0, stream>>>(ws.as<float>(), M, N, splits, st);
     RC_CUDA_LAUNCH_CHECK(stream, name);
 }
