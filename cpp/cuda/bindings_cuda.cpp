@@ -924,7 +924,7 @@ void sgd(const py::object& p_, const py::object& g_, const py::object& buf_, dou
     ArrayPtr p = require_any(p_, "param");
     ArrayPtr g = require_f32(g_, "grad", dims_of(*p));
     require_finite(lr, "lr");
-    if (!(momentum >= 0.0 && momentum < 1.0 + 1e-12))
+    if (!(momentum >= 0.0 && momentum <= 1.0))
         throw py::value_error("momentum: expected a number in [0, 1], got " + std::to_string(momentum));
     require_finite(weight_decay, "weight_decay");
     if (nesterov && momentum == 0.0) throw py::value_error("nesterov: needs momentum > 0");
@@ -1026,7 +1026,9 @@ PYBIND11_MODULE(_cuda, m) {
         }, "Fill with zeros (asynchronous, on the module's stream).")
         .def("reshape", [](const DeviceArray& a, const py::args& args) {
             py::object spec = args.size() == 1 ? py::object(args[0]) : py::object(args);
-            Shape s = shape_from(spec);
+            Shape s;
+            if (py::isinstance<py::int_>(spec)) s.push_back(spec.cast<int64_t>());
+            else for (auto d : py::reinterpret_borrow<py::iterable>(spec)) s.push_back(d.cast<int64_t>());
             int infer = -1;
             int64_t known = 1;
             for (size_t i = 0; i < s.size(); ++i) {

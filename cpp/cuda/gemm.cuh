@@ -37,7 +37,7 @@ gemm_kernel(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
     __shared__ float Bs[kGemmBK][kGemmBN];
     const int tid = threadIdx.x;
     const int tx = tid % 16, ty = tid / 16;
-    const int m0 = blockIdx.y * kGemmBM, n0 = blockIdx.x * kGemmBN;
+    const int m0 = blockIdx.x * kGemmBM, n0 = blockIdx.y * kGemmBN;
     const int k_begin = blockIdx.z * k_per_split;
     const int k_end = min(K, k_begin + k_per_split);
 
@@ -104,7 +104,7 @@ gemm_kernel_tf32(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store s
     __shared__ __align__(32) float Bs[kGemmBK][kGemmBN];   // Bs[k][n]: B tile, row-major
     __shared__ __align__(32) float Cs[kGemmBM][kTf32LdC];
     const int tid = threadIdx.x, warp = tid / 32;
-    const int m0 = blockIdx.y * kGemmBM, n0 = blockIdx.x * kGemmBN;
+    const int m0 = blockIdx.x * kGemmBM, n0 = blockIdx.y * kGemmBN;
     const int k_begin = blockIdx.z * k_per_split;
     const int k_end = min(K, k_begin + k_per_split);
     const int wm = 16 * (warp / 2), wn = 32 * (warp % 2);
@@ -203,7 +203,8 @@ void launch_gemm_tile(dim3 grid, int M, int N, int K, int k_per_split, ALoad a, 
 template <class ALoad, class BLoad, class Store>
 void gemm(int M, int N, int K, ALoad a, BLoad b, Store st, cudaStream_t stream, const char* name) {
     const int tiles_m = (M + kGemmBM - 1) / kGemmBM, tiles_n = (N + kGemmBN - 1) / kGemmBN;
-    if (tiles_m > 65535) throw std::invalid_argument(std::string(name) + ": M too large for the grid");
+    // M tiles on grid.x (up to 2^31-1: M = N*H*W can be large), N tiles on grid.y (<= 65535).
+    if (tiles_n > 65535) throw std::invalid_argument(std::string(name) + ": N too large for the grid");
     const int64_t tiles = (int64_t)tiles_m * tiles_n;
     const int64_t want = 2 * (int64_t)device_caps().sms;
     int splits = 1;
@@ -216,7 +217,7 @@ void gemm(int M, int N, int K, ALoad a, BLoad b, Store st, cudaStream_t stream, 
     int k_per_split = (K + splits - 1) / splits;
     k_per_split = (k_per_split + kGemmBK - 1) / kGemmBK * kGemmBK;
     splits = std::max(1, (K + k_per_split - 1) / k_per_split);
-    const dim3 grid(tiles_n, tiles_m, splits);
+    const dim3 grid(tiles_m, tiles_n, splits);
     if (splits == 1) {
         launch_gemm_tile(grid, M, N, K, k_per_split, a, b, st, stream, name);
         return;
