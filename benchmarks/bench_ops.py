@@ -164,14 +164,21 @@ CASES: list[Case] = conv_cases()
 # ------------------------------------------------------------------------ runner
 
 def median_time(fn, repeats: int, warmup: int, clock=time.perf_counter, div: int = 1) -> float:
-    """Median seconds per call; with clock=time.process_time, CPU seconds / div (threads)."""
+    """Median seconds per call. With clock=time.process_time it is CPU seconds / div
+    (threads), and each sample loops the call until >= 50 ms so tick-based accounting of
+    the other threads' CPU time averages out."""
     for _ in range(warmup):
         fn()
+    t0 = clock()
+    fn()
+    once = max(clock() - t0, 1e-6)
+    inner = 1 if clock is time.perf_counter else max(1, int(0.05 / once + 0.999))
     ts = []
     for _ in range(repeats):
         t0 = clock()
-        fn()
-        ts.append((clock() - t0) / div)
+        for _ in range(inner):
+            fn()
+        ts.append((clock() - t0) / div / inner)
     return statistics.median(ts)
 
 
