@@ -10,12 +10,11 @@ constexpr int64_t kParallelMin = 1 << 16;
 
 void sgd_step(float* p, const float* grad, float* buf, int64_t n, float lr, float momentum,
               float weight_decay, bool nesterov) {
-    const int nt = rc::num_threads();
     if (momentum == 0.0f) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin) num_threads(nt)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin) num_threads(rc::num_threads())
         for (int64_t i = 0; i < n; ++i) p[i] -= lr * (grad[i] + weight_decay * p[i]);
     } else if (nesterov) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin) num_threads(nt)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin) num_threads(rc::num_threads())
         for (int64_t i = 0; i < n; ++i) {
             const float g = grad[i] + weight_decay * p[i];
             const float b = momentum * buf[i] + g;
@@ -23,7 +22,7 @@ void sgd_step(float* p, const float* grad, float* buf, int64_t n, float lr, floa
             p[i] -= lr * (g + momentum * b);
         }
     } else {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin) num_threads(nt)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin) num_threads(rc::num_threads())
         for (int64_t i = 0; i < n; ++i) {
             const float b = momentum * buf[i] + grad[i] + weight_decay * p[i];
             buf[i] = b;
