@@ -194,7 +194,8 @@ def test_missing_files_say_how_to_get_them(tmp_path):
         load_dataset("fashion-mnist", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"(?s)mnist.*--data-dir"):
         load_dataset("mnist", tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"(?s)data_batch_1.*cifar-10-python.tar.gz"):
+    with pytest.raises(FileNotFoundError, match=r"(?s)data_batch_1.*cifar-10-python.tar.gz"
+                                                r".*https://www.cs.toronto.edu/~kriz/cifar"):
         load_dataset("cifar10", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"(?s)train, test.*cifar-100-python.tar.gz"):
         load_dataset("cifar100", tmp_path)
@@ -227,6 +228,32 @@ def test_cifar10(tmp_path, rng, subdir):
     np.testing.assert_array_equal(train.labels, sum((b[b"labels"] for b in batches[:5]), []))
     np.testing.assert_array_equal(test.labels, batches[5][b"labels"])
     assert train.classes[1] == "automobile" and test.name == "cifar10/test"
+
+
+def test_cifar10_from_tar(tmp_path, rng):
+    import tarfile
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    batches = write_cifar10(d, rng)
+    archive = tmp_path / "dl" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(d, arcname="cifar-10-batches-py")
+    for where in (archive.parent, archive):  # the directory holding it, or the file
+        train, test = load_dataset("cifar10", where)
+        np.testing.assert_array_equal(test.raw.reshape(4, -1), batches[5][b"data"])
+        assert len(train) == 20 and train.classes[9] == "truck"
+    # a malicious member inside the archive is refused the same way
+    cifar_dump(d / "test_batch", {b"x": _Evil(tmp_path / "pwned")})
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(d, arcname="cifar-10-batches-py")
+    with pytest.raises(UnsafePickleError, match=r"cifar-10-python.tar.gz:cifar-10-batches-py/"
+                                                r"test_batch: refused"):
+        load_dataset("cifar10", archive)
+    assert not (tmp_path / "pwned").exists()
+    archive.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable tar archive"):
+        load_dataset("cifar10", archive)
 
 
 def test_cifar100(tmp_path, rng):

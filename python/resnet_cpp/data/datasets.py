@@ -7,6 +7,8 @@ batch by batch from the stored array, so CIFAR-10 costs 150 MiB of RAM, not 600.
 from __future__ import annotations
 
 import os
+import tarfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -173,8 +175,9 @@ def _how_to_get(name: str, data_dir: Path) -> str:
                 "(CLI: --data-dir) pointing at them")
     archive = {"cifar10": "cifar-10-python.tar.gz",
                "cifar100": "cifar-100-python.tar.gz"}[name]
-    return (f"download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html, extract it "
-            f"into {data_dir} (or anywhere, then pass data_dir= / CLI --data-dir)")
+    return (f"download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html into "
+            f"{data_dir} (extracted or not), or pass data_dir= (CLI: --data-dir) pointing at "
+            "the archive or the directory holding it or its extracted files")
 
 
 def _find(data_dir: Path, stems: Sequence[str], subdirs: Sequence[str]) -> Path | None:
@@ -206,32 +209,72 @@ def _load_idx_dataset(name: str, data_dir: Path, classes: list[str]) -> tuple[Da
     return splits[0], splits[1]
 
 
+_CIFAR = {
+    # name: (archive, its top directory, train files, test file, meta file, meta key,
+    #        label key, classes)
+    "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py",
+                [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                "batches.meta", "label_names", "labels", 10),
+    "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python", ["train"], "test",
+                 "meta", "fine_label_names", "fine_labels", 100),
+}
+
+
+def _cifar_from_tar(archive: Path, top: str, names: Sequence[str]) -> dict[str, bytes]:
+    """Read the named members of ``top/`` from a CIFAR .tar.gz in one pass, in memory."""
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            out = {}
+            for m in tf:
+                base = m.name.rsplit("/", 1)[-1]
+                if m.isfile() and m.name in (f"{top}/{base}", base) and base in names:
+                    out[base] = tf.extractfile(m).read()
+            return out
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise ValueError(f"{archive}: not a readable tar archive ({e})") from e
+
+
 def _load_cifar(name: str, data_dir: Path) -> tuple[Dataset, Dataset]:
-    if name == "cifar10":
-        sub, train_files, test_file = "cifar-10-batches-py", \
-            [f"data_batch_{i}" for i in range(1, 6)], "test_batch"
-        meta_file, meta_key, label_key, k = "batches.meta", "label_names", "labels", 10
-    else:
-        sub, train_files, test_file = "cifar-100-python", ["train"], "test"
-        meta_file, meta_key, label_key, k = "meta", "fine_label_names", "fine_labels", 100
+    archive, top, train_files, test_file, meta_file, meta_key, label_key, k = _CIFAR[name]
+    wanted = [*train_files, test_file]
+    # Extracted files in data_dir or data_dir/top; else the archive (data_dir or inside it).
+    tar_path: Path | None = data_dir if data_dir.is_file() else None
     root = data_dir
-    if not (root / test_file).is_file() and (root / sub / test_file).is_file():
-        root = root / sub
-    missing = [f for f in [*train_files, test_file] if not (root / f).is_file()]
+    if tar_path is None:
+        if not (root / test_file).is_file() and (root / top / test_file).is_file():
+            root = root / top
+        if not all((root / f).is_file() for f in wanted) and (data_dir / archive).is_file():
+            tar_path = data_dir / archive
+    if tar_path is not None:
+        blobs = _cifar_from_tar(tar_path, top, [*wanted, meta_file])
+        have, where = set(blobs), f"archive {tar_path}"
+
+        def source(f: str) -> tuple[Path | str, bytes | None]:
+            return f"{tar_path}:{top}/{f}", blobs[f]
+    else:
+        have = {f for f in [*wanted, meta_file] if (root / f).is_file()}
+        where = f"{data_dir} (nor in {data_dir / top}, nor a {archive} there)"
+
+        def source(f: str) -> tuple[Path | str, bytes | None]:
+            return root / f, None
+    missing = [f for f in wanted if f not in have]
     if missing:
-        raise FileNotFoundError(f"{name}: {', '.join(missing)} not found in {data_dir} "
-                                f"(nor in {data_dir / sub}); " + _how_to_get(name, data_dir))
-    if (root / meta_file).is_file():
-        classes = read_cifar_meta(root / meta_file, meta_key)
+        raise FileNotFoundError(f"{name}: {', '.join(missing)} not found in {where}; "
+                                + _how_to_get(name, data_dir))
+    if meta_file in have:
+        path, data = source(meta_file)
+        classes = read_cifar_meta(path, meta_key, data=data)
         if len(classes) != k:
-            raise ValueError(f"{root / meta_file}: {meta_key!r} has {len(classes)} names, "
-                             f"expected {k}")
+            raise ValueError(f"{path}: {meta_key!r} has {len(classes)} names, expected {k}")
     else:
         classes = CIFAR10_CLASSES if k == 10 else [str(i) for i in range(k)]
-    parts = [read_cifar_batch(root / f, label_key, k) for f in train_files]
-    x_train = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-    y_train = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-    x_test, y_test = read_cifar_batch(root / test_file, label_key, k)
+    parts = []
+    for f in wanted:
+        path, data = source(f)
+        parts.append(read_cifar_batch(path, label_key, k, data=data))
+    x_train = np.concatenate([p[0] for p in parts[:-1]])
+    y_train = np.concatenate([p[1] for p in parts[:-1]])
+    x_test, y_test = parts[-1]
     return (Dataset(x_train, y_train, classes, f"{name}/train"),
             Dataset(x_test, y_test, classes, f"{name}/test"))
 
@@ -269,7 +312,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None
           (``apt-get install dataset-fashion-mnist``).
       ``mnist``: IDX files; default dir $RESNET_CPP_DATA/mnist (~/.cache/resnet_cpp/mnist).
       ``cifar10`` / ``cifar100``: the python-pickle batches (data_batch_1..5, test_batch /
-          train, test), in data_dir or its cifar-10-batches-py / cifar-100-python subdir;
+          train, test), in data_dir or its cifar-10-batches-py / cifar-100-python subdir,
+          or read straight from the downloaded cifar-10-python.tar.gz /
+          cifar-100-python.tar.gz (in data_dir, or data_dir is that file);
           default dir $RESNET_CPP_DATA/<name>.
       ``npz``: ``data_dir`` is the path of an .npz with x_train, y_train, x_test, y_test.
     IDX files may be gzipped or not. Missing files raise FileNotFoundError saying how to
@@ -292,7 +337,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None
         d = FASHION_MNIST_DIR if name == "fashion-mnist" else _data_root() / name
     else:
         d = Path(data_dir).expanduser()
-    if not d.is_dir():
+    if not d.is_dir() and not (name.startswith("cifar") and d.is_file()):
         raise FileNotFoundError(f"{name}: data directory {d} does not exist; "
                                 + _how_to_get(name, d))
     if name == "fashion-mnist":

@@ -155,13 +155,15 @@ class RestrictedUnpickler(pickle.Unpickler):
             "reconstruction, so this file is not a genuine CIFAR pickle (possibly malicious)")
 
 
-def restricted_load(path: str | os.PathLike) -> Any:
+def restricted_load(path: str | os.PathLike, *, data: bytes | None = None) -> Any:
     """Unpickle ``path`` (gzipped or not) with RestrictedUnpickler and ``encoding='bytes'``.
 
-    Errors name the file: UnsafePickleError for a forbidden global, ValueError for a
-    corrupt or truncated pickle.
+    With ``data`` (e.g. a member read from a tar archive) that is unpickled instead and
+    ``path`` only names it in errors. Errors name the file: UnsafePickleError for a
+    forbidden global, ValueError for a corrupt or truncated pickle.
     """
-    data = _read_bytes(path)
+    if data is None:
+        data = _read_bytes(path)
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except UnsafePickleError as e:
@@ -181,40 +183,42 @@ def _key(d: dict, name: str, path: str | os.PathLike) -> Any:
 
 
 def read_cifar_batch(path: str | os.PathLike, label_key: str = "labels",
-                     num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     num_classes: int | None = None, *, data: bytes | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR python batch -> (images uint8 (N,3,32,32), labels int64 (N,)).
 
     The file is a pickled dict with ``b'data'`` uint8 (N, 3072) (the 1024 red, then green,
     then blue values of each 32x32 image, row-major) and ``label_key`` (``labels`` for
-    CIFAR-10, ``fine_labels`` for CIFAR-100) as a list of N ints.
+    CIFAR-10, ``fine_labels`` for CIFAR-100) as a list of N ints. ``data``: as in
+    ``restricted_load``.
     """
-    d = restricted_load(path)
+    d = restricted_load(path, data=data)
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a pickled dict, got {type(d).__name__}")
-    data = _key(d, "data", path)
+    x = _key(d, "data", path)
     labels = _key(d, label_key, path)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3 * 32 * 32:
-        desc = (f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray)
-                else type(data).__name__)
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 \
+            or x.shape[1] != 3 * 32 * 32:
+        desc = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
         raise ValueError(f"{path}: 'data' must be uint8 (N, 3072), got {desc}")
     try:
         labels = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: {label_key!r} is not a list of ints ({e})") from e
-    if labels.ndim != 1 or labels.shape[0] != data.shape[0]:
-        raise ValueError(f"image/label count mismatch in {path}: {data.shape[0]} images, "
+    if labels.ndim != 1 or labels.shape[0] != x.shape[0]:
+        raise ValueError(f"image/label count mismatch in {path}: {x.shape[0]} images, "
                          f"{label_key!r} has shape {labels.shape}")
     if labels.size and (labels.min() < 0 or (num_classes is not None
                                               and labels.max() >= num_classes)):
         raise ValueError(f"{path}: labels must lie in [0, {num_classes}), "
                          f"got [{labels.min()}, {labels.max()}]")
-    return data.reshape(-1, 3, 32, 32), labels
+    return x.reshape(-1, 3, 32, 32), labels
 
 
-def read_cifar_meta(path: str | os.PathLike, key: str) -> list[str]:
+def read_cifar_meta(path: str | os.PathLike, key: str, *,
+                    data: bytes | None = None) -> list[str]:
     """Class names from a CIFAR meta file (``label_names`` or ``fine_label_names``)."""
-    d = restricted_load(path)
+    d = restricted_load(path, data=data)
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a pickled dict, got {type(d).__name__}")
     names = _key(d, key, path)
