@@ -173,8 +173,7 @@ def _how_to_get(name: str, data_dir: Path) -> str:
                 "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
                 f"t10k-labels-idx1-ubyte.gz) into {data_dir}, or pass data_dir= "
                 "(CLI: --data-dir) pointing at them")
-    archive = {"cifar10": "cifar-10-python.tar.gz",
-               "cifar100": "cifar-100-python.tar.gz"}[name]
+    archive = _CIFAR[name][0]
     return (f"download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html into "
             f"{data_dir} (extracted or not), or pass data_dir= (CLI: --data-dir) pointing at "
             "the archive or the directory holding it or its extracted files")
