@@ -496,6 +496,11 @@ def test_loader_normalization(small):
     np.testing.assert_allclose(x, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-5)
     np.testing.assert_allclose(x.std(axis=(0, 2, 3)), 1, atol=1e-4)
+    # float-stored datasets are used as is, and normalizing never writes into the dataset
+    flt = Dataset(small.images.copy(), small.labels, small.classes, "float")
+    x2 = np.concatenate([b[0] for b in DataLoader(flt, 8, mean=mean, std=std, shuffle=False)])
+    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(flt.images, small.images)
 
 
 def test_loader_bad_args(small):
