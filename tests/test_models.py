@@ -221,49 +221,67 @@ def chain(x, *ops):
     return x, back_all
 
 
+def ref_v1_block(net, h, pre, stride, shortcut, bottleneck):
+    """A v1 residual block (basic or bottleneck, stride on the 3x3): relu(main + short)."""
+    if bottleneck:
+        main, back_main = chain(h, lambda t: net.conv(t, pre + ".conv1", 1, 0),
+                                lambda t: net.bn(t, pre + ".bn1", True),
+                                lambda t: net.conv(t, pre + ".conv2", stride, 1),
+                                lambda t: net.bn(t, pre + ".bn2", True),
+                                lambda t: net.conv(t, pre + ".conv3", 1, 0),
+                                lambda t: net.bn(t, pre + ".bn3", False))
+    else:
+        main, back_main = chain(h, lambda t: net.conv(t, pre + ".conv1", stride, 1),
+                                lambda t: net.bn(t, pre + ".bn1", True),
+                                lambda t: net.conv(t, pre + ".conv2", 1, 1),
+                                lambda t: net.bn(t, pre + ".bn2", False))
+    cin, cout = h.shape[1], main.shape[1]
+    if stride == 1 and cin == cout:
+        short, back_short = h, (lambda d: d)
+    elif shortcut == "A":  # subsample, zero-pad channels on both sides
+        lo = (cout - cin) // 2
+        short = np.zeros_like(main)
+        short[:, lo:lo + cin] = h[:, :, ::stride, ::stride]
+
+        def back_short(d):
+            dx = np.zeros(h.shape)
+            dx[:, :, ::stride, ::stride] = d[:, lo:lo + cin]
+            return dx
+    else:
+        short, back_short = chain(h, lambda t: net.conv(t, pre + ".downsample.0", stride, 0),
+                                  lambda t: net.bn(t, pre + ".downsample.1", False))
+    y = R.add_relu_forward(main, short)
+
+    def back(dy):
+        d = R.add_relu_backward(dy, y)
+        return back_main(d) + back_short(d)
+    return y, back
+
+
 def ref_cifar_v1(net, x, n, shortcut):
     """He et al. 2015 CIFAR ResNet: conv-BN-ReLU, 3 stages of n basic blocks, pool, fc."""
-    h, back_stem = chain(x, lambda t: net.conv(t, "conv1", 1, 1),
-                         lambda t: net.bn(t, "bn1", True))
-    backs = [back_stem]
+    ops = [lambda t: net.conv(t, "conv1", 1, 1), lambda t: net.bn(t, "bn1", True)]
     for s in range(3):
         for i in range(n):
-            pre = f"layer{s + 1}.{i}"
-            stride = 2 if (s > 0 and i == 0) else 1
-            cin, cout = h.shape[1], net.p[pre + ".conv1.weight"].shape[0]
-            main, back_main = chain(h, lambda t: net.conv(t, pre + ".conv1", stride, 1),
-                                    lambda t: net.bn(t, pre + ".bn1", True),
-                                    lambda t: net.conv(t, pre + ".conv2", 1, 1),
-                                    lambda t: net.bn(t, pre + ".bn2", False))
-            if stride == 1 and cin == cout:
-                short, back_short = h, (lambda d: d)
-            elif shortcut == "A":
-                lo = (cout - cin) // 2
-                short = np.zeros_like(main)
-                short[:, lo:lo + cin] = h[:, :, ::stride, ::stride]
+            ops.append(lambda t, pre=f"layer{s + 1}.{i}", st=2 if (s > 0 and i == 0) else 1:
+                       ref_v1_block(net, t, pre, st, shortcut, False))
+    ops.append(net.head)
+    return chain(x, *ops)
 
-                def back_short(d, shape=h.shape, lo=lo, cin=cin, stride=stride):
-                    dx = np.zeros(shape)
-                    dx[:, :, ::stride, ::stride] = d[:, lo:lo + cin]
-                    return dx
-            else:
-                short, back_short = chain(
-                    h, lambda t: net.conv(t, pre + ".downsample.0", stride, 0),
-                    lambda t: net.bn(t, pre + ".downsample.1", False))
-            h = R.add_relu_forward(main, short)
 
-            def back_block(dy, y=h, bm=back_main, bs=back_short):
-                d = R.add_relu_backward(dy, y)
-                return bm(d) + bs(d)
-            backs.append(back_block)
-    logits, back_head = net.head(h)
-    backs.append(back_head)
+def ref_imagenet(net, x, counts, bottleneck):
+    """torchvision ResNet: conv 7x7/2-BN-ReLU, maxpool 3x3/2 pad 1, 4 stages, pool, fc."""
+    def maxpool(t):
+        y = R.max_pool2d_forward(t, 3, 2, 1)
+        return y, lambda dy: R.max_pool2d_backward(dy, t, 3, 2, 1)
 
-    def back_all(dy):
-        for back in reversed(backs):
-            dy = back(dy)
-        return dy
-    return logits, back_all
+    ops = [lambda t: net.conv(t, "conv1", 2, 3), lambda t: net.bn(t, "bn1", True), maxpool]
+    for s, count in enumerate(counts):
+        for i in range(count):
+            ops.append(lambda t, pre=f"layer{s + 1}.{i}", st=2 if (s > 0 and i == 0) else 1:
+                       ref_v1_block(net, t, pre, st, "B", bottleneck))
+    ops.append(net.head)
+    return chain(x, *ops)
 
 
 def ref_preact_v2(net, x, n, width):
@@ -379,6 +397,18 @@ def test_tiny_preact_v2_matches_reference(rng, width):
     model = models.PreActResNet(20, num_classes=4, in_channels=2, width=width, seed=0)
     _check_against_reference(model, lambda net, x: ref_preact_v2(net, x, 2, width),
                              rng, (2, 2, 8, 8))
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_narrow_imagenet_resnet_matches_reference(rng, depth):
+    """ResNet-18 / ResNet-50 topology (stem, maxpool, basic / bottleneck blocks) with
+    narrow stages so the float64 reference stays fast."""
+    model = models.ImageNetResNet(depth, num_classes=3, in_channels=3, widths=(4, 4, 8, 8),
+                                  seed=0)
+    block, counts = models.IMAGENET_DEPTHS[depth]
+    _check_against_reference(
+        model, lambda net, x: ref_imagenet(net, x, counts, block is models.Bottleneck),
+        rng, (2, 3, 29, 29))
 
 
 def test_tiny_imagenet_resnet_backward_consistent(rng):

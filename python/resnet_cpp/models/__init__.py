@@ -12,6 +12,7 @@ explicit ``backward(dlogits, need_dx=True)`` and torchvision-style state_dict ke
 from __future__ import annotations
 
 from .base import ResNetBase
+from .blocks import BasicBlock, Bottleneck, PreActBottleneck
 from .cifar import CifarResNet
 from .imagenet import IMAGENET_DEPTHS, ImageNetResNet
 from .preact import PreActResNet
@@ -20,7 +21,8 @@ CIFAR_V1_DEPTHS = (20, 32, 44, 56, 110, 1202)
 CIFAR_V2_DEPTHS = (29, 56, 110, 164, 1001)
 
 __all__ = [
-    "CifarResNet", "ImageNetResNet", "PreActResNet", "ResNetBase", "create", "valid_names",
+    "BasicBlock", "Bottleneck", "CifarResNet", "IMAGENET_DEPTHS", "ImageNetResNet",
+    "PreActBottleneck", "PreActResNet", "ResNetBase", "create", "valid_names",
     *[f"resnet{d}" for d in CIFAR_V1_DEPTHS],
     *[f"resnet{d}" for d in IMAGENET_DEPTHS],
     *[f"preact_resnet{d}" for d in CIFAR_V2_DEPTHS],

@@ -23,23 +23,31 @@ IMAGENET_DEPTHS = {
 
 
 class ImageNetResNet(ResNetBase):
-    """torchvision-compatible ResNet; ``zero_init_residual`` zeroes each block's last BN gamma."""
+    """torchvision-compatible ResNet; ``zero_init_residual`` zeroes each block's last BN gamma.
+
+    ``widths``: planes of the four stages (torchvision: 64, 128, 256, 512; bottleneck
+    outputs are 4x); the stem has ``widths[0]`` channels. Smaller values make tiny models.
+    """
 
     _trunk = ("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
     def __init__(self, depth: int = 50, num_classes: int = 1000, in_channels: int = 3,
-                 zero_init_residual: bool = False, seed=None):
+                 zero_init_residual: bool = False, widths=(64, 128, 256, 512), seed=None):
         super().__init__(in_channels, num_classes)
         if depth not in IMAGENET_DEPTHS:
             raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_DEPTHS)}, "
                              f"got {depth}")
+        if len(widths) != 4:
+            raise ValueError(f"widths must have 4 entries, got {widths!r}")
         block, counts = IMAGENET_DEPTHS[depth]
         self.depth = depth
-        self.conv1 = Conv2d(self.in_channels, 64, 7, 2, 3, bias=False, layout="NHWC", rng=0)
-        self.bn1 = bn(64, relu=True)
+        widths = tuple(int(w) for w in widths)
+        self.conv1 = Conv2d(self.in_channels, widths[0], 7, 2, 3, bias=False, layout="NHWC",
+                            rng=0)
+        self.bn1 = bn(widths[0], relu=True)
         self.maxpool = MaxPool2d(3, 2, 1, layout="NHWC")
-        cin = 64
-        for s, (planes, count) in enumerate(zip((64, 128, 256, 512), counts)):
+        cin = widths[0]
+        for s, (planes, count) in enumerate(zip(widths, counts)):
             blocks = []
             for i in range(count):
                 blocks.append(block(cin, planes, 2 if (i == 0 and s > 0) else 1))
