@@ -401,8 +401,8 @@ class Trainer:
         """Restore the full training state from a checkpoint written by :meth:`save`."""
         c = ckpt.load(path)
         pos = c.meta.get("position", {})
-        for key, own in (("steps_per_epoch", self.steps_per_epoch),
-                         ("batch_size", self.batch_size), ("seed", self.seed)):
+        for key, own in (("batch_size", self.batch_size), ("seed", self.seed),
+                         ("steps_per_epoch", self.steps_per_epoch)):
             if key in pos and pos[key] != own:
                 raise ckpt.CheckpointError(
                     f"{path}: checkpoint has {key}={pos[key]}, this run has {own}; "
@@ -565,7 +565,7 @@ class Trainer:
         record = {"epoch": self.epoch + 1, "step": self.global_step,
                   "train_loss": s["loss"] / max(s["seen"], 1),
                   "train_acc": s["correct"] / max(s["seen"], 1),
-                  "lr": self.optimizer.lr,
+                  "lr": self.schedule.lr_at(max(self.global_step - 1, 0)),  # last step's
                   "images_per_s": s["seen"] / max(s["time"], 1e-9),
                   "epoch_time_s": s["time"]}
         if partial:
