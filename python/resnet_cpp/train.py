@@ -23,6 +23,7 @@ Divergence: a NaN or infinite loss (or non-finite weights at save time) raises
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -48,11 +49,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class _Bar:
-    """tqdm when installed (a dependency of the package), else one line per epoch."""
+    """tqdm when installed (a dependency of the package), else a plain line every 10 s."""
 
     def __init__(self, total: int, initial: int, desc: str, enabled: bool) -> None:
         self._tqdm = None
-        self._desc, self._postfix = desc, ""
+        self._desc, self._total, self._done = desc, total, initial
+        self._last = time.perf_counter()
         self.enabled = enabled
         if not enabled:
             return
@@ -67,8 +69,13 @@ class _Bar:
         if self._tqdm is not None:
             self._tqdm.set_postfix(postfix, refresh=False)
             self._tqdm.update(1)
-        else:
-            self._postfix = ", ".join(f"{k}={v}" for k, v in postfix.items())
+            return
+        self._done += 1
+        now = time.perf_counter()
+        if self.enabled and now - self._last >= 10.0:  # no tqdm: a line every 10 s
+            self._last = now
+            items = ", ".join(f"{k}={v}" for k, v in postfix.items())
+            print(f"{self._desc}: {self._done}/{self._total} batches, {items}", flush=True)
 
     def write(self, msg: str) -> None:
         if self._tqdm is not None:
@@ -80,9 +87,6 @@ class _Bar:
         if self._tqdm is not None:
             self._tqdm.close()
             self._tqdm = None
-        elif self.enabled and self._postfix:
-            print(f"{self._desc}: {self._postfix}", flush=True)
-            self._postfix = ""
 
 
 class _InterruptGuard:
@@ -109,8 +113,14 @@ class _InterruptGuard:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
 
-    def end_step(self) -> None:
-        self.in_step = False
+    @contextlib.contextmanager
+    def critical(self):
+        """A Ctrl-C arriving inside the block is raised when the block has finished."""
+        self.in_step = True
+        try:
+            yield
+        finally:
+            self.in_step = False
         if self.pending:
             self.pending = False
             raise KeyboardInterrupt
@@ -414,9 +424,12 @@ class Trainer:
             raise ckpt.CheckpointError(
                 f"{path}: checkpoint used schedule {c.meta['schedule'].get('name')!r}, "
                 f"this run {self.schedule.state_dict()['name']!r}")
-        if self.mean is not None and c.meta.get("normalization"):
-            self.mean = np.asarray(c.meta["normalization"]["mean"], np.float32)
-            self.std = np.asarray(c.meta["normalization"]["std"], np.float32)
+        norm = c.meta.get("normalization")
+        if norm and self.mean is not None and (
+                not np.array_equal(np.asarray(norm["mean"], np.float32), self.mean)
+                or not np.array_equal(np.asarray(norm["std"], np.float32), self.std)):
+            raise ckpt.CheckpointError(f"{path}: the checkpoint normalized with other "
+                                       "mean/std; resume with the same training data")
         # Everything below only copies already-verified arrays.
         ckpt.load_model_state(self.model, c.model_state, where=path)
         self.optimizer.load_state_dict(opt_state)
@@ -478,6 +491,8 @@ class Trainer:
                 self._log(f"resumed from {path} at epoch {self.epoch + 1}, batch "
                           f"{self.batch} (step {self.global_step})")
             elif self.out_dir is not None:
+                if self.resume:
+                    self._log(f"no checkpoint in {self.out_dir}; starting from scratch")
                 self._write_metrics_file()
             with _InterruptGuard() as guard:
                 self._run(guard)
@@ -491,9 +506,9 @@ class Trainer:
                 stop = self._train_epoch(guard)
                 if stop:
                     self.history.stopped_at_max_steps = True
-                    self._end_epoch(partial=True)
+                    self._end_epoch(guard, partial=True)
                     return
-                self._end_epoch(partial=False)
+                self._end_epoch(guard, partial=False)
             except KeyboardInterrupt:
                 self.history.interrupted = True
                 msg = "\ninterrupted"
@@ -521,30 +536,28 @@ class Trainer:
         try:
             t0 = time.perf_counter()
             for x, y in it:
-                guard.in_step = True
-                logits = model(x)
-                loss = float(crit(logits, y))
-                if not math.isfinite(loss):
-                    guard.in_step = False
-                    raise TrainingDiverged(
-                        f"training diverged: loss is {loss} at epoch {self.epoch + 1}, batch "
-                        f"{self.batch + 1} (step {self.global_step + 1}); "
-                        + (f"the last good checkpoint {self._path('last.npz')} was kept. "
-                           if self.out_dir else "") + "Try a lower learning rate (--lr).")
-                lr = opt.lr
-                model.backward(crit.backward())
-                opt.step()
-                sched.step()
-                n = len(y)
-                s["loss"] += loss * n
-                s["correct"] += int(np.count_nonzero(np.argmax(logits, axis=1) == y))
-                s["seen"] += n
-                self.batch += 1
-                self.global_step += 1
-                t1 = time.perf_counter()
-                s["time"] += t1 - t0
-                t0 = t1
-                guard.end_step()
+                with guard.critical():
+                    logits = model(x)
+                    loss = float(crit(logits, y))
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"training diverged: loss is {loss} at epoch {self.epoch + 1}, "
+                            f"batch {self.batch + 1} (step {self.global_step + 1}); "
+                            + (f"the last good checkpoint {self._path('last.npz')} was kept. "
+                               if self.out_dir else "") + "Try a lower learning rate (--lr).")
+                    lr = opt.lr
+                    model.backward(crit.backward())
+                    opt.step()
+                    sched.step()
+                    n = len(y)
+                    s["loss"] += loss * n
+                    s["correct"] += int(np.count_nonzero(np.argmax(logits, axis=1) == y))
+                    s["seen"] += n
+                    self.batch += 1
+                    self.global_step += 1
+                    t1 = time.perf_counter()
+                    s["time"] += t1 - t0
+                    t0 = t1
                 bar.update({"loss": f"{s['loss'] / s['seen']:.4f}",
                             "acc": f"{s['correct'] / s['seen']:.3f}", "lr": f"{lr:.3g}",
                             "img/s": f"{s['seen'] / max(s['time'], 1e-9):.0f}"})
@@ -553,14 +566,13 @@ class Trainer:
                 if self.max_steps is not None and self.global_step >= self.max_steps:
                     return True
         finally:
-            guard.in_step = False
             bar.close()
             close = getattr(it, "close", None)
             if close is not None:
                 close()
         return False
 
-    def _end_epoch(self, partial: bool) -> None:
+    def _end_epoch(self, guard: _InterruptGuard, partial: bool) -> None:
         s = self._sums
         record = {"epoch": self.epoch + 1, "step": self.global_step,
                   "train_loss": s["loss"] / max(s["seen"], 1),
@@ -579,20 +591,22 @@ class Trainer:
             record["test_loss"], record["test_acc"] = res.loss, res.accuracy
             line += f" | test loss {res.loss:.4f} acc {100 * res.accuracy:.2f}%"
         line += f" | {record['images_per_s']:.0f} img/s"
-        self.history.records.append(record)
-        if not partial:
-            self.epoch += 1
-            self.batch = 0
-            self._sums = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-        if self.out_dir is not None:
-            improved = (not partial and "test_acc" in record
-                        and record["test_acc"] > self.best_accuracy)
-            if improved:
-                self.best_accuracy = record["test_acc"]
-            self.history.last_checkpoint = self.save(self._path("last.npz"))
-            if improved and self.save_best:
-                self.history.best_checkpoint = self.save(self._path("best.npz"))
-            self._append_metrics(record)
+        # Recording the epoch, advancing the position and saving go together (Ctrl-C waits).
+        with guard.critical():
+            self.history.records.append(record)
+            if not partial:
+                self.epoch += 1
+                self.batch = 0
+                self._sums = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
+            if self.out_dir is not None:
+                improved = (not partial and "test_acc" in record
+                            and record["test_acc"] > self.best_accuracy)
+                if improved:
+                    self.best_accuracy = record["test_acc"]
+                self.history.last_checkpoint = self.save(self._path("last.npz"))
+                if improved and self.save_best:
+                    self.history.best_checkpoint = self.save(self._path("best.npz"))
+                self._append_metrics(record)
         self._log(line)
         if self.on_epoch is not None:
             self.on_epoch(self, record)
