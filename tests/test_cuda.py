@@ -319,7 +319,7 @@ def test_batch_norm_2d_input_and_bad_inputs(rng):
     with pytest.raises(ValueError, match="dy: expected shape"):
         _cuda.batch_norm_backward(dev(f32(rng, 9, 4)), dev(x), g, rm, rv)
     xd = dev(x)
-    with pytest.raises(ValueError, match="must not be the same memory"):
+    with pytest.raises(ValueError, match="out: must not share memory with x"):
         _cuda.batch_norm_backward(dev(x), xd, g, rm, rv, None, True, xd)
 
 
@@ -402,6 +402,17 @@ def test_max_pool(rng, shape):
     dy = f32(rng, *nchw(host(y)).shape)
     dx = _cuda.max_pool2d_backward(dev(nhwc(dy)), am, H, W, k, s, p)
     assert_close(nchw(host(dx)), ref.max_pool2d_backward(dy, x, k, s, p), **BACKWARD, name="dx")
+
+
+def test_max_pool_nan_propagates():
+    # As PyTorch and the CPU kernels: a NaN in the window is the maximum, its position the argmax.
+    x = np.arange(1 * 19 * 5 * 5, dtype=np.float32).reshape(1, 19, 5, 5)
+    x[0, :, 1, 1] = np.nan
+    y, am = _cuda.max_pool2d_forward(dev(nhwc(x)), 3, 2, 1)
+    y, am = nchw(host(y)), nchw(host(am))
+    assert np.all(np.isnan(y[0, :, 0, 0])) and np.all(np.isnan(y[0, :, 1, 1]))
+    assert np.all(am[0, :, 0, 0] == 6) and np.all(am[0, :, 1, 1] == 6)
+    assert not np.any(np.isnan(y[0, :, 2, 2]))
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 7, 7), (2, 5, 1, 1), (8, 64, 8, 8)], ids=str)
@@ -532,6 +543,12 @@ def test_optim_bad_inputs(rng):
         _cuda.sgd_step(_readonly(p), dev(f32(rng, 4)), None, 0.1)
     with pytest.raises(ValueError, match="step"):
         _cuda.adam_step(p, dev(f32(rng, 4)), DA.zeros((4,)), DA.zeros((4,)), 0, 1e-3)
+    with pytest.raises(ValueError, match="m: must not share memory with param"):
+        _cuda.adam_step(p, dev(f32(rng, 4)), p, DA.zeros((4,)), 1, 1e-3)
+    with pytest.raises(ValueError, match="nesterov"):
+        _cuda.sgd_step(p, dev(f32(rng, 4)), None, 0.1, 0.0, 0.0, True)
+    with pytest.raises(ValueError, match="lr"):
+        _cuda.sgd_step(p, dev(f32(rng, 4)), None, float("nan"))
 
 
 # ------------------------------------------------------------------ interop and memory
@@ -611,6 +628,60 @@ def test_memory_is_stable_over_repeated_calls(rng):
     free1, _ = _cuda.mem_info()
     # Stream-ordered scratch stays in the pool after the first call; nothing may accumulate.
     assert free0 - free1 < 8 << 20, f"device memory grew by {(free0 - free1) >> 20} MiB"
+
+
+def test_graph_capture_replays_a_training_step(rng):
+    # conv -> BN+ReLU -> BN backward -> conv backward -> SGD, captured once and replayed: the
+    # replay must equal running the same ops eagerly from the same starting state.
+    x = dev(f32(rng, 4, 8, 8, 16))
+    w0 = f32(rng, 3, 3, 16, 16, scale=1 / 12)
+    g, b = dev(np.ones(16, np.float32)), DA.zeros((16,))
+    rm, rv = DA.zeros((16,)), dev(np.ones(16, np.float32))
+    y, z, dz, dy = (DA.zeros((4, 8, 8, 16)) for _ in range(4))
+    dw = DA.zeros((3, 3, 16, 16))
+    mean, rstd, dg, db = (DA.zeros((16,)) for _ in range(4))
+
+    def step(w):
+        _cuda.conv2d_forward(x, w, None, 1, 1, out=y)
+        _cuda.batch_norm_forward_train(y, g, b, rm, rv, 0.1, 1e-5, True, z, mean, rstd)
+        _cuda.batch_norm_backward(z, y, g, mean, rstd, z, True, dz, dg, db)
+        _cuda.conv2d_backward_data(dz, w, 8, 8, 1, 1, out=dy)
+        _cuda.conv2d_backward_weight(x, dz, 3, 3, 1, 1, False, dw)
+        _cuda.sgd_step(w, dw, None, 0.01)
+
+    old = _cuda.current_stream()
+    stream = _cuda.create_stream()
+    _cuda.set_stream(stream)
+    try:
+        w_eager, w_graph = dev(w0), dev(w0)
+        for _ in range(3):
+            step(w_eager)
+        rm.zero_()
+        rv.copy_from_numpy(np.ones(16, np.float32))
+        graph = _cuda.CudaGraph()
+        graph.begin()
+        step(w_graph)
+        graph.end()
+        assert graph.num_nodes > 0
+        for _ in range(3):
+            graph.replay()
+        _cuda.synchronize()
+        np.testing.assert_array_equal(host(w_graph), host(w_eager))
+    finally:
+        _cuda.set_stream(old)
+        _cuda.destroy_stream(stream)
+
+
+def test_graph_capture_needs_a_created_stream():
+    old = _cuda.current_stream()
+    _cuda.set_stream(0)
+    try:
+        with pytest.raises(ValueError, match="create_stream"):
+            _cuda.CudaGraph().begin()
+        with pytest.raises(ValueError, match="nothing captured"):
+            _cuda.CudaGraph().replay()
+    finally:
+        _cuda.set_stream(old)
 
 
 def test_cuda_errors_carry_the_cuda_error_string():

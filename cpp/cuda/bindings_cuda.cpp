@@ -515,9 +515,11 @@ void require_batch(const py::handle& obj, const char* name) {
     }
 }
 
+// Two arrays written/read by one kernel pass must not overlap in memory.
 void require_distinct(const DeviceArray& a, const char* an, const DeviceArray& b, const char* bn) {
-    if (a.ptr && a.ptr == b.ptr)
-        throw py::value_error(std::string(an) + " and " + bn + " must not be the same memory");
+    const auto a0 = reinterpret_cast<uintptr_t>(a.ptr), b0 = reinterpret_cast<uintptr_t>(b.ptr);
+    if (a.nbytes() && b.nbytes() && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes())
+        throw py::value_error(std::string(an) + ": must not share memory with " + bn);
 }
 
 Dims dims_of(const DeviceArray& a) { return a.shape; }
@@ -598,6 +600,8 @@ py::tuple conv_bwd_weight(const py::object& xo, const py::object& dyo, int64_t R
     ArrayPtr db;
     if (with_bias) db = output(db_out, "db_out", {K});
     else if (!db_out.is_none()) throw py::value_error("db_out: given but with_bias is False");
+    require_distinct(*dw, "dw_out", *x, "x");
+    require_distinct(*dw, "dw_out", *dy, "dy");
     {
         py::gil_scoped_release nogil;
         rc::cuda::conv2d_backward_weight(x->f32(), dy->f32(), dw->f32(), db ? db->f32() : nullptr, s,
@@ -870,6 +874,9 @@ py::tuple linear_bwd(const py::object& dy_, const py::object& x_, const py::obje
     ArrayPtr dw = output(dw_out, "dw_out", {O, F});
     if (with_bias) db = output(db_out, "db_out", {O});
     else if (!db_out.is_none()) throw py::value_error("db_out: given but with_bias is False");
+    if (dx) require_distinct(*dx, "dx_out", *dy, "dy");
+    require_distinct(*dw, "dw_out", *dy, "dy");
+    require_distinct(*dw, "dw_out", *x, "x");
     {
         py::gil_scoped_release nogil;
         rc::cuda::linear_backward(dy->f32(), x->f32(), w->f32(), dx ? dx->f32() : nullptr, dw->f32(),
@@ -915,26 +922,42 @@ py::tuple xent(const py::object& logits_, const py::object& labels_, double ls,
 
 // ------------------------------------------------------------------ optimizers
 
-void require_finite(double v, const char* name) {
-    if (!std::isfinite(v)) throw py::value_error(std::string(name) + ": expected a finite number");
+// Same checks, in the same order, as the CPU bindings (cpp/bindings/optim.cpp).
+void require_finite_nonneg(double v, const char* name) {
+    if (!(v >= 0.0 && std::isfinite(v)))
+        throw py::value_error(std::string(name) + ": expected a finite number >= 0, got " +
+                              std::to_string(v));
+}
+
+void require_unit(double v, const char* name) {
+    if (!(v >= 0.0 && v < 1.0))
+        throw py::value_error(std::string(name) + ": expected a number in [0, 1), got " + std::to_string(v));
+}
+
+ArrayPtr require_param(const py::object& obj) {
+    ArrayPtr a = require_any(obj, "param");
+    if (a->readonly) throw py::value_error("param: expected a writeable array (it is written in place)");
+    return a;
 }
 
 void sgd(const py::object& p_, const py::object& g_, const py::object& buf_, double lr,
          double momentum, double weight_decay, bool nesterov) {
-    ArrayPtr p = require_any(p_, "param");
+    ArrayPtr p = require_param(p_);
     ArrayPtr g = require_f32(g_, "grad", dims_of(*p));
-    require_finite(lr, "lr");
-    if (!(momentum >= 0.0 && momentum <= 1.0))
-        throw py::value_error("momentum: expected a number in [0, 1], got " + std::to_string(momentum));
-    require_finite(weight_decay, "weight_decay");
-    if (nesterov && momentum == 0.0) throw py::value_error("nesterov: needs momentum > 0");
+    require_finite_nonneg(lr, "lr");
+    require_finite_nonneg(momentum, "momentum");
+    require_finite_nonneg(weight_decay, "weight_decay");
+    if (nesterov && momentum == 0.0)
+        throw py::value_error("nesterov: Nesterov momentum requires momentum > 0");
     ArrayPtr buf;
-    if (momentum != 0.0) {
-        if (buf_.is_none()) throw py::value_error("momentum_buf: required when momentum > 0");
+    if (momentum > 0.0) {
+        if (buf_.is_none())
+            throw py::value_error("momentum_buf: required when momentum > 0 (start with zeros)");
         buf = require_f32(buf_, "momentum_buf", dims_of(*p), true);
+        require_distinct(*buf, "momentum_buf", *p, "param");
+    } else if (!buf_.is_none()) {
+        require_f32(buf_, "momentum_buf", dims_of(*p));
     }
-    if (p->readonly) throw py::value_error("param: expected a writeable array (it is written in place)");
-    require_distinct(*p, "param", *g, "grad");
     {
         py::gil_scoped_release nogil;
         rc::cuda::sgd_step(p->f32(), g->f32(), buf ? buf->f32() : nullptr, p->size(), lr, momentum,
@@ -945,24 +968,116 @@ void sgd(const py::object& p_, const py::object& g_, const py::object& buf_, dou
 void adam(const py::object& p_, const py::object& g_, const py::object& m_, const py::object& v_,
           int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay,
           bool decoupled) {
-    ArrayPtr p = require_any(p_, "param");
-    if (p->readonly) throw py::value_error("param: expected a writeable array (it is written in place)");
+    ArrayPtr p = require_param(p_);
     ArrayPtr g = require_f32(g_, "grad", dims_of(*p));
     ArrayPtr m = require_f32(m_, "m", dims_of(*p), true);
     ArrayPtr v = require_f32(v_, "v", dims_of(*p), true);
-    require_range(step, "step", 1, std::numeric_limits<int32_t>::max());
-    require_finite(lr, "lr");
-    require_unit_interval(beta1, "beta1");
-    require_unit_interval(beta2, "beta2");
-    if (beta1 >= 1.0 || beta2 >= 1.0) throw py::value_error("beta1, beta2: must be < 1");
-    if (!(eps > 0.0)) throw py::value_error("eps: expected a positive number");
-    require_finite(weight_decay, "weight_decay");
+    require_distinct(*m, "m", *p, "param");
+    require_distinct(*v, "v", *p, "param");
+    require_distinct(*m, "m", *v, "v");
+    if (step < 1) throw py::value_error("step: expected an integer >= 1, got " + std::to_string(step));
+    require_finite_nonneg(lr, "lr");
+    require_unit(beta1, "beta1");
+    require_unit(beta2, "beta2");
+    if (!(eps > 0.0 && std::isfinite(eps)))
+        throw py::value_error("eps: expected a finite number > 0, got " + std::to_string(eps));
+    require_finite_nonneg(weight_decay, "weight_decay");
     {
         py::gil_scoped_release nogil;
         rc::cuda::adam_step(p->f32(), g->f32(), m->f32(), v->f32(), p->size(), step, lr, beta1,
                             beta2, eps, weight_decay, decoupled, current_stream());
     }
 }
+
+// ------------------------------------------------------------------ streams and graphs
+
+int64_t create_stream() {
+    require_device();
+    cudaStream_t s;
+    RC_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return (int64_t) reinterpret_cast<uintptr_t>(s);
+}
+
+void destroy_stream(int64_t handle) {
+    if (handle == 0 || handle == 1 || handle == 2)
+        throw py::value_error("handle: the default streams cannot be destroyed");
+    cudaStream_t s = stream_from_int(handle);
+    if (s == current_stream()) rc::cuda::set_current_stream(nullptr);
+    RC_CUDA_CHECK(cudaStreamDestroy(s));
+}
+
+// CUDA graph of the ops issued between begin() and end() on the module's current stream,
+// which must be a created (non-default) stream. Replays re-run the same kernels on the same
+// device addresses: every DeviceArray used while capturing must stay alive (and must not be
+// freed during the capture) for as long as the graph is replayed. Per-op scratch is
+// stream-ordered (cudaMallocAsync), so it becomes graph memory nodes; check_labels must be
+// False in softmax_cross_entropy (it waits for the host), and scalars (lr, Adam's step) are
+// frozen at their captured values.
+class CudaGraph {
+  public:
+    CudaGraph() = default;
+    CudaGraph(const CudaGraph&) = delete;
+    CudaGraph& operator=(const CudaGraph&) = delete;
+    ~CudaGraph() { reset(); }
+
+    void begin() {
+        require_device();
+        if (capturing_) throw py::value_error("CudaGraph.begin: already capturing");
+        cudaStream_t s = current_stream();
+        if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread)
+            throw py::value_error("CudaGraph.begin: capture needs a created stream; call "
+                                  "set_stream(create_stream()) first");
+        reset();
+        RC_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+        stream_ = s;
+        capturing_ = true;
+    }
+
+    void end() {
+        if (!capturing_) throw py::value_error("CudaGraph.end: begin() was not called");
+        capturing_ = false;
+        cudaGraph_t g = nullptr;
+        RC_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+        graph_ = g;
+        RC_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+    }
+
+    void replay() {
+        if (!exec_) throw py::value_error("CudaGraph.replay: nothing captured (call begin/end)");
+        {
+            py::gil_scoped_release nogil;
+            RC_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+        }
+        rc::cuda::check_launch(stream_, "CudaGraph.replay", __FILE__, __LINE__);
+    }
+
+    size_t num_nodes() const {
+        if (!graph_) return 0;
+        size_t n = 0;
+        RC_CUDA_CHECK(cudaGraphGetNodes(graph_, nullptr, &n));
+        return n;
+    }
+
+  private:
+    // Never throws: also runs from the destructor.
+    void reset() {
+        if (capturing_) {
+            cudaGraph_t g = nullptr;
+            if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+            cudaGetLastError();
+            capturing_ = false;
+        }
+        if (exec_) cudaGraphExecDestroy(exec_);
+        if (graph_) cudaGraphDestroy(graph_);
+        exec_ = nullptr;
+        graph_ = nullptr;
+    }
+
+    cudaStream_t stream_ = nullptr;
+    cudaGraph_t graph_ = nullptr;
+    cudaGraphExec_t exec_ = nullptr;
+    bool capturing_ = false;
+};
 
 }  // namespace
 
@@ -1001,6 +1116,20 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("tf32", [] { return rc::cuda::tf32_enabled(); }, "Whether set_tf32(True) is in effect.");
     m.def("current_stream", [] { return (int64_t) reinterpret_cast<uintptr_t>(current_stream()); },
           "The cudaStream_t handle ops are launched on (0 = legacy default stream).");
+
+    m.def("create_stream", &create_stream,
+          "A new non-blocking cudaStream_t (integer handle) for set_stream / graph capture.");
+    m.def("destroy_stream", &destroy_stream, py::arg("handle"),
+          "Destroy a stream from create_stream (the module falls back to the default stream\n"
+          "if it was current).");
+    py::class_<CudaGraph>(m, "CudaGraph",
+        "Capture the ops issued on the current (created) stream between begin() and end(),\n"
+        "then replay() them with one launch. Keep every array used alive while replaying.")
+        .def(py::init<>())
+        .def("begin", &CudaGraph::begin)
+        .def("end", &CudaGraph::end)
+        .def("replay", &CudaGraph::replay)
+        .def_property_readonly("num_nodes", &CudaGraph::num_nodes);
 
     // ---- DeviceArray
     py::class_<DeviceArray, ArrayPtr>(m, "DeviceArray",

@@ -1,8 +1,9 @@
 // pool.cu: max pooling (with int32 argmax) and global average pooling, NHWC.
-//   max forward:  one thread per output (n,p,q,c), c fastest (coalesced). The window is
-//                 scanned in row-major order with a strict '>' so ties keep the first maximum;
-//                 padding is -inf (never selected: with pad < k every window holds a real
-//                 pixel, and the first real pixel seeds the scan). argmax = h*W + w.
+//   max forward:  one thread per output (n,p,q,c), c fastest (coalesced). The clipped
+//                 window is scanned in row-major order with a strict '>' so ties keep the
+//                 first maximum, and a NaN always wins (PyTorch; same rule as the CPU
+//                 kernels). Padding is -inf, i.e. skipped: with pad <= k/2 every window holds
+//                 a real pixel. argmax = h*W + w.
 //   max backward: one thread per input (n,h,w,c) gathers dy from the windows that contain it
 //                 and chose it, in (p,q) order: deterministic, no atomics.
 //   avg forward:  y[n,c] = mean over h,w; backward dx[n,h,w,c] = dy[n,c] / (H*W).
@@ -29,23 +30,21 @@ __global__ void max_pool_fwd_kernel(const float* x, float* y, int32_t* argmax, P
         const int q = (int)(t % g.Q);
         t /= g.Q;
         const int p = (int)(t % g.P), n = (int)(t / g.P);
-        const int h0 = p * g.stride - g.pad, w0 = q * g.stride - g.pad;
+        // Clipped window [h0, h1) x [w0, w1): non-empty because pad <= k/2.
+        const int hs = p * g.stride - g.pad, ws = q * g.stride - g.pad;
+        const int h0 = max(hs, 0), h1 = min(hs + g.k, g.H);
+        const int w0 = max(ws, 0), w1 = min(ws + g.k, g.W);
         const float* xn = x + (int64_t)n * g.H * g.W * g.C + c;
-        float best = 0.0f;
-        int arg = -1;
-        for (int r = 0; r < g.k; ++r) {
-            const int h = h0 + r;
-            if (h < 0 || h >= g.H) continue;
-            for (int s = 0; s < g.k; ++s) {
-                const int w = w0 + s;
-                if (w < 0 || w >= g.W) continue;
+        float best = -INFINITY;
+        int arg = h0 * g.W + w0;
+        for (int h = h0; h < h1; ++h)
+            for (int w = w0; w < w1; ++w) {
                 const float v = xn[((int64_t)h * g.W + w) * g.C];
-                if (arg < 0 || v > best) {
+                if (v > best || v != v) {
                     best = v;
                     arg = h * g.W + w;
                 }
             }
-        }
         y[i] = best;
         argmax[i] = arg;
     }
