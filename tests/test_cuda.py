@@ -533,6 +533,27 @@ def test_adam(rng, step, decoupled, wd):
     assert_close(host(vd), v_ref, **FORWARD, name="v")
 
 
+def test_optim_hyperparameters_on_the_device(rng):
+    # lr and Adam's step read from device memory (what a replayed CUDA graph uses).
+    p, g = f32(rng, 5, 3), f32(rng, 5, 3)
+    m, v = f32(rng, 5, 3, scale=0.1), np.abs(f32(rng, 5, 3, scale=0.1))
+    pd, md, vd = dev(p), dev(m), dev(v)
+    lr, step = dev(np.array(1e-3, np.float32)), dev(np.array([7], np.int64))
+    _cuda.adam_step(pd, dev(g), md, vd, step, lr, 0.9, 0.999, 1e-8, 1e-2, True)
+    p_ref, m_ref, v_ref = ref.adam_step(p, g, m, v, 7, np.float32(1e-3), 0.9, 0.999, 1e-8, 1e-2, True)
+    assert_close(host(pd), p_ref, **FORWARD, name="param")
+    pd, bd = dev(p), DA.zeros(p.shape)
+    _cuda.sgd_step(pd, dev(g), bd, dev(np.array([0.1], np.float32)), 0.9, 5e-4, True)
+    p_ref, _ = ref.sgd_step(p, g, np.zeros_like(p), np.float32(0.1), 0.9, 5e-4, True)
+    assert_close(host(pd), p_ref, **FORWARD, name="param (sgd)")
+    with pytest.raises(ValueError, match="lr: a device array must hold one value"):
+        _cuda.sgd_step(pd, dev(g), None, DA.zeros((2,)))
+    with pytest.raises(TypeError, match="step: expected dtype int64"):
+        _cuda.adam_step(pd, dev(g), md, vd, DA.zeros((1,), "int32"), 1e-3)
+    with pytest.raises(TypeError, match="step: expected an int"):
+        _cuda.adam_step(pd, dev(g), md, vd, 1.5, 1e-3)
+
+
 def test_optim_bad_inputs(rng):
     p = dev(f32(rng, 4))
     with pytest.raises(ValueError, match="momentum_buf: required"):

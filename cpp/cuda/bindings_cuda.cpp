@@ -934,17 +934,43 @@ void require_unit(double v, const char* name) {
         throw py::value_error(std::string(name) + ": expected a number in [0, 1), got " + std::to_string(v));
 }
 
+// A hyperparameter given as a number (checked like the CPU bindings) or as a one-element
+// device array (read by the kernel at run time; for CUDA graphs). Returns the device pointer
+// or null.
+template <typename T>
+const T* scalar_or_device(const py::object& obj, const char* name, DType t, double& value,
+                          void (*check)(double, const char*)) {
+    if (py::isinstance<DeviceArray>(obj)) {
+        ArrayPtr a = obj.cast<ArrayPtr>();
+        if (a->size() != 1)
+            throw py::value_error(std::string(name) + ": a device array must hold one value, got shape " +
+                                  shape_str(a->shape));
+        a = require(obj, name, t, a->shape);
+        value = 0.0;
+        return static_cast<const T*>(a->ptr);
+    }
+    value = obj.cast<double>();
+    check(value, name);
+    return nullptr;
+}
+
+void require_step(double v, const char* name) {
+    if (!(v >= 1.0 && v == std::floor(v) && v <= 9.0e15))
+        throw py::value_error(std::string(name) + ": expected an integer >= 1, got " + std::to_string(v));
+}
+
 ArrayPtr require_param(const py::object& obj) {
     ArrayPtr a = require_any(obj, "param");
     if (a->readonly) throw py::value_error("param: expected a writeable array (it is written in place)");
     return a;
 }
 
-void sgd(const py::object& p_, const py::object& g_, const py::object& buf_, double lr,
+void sgd(const py::object& p_, const py::object& g_, const py::object& buf_, const py::object& lr_,
          double momentum, double weight_decay, bool nesterov) {
     ArrayPtr p = require_param(p_);
     ArrayPtr g = require_f32(g_, "grad", dims_of(*p));
-    require_finite_nonneg(lr, "lr");
+    double lr = 0.0;
+    const float* lr_dev = scalar_or_device<float>(lr_, "lr", DType::f32, lr, require_finite_nonneg);
     require_finite_nonneg(momentum, "momentum");
     require_finite_nonneg(weight_decay, "weight_decay");
     if (nesterov && momentum == 0.0)
@@ -960,14 +986,14 @@ void sgd(const py::object& p_, const py::object& g_, const py::object& buf_, dou
     }
     {
         py::gil_scoped_release nogil;
-        rc::cuda::sgd_step(p->f32(), g->f32(), buf ? buf->f32() : nullptr, p->size(), lr, momentum,
-                           weight_decay, nesterov, current_stream());
+        rc::cuda::sgd_step(p->f32(), g->f32(), buf ? buf->f32() : nullptr, p->size(), lr, lr_dev,
+                           momentum, weight_decay, nesterov, current_stream());
     }
 }
 
 void adam(const py::object& p_, const py::object& g_, const py::object& m_, const py::object& v_,
-          int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay,
-          bool decoupled) {
+          const py::object& step_, const py::object& lr_, double beta1, double beta2, double eps,
+          double weight_decay, bool decoupled) {
     ArrayPtr p = require_param(p_);
     ArrayPtr g = require_f32(g_, "grad", dims_of(*p));
     ArrayPtr m = require_f32(m_, "m", dims_of(*p), true);
@@ -975,8 +1001,11 @@ void adam(const py::object& p_, const py::object& g_, const py::object& m_, cons
     require_distinct(*m, "m", *p, "param");
     require_distinct(*v, "v", *p, "param");
     require_distinct(*m, "m", *v, "v");
-    if (step < 1) throw py::value_error("step: expected an integer >= 1, got " + std::to_string(step));
-    require_finite_nonneg(lr, "lr");
+    double step = 0.0, lr = 0.0;
+    if (!py::isinstance<DeviceArray>(step_) && !py::isinstance<py::int_>(step_))
+        throw py::type_error("step: expected an int or a one-element int64 DeviceArray");
+    const int64_t* step_dev = scalar_or_device<int64_t>(step_, "step", DType::i64, step, require_step);
+    const float* lr_dev = scalar_or_device<float>(lr_, "lr", DType::f32, lr, require_finite_nonneg);
     require_unit(beta1, "beta1");
     require_unit(beta2, "beta2");
     if (!(eps > 0.0 && std::isfinite(eps)))
@@ -984,8 +1013,9 @@ void adam(const py::object& p_, const py::object& g_, const py::object& m_, cons
     require_finite_nonneg(weight_decay, "weight_decay");
     {
         py::gil_scoped_release nogil;
-        rc::cuda::adam_step(p->f32(), g->f32(), m->f32(), v->f32(), p->size(), step, lr, beta1,
-                            beta2, eps, weight_decay, decoupled, current_stream());
+        rc::cuda::adam_step(p->f32(), g->f32(), m->f32(), v->f32(), p->size(), (int64_t)step,
+                            step_dev, lr, lr_dev, beta1, beta2, eps, weight_decay, decoupled,
+                            current_stream());
     }
 }
 
@@ -1292,9 +1322,11 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("sgd_step", &sgd, py::arg("param"), py::arg("grad"), py::arg("momentum_buf"),
           py::arg("lr"), py::arg("momentum") = 0.0, py::arg("weight_decay") = 0.0,
           py::arg("nesterov") = false,
-          "PyTorch SGD step in place; momentum_buf (zero-initialized) required iff momentum > 0.");
+          "PyTorch SGD step in place; momentum_buf (zero-initialized) required iff momentum > 0.\n"
+          "lr: a number, or a one-element float32 DeviceArray read at run time (CUDA graphs).");
     m.def("adam_step", &adam, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
           py::arg("step"), py::arg("lr"), py::arg("beta1") = 0.9, py::arg("beta2") = 0.999,
           py::arg("eps") = 1e-8, py::arg("weight_decay") = 0.0, py::arg("decoupled") = false,
-          "Adam (decoupled=False) / AdamW step in place; step counts from 1.");
+          "Adam (decoupled=False) / AdamW step in place; step counts from 1. step (int64) and\n"
+          "lr (float32) may be one-element DeviceArrays read at run time (CUDA graphs).");
 }

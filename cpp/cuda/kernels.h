@@ -71,10 +71,14 @@ void softmax_cross_entropy(const float* logits, const void* labels, bool labels_
 constexpr int32_t kNoBadRow = 0x7f7f7f7f;
 
 // optim.cu -- in place over n elements (PyTorch semantics, see tests/reference.py).
+// lr_dev / step_dev (optional, one value in device memory) override lr / step when non-null,
+// so a captured CUDA graph can follow an LR schedule and Adam's step count: the host
+// rewrites the value between replays instead of re-capturing.
 void sgd_step(float* p, const float* g, float* buf /*null iff momentum == 0*/, int64_t n,
-              double lr, double momentum, double weight_decay, bool nesterov, cudaStream_t stream);
-void adam_step(float* p, const float* g, float* m, float* v, int64_t n, int64_t step, double lr,
-               double beta1, double beta2, double eps, double weight_decay, bool decoupled,
-               cudaStream_t stream);
+              double lr, const float* lr_dev, double momentum, double weight_decay, bool nesterov,
+              cudaStream_t stream);
+void adam_step(float* p, const float* g, float* m, float* v, int64_t n, int64_t step,
+               const int64_t* step_dev, double lr, const float* lr_dev, double beta1, double beta2,
+               double eps, double weight_decay, bool decoupled, cudaStream_t stream);
 
 }  // namespace rc::cuda
