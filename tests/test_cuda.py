@@ -25,7 +25,7 @@ DA = _cuda.DeviceArray
 
 
 def dev(a):
-    return DA.from_numpy(np.ascontiguousarray(a))
+    return DA.from_numpy(a)
 
 
 def host(d):
@@ -94,6 +94,9 @@ def test_device_array_factories_and_errors():
     with pytest.raises(ValueError, match="src"):
         DA.zeros((2, 3)).copy_from_numpy(np.zeros((3, 2), np.float32))
     assert float(dev(np.array([2.5], np.float32))) == 2.5
+    assert DA.from_numpy(np.array(2.5, np.float32)).shape == ()
+    t = np.arange(12, dtype=np.float32).reshape(3, 4).T  # non-contiguous: copied in order
+    np.testing.assert_array_equal(host(DA.from_numpy(t)), t)
 
 
 # ------------------------------------------------------------------ convolution

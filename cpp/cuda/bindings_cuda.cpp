@@ -296,8 +296,9 @@ ArrayPtr from_numpy(const py::handle& obj) {
                              std::string(py::str(py::type::of(obj).attr("__name__"))));
     py::array arr = py::reinterpret_borrow<py::array>(obj);
     DType t = parse_dtype(arr.dtype());
-    // An explicit host-side copy only if the input is not C-contiguous (we copy anyway).
-    arr = py::module_::import("numpy").attr("ascontiguousarray")(arr);
+    // A host-side copy only if the input is not C-contiguous (0-d arrays stay 0-d).
+    if (!(arr.flags() & py::array::c_style))
+        arr = py::module_::import("numpy").attr("ascontiguousarray")(arr);
     Shape shape(arr.shape(), arr.shape() + arr.ndim());
     ArrayPtr a = new_array(shape, t);
     if (a->nbytes()) {
@@ -320,7 +321,8 @@ void copy_from_numpy(DeviceArray& a, const py::handle& obj) {
     if (shape != a.shape)
         throw py::value_error("src: expected shape " + shape_str(a.shape) + ", got " + shape_str(shape));
     if (a.readonly) throw py::value_error("copy_from_numpy: the device array is read-only");
-    arr = py::module_::import("numpy").attr("ascontiguousarray")(arr);
+    if (!(arr.flags() & py::array::c_style))
+        arr = py::module_::import("numpy").attr("ascontiguousarray")(arr);
     if (a.nbytes()) {
         py::gil_scoped_release nogil;
         cudaStream_t s = current_stream();
