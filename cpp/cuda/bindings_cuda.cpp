@@ -136,12 +136,13 @@ const char* dtype_typestr(DType t) {
     }
 }
 
-DType parse_dtype(const py::handle& obj) {
+DType parse_dtype(const py::handle& obj, const char* name = "dtype") {
     py::dtype d = py::dtype::from_args(py::reinterpret_borrow<py::object>(obj));
     if (d.is(py::dtype::of<float>())) return DType::f32;
     if (d.is(py::dtype::of<int32_t>())) return DType::i32;
     if (d.is(py::dtype::of<int64_t>())) return DType::i64;
-    throw py::type_error("dtype: expected float32, int32 or int64, got " + std::string(py::str(d)));
+    throw py::type_error(std::string(name) + ": expected dtype float32, int32 or int64, got " +
+                         std::string(py::str(d)));
 }
 
 py::dtype numpy_dtype(DType t) {
@@ -295,7 +296,7 @@ ArrayPtr from_numpy(const py::handle& obj) {
         throw py::type_error("from_numpy: expected a NumPy array, got " +
                              std::string(py::str(py::type::of(obj).attr("__name__"))));
     py::array arr = py::reinterpret_borrow<py::array>(obj);
-    DType t = parse_dtype(arr.dtype());
+    DType t = parse_dtype(arr.dtype(), "array");
     // A host-side copy only if the input is not C-contiguous (0-d arrays stay 0-d).
     if (!(arr.flags() & py::array::c_style))
         arr = py::module_::import("numpy").attr("ascontiguousarray")(arr);
@@ -314,7 +315,7 @@ void copy_from_numpy(DeviceArray& a, const py::handle& obj) {
     if (!py::isinstance<py::array>(obj))
         throw py::type_error("src: expected a NumPy array");
     py::array arr = py::reinterpret_borrow<py::array>(obj);
-    if (parse_dtype(arr.dtype()) != a.dtype)
+    if (parse_dtype(arr.dtype(), "src") != a.dtype)
         throw py::type_error(std::string("src: expected dtype ") + dtype_name(a.dtype) + ", got " +
                              std::string(py::str(arr.dtype())));
     Shape shape(arr.shape(), arr.shape() + arr.ndim());
