@@ -28,16 +28,28 @@ Geo geo(const ConvShape& s) {
 struct FwdA {
     const float* x;
     Geo g;
-    __device__ float operator()(int m, int kk) const {
+    struct Row {
+        int base, h0, w0;  // image n's offset; top-left input pixel of output (p,q)
+    };
+    struct Col {
+        int r, s, c;
+    };
+    __device__ Row row(int m) const {
         const int q = m % g.Q, t = m / g.Q, p = t % g.P, n = t / g.P;
-        const int c = kk % g.C, rs = kk / g.C, s = rs % g.S, r = rs / g.S;
-        const int h = p * g.stride - g.pad + r, w = q * g.stride - g.pad + s;
+        return {n * g.H * g.W * g.C, p * g.stride - g.pad, q * g.stride - g.pad};
+    }
+    __device__ Col col(int kk) const {
+        const int rs = kk / g.C;
+        return {rs / g.S, rs % g.S, kk % g.C};
+    }
+    __device__ float at(const Row& a, const Col& b) const {
+        const int h = a.h0 + b.r, w = a.w0 + b.s;
         if (h < 0 || h >= g.H || w < 0 || w >= g.W) return 0.0f;
-        return __ldg(x + (((int64_t)n * g.H + h) * g.W + w) * g.C + c);
+        return __ldg(x + a.base + (h * g.W + w) * g.C + b.c);
     }
 };
 
-// Row-major (rows, ld) matrix: B[k][n] = p[k*ld + n].
+// Row-major (rows, ld) matrix as B: B[k][n] = p[k*ld + n].
 struct RowMajor {
     const float* p;
     int ld;
@@ -59,14 +71,30 @@ struct BiasStore {
 struct DgradA {
     const float* dy;
     Geo g;
-    __device__ float operator()(int m, int kk) const {
+    struct Row {
+        int base, hp, wp;  // image n's offset in dy; h + pad, w + pad
+    };
+    struct Col {
+        int r, s, k;
+    };
+    __device__ Row row(int m) const {
         const int wi = m % g.W, t = m / g.W, hi = t % g.H, n = t / g.H;
-        const int k = kk % g.K, rs = kk / g.K, s = rs % g.S, r = rs / g.S;
-        const int hp = hi + g.pad - r, wp = wi + g.pad - s;
-        if (hp < 0 || wp < 0 || hp % g.stride || wp % g.stride) return 0.0f;
-        const int p = hp / g.stride, q = wp / g.stride;
+        return {n * g.P * g.Q * g.K, hi + g.pad, wi + g.pad};
+    }
+    __device__ Col col(int kk) const {
+        const int rs = kk / g.K;
+        return {rs / g.S, rs % g.S, kk % g.K};
+    }
+    __device__ float at(const Row& a, const Col& b) const {
+        int p = a.hp - b.r, q = a.wp - b.s;
+        if (p < 0 || q < 0) return 0.0f;
+        if (g.stride != 1) {
+            if (p % g.stride || q % g.stride) return 0.0f;
+            p /= g.stride;
+            q /= g.stride;
+        }
         if (p >= g.P || q >= g.Q) return 0.0f;
-        return __ldg(dy + (((int64_t)n * g.P + p) * g.Q + q) * g.K + k);
+        return __ldg(dy + a.base + (p * g.Q + q) * g.K + b.k);
     }
 };
 
@@ -84,12 +112,24 @@ struct DgradB {
 struct WgradA {
     const float* x;
     Geo g;
-    __device__ float operator()(int m, int kk) const {
-        const int c = m % g.C, rs = m / g.C, s = rs % g.S, r = rs / g.S;
+    struct Row {
+        int r, s, c;
+    };
+    struct Col {
+        int base, h0, w0;  // image n's offset in x; top-left input pixel of output (p,q)
+    };
+    __device__ Row row(int m) const {
+        const int rs = m / g.C;
+        return {rs / g.S, rs % g.S, m % g.C};
+    }
+    __device__ Col col(int kk) const {
         const int q = kk % g.Q, t = kk / g.Q, p = t % g.P, n = t / g.P;
-        const int h = p * g.stride - g.pad + r, w = q * g.stride - g.pad + s;
+        return {n * g.H * g.W * g.C, p * g.stride - g.pad, q * g.stride - g.pad};
+    }
+    __device__ float at(const Row& a, const Col& b) const {
+        const int h = b.h0 + a.r, w = b.w0 + a.s;
         if (h < 0 || h >= g.H || w < 0 || w >= g.W) return 0.0f;
-        return __ldg(x + (((int64_t)n * g.H + h) * g.W + w) * g.C + c);
+        return __ldg(x + b.base + (h * g.W + w) * g.C + a.c);
     }
 };
 

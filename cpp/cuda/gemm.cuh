@@ -3,8 +3,15 @@
 // backward-weight) is implicit GEMM: the loaders gather the im2col element on the fly, so no
 // im2col buffer is ever materialized. Linear layers use plain row-major loaders.
 //
-// Loader interface:  __device__ float operator()(int m, int k) const   (0 for padding)
-// Store interface:   __device__ void  operator()(int split, int m, int n, float v) const
+// A loader (gathers; its index math is the cost, so it is split by what changes when):
+//   struct Row, struct Col;
+//   __device__ Row   row(int m) const;                    // once per thread, m < M
+//   __device__ Col   col(int k) const;                    // once per 16-wide K step, k < K
+//   __device__ float at(const Row&, const Col&) const;    // per element, 0 for padding
+// Each thread loads 4 A rows (fixed for the whole K loop) in one k column per step, so the
+// row decomposition (n,p,q) is paid once and the column one (r,s,c) once per step.
+// B loader: __device__ float operator()(int k, int n) const.
+// Store:    __device__ void  operator()(int split, int m, int n, float v) const.
 // Only called for m < M, n < N, k < K. All indices are int: the bindings reject tensors with
 // more than INT32_MAX elements.
 //
@@ -29,6 +36,48 @@ namespace rc::cuda {
 
 constexpr int kGemmBM = 64, kGemmBN = 64, kGemmBK = 16, kGemmThreads = 256;
 
+// The 4 A-tile rows of thread tid: tile rows tid/16 + 16*i (A element e = tid + 256*i of the
+// 64x16 tile sits at row e/16, column e%16 = tid%16).
+template <class ALoad>
+struct ARows {
+    typename ALoad::Row row[4];
+    bool valid[4];
+    __device__ ARows(const ALoad& a, int m0, int M, int tid) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int m = m0 + tid / kGemmBK + 16 * i;
+            valid[i] = m < M;
+            if (valid[i]) row[i] = a.row(m);
+        }
+    }
+};
+
+// Fills As[k][m] (64x16 A tile, stored k-major) and Bs[k][n] (16x64 B tile) for K step k0.
+template <int LDA, class ALoad, class BLoad>
+__device__ __forceinline__ void load_tiles(float (*As)[LDA], float (*Bs)[kGemmBN], const ALoad& a,
+                                           const ARows<ALoad>& rows, const BLoad& b, int k0,
+                                           int k_end, int n0, int N, int tid) {
+    const int c = tid % kGemmBK, k = k0 + c;
+    if (k < k_end) {
+        const typename ALoad::Col col = a.col(k);
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            As[c][tid / kGemmBK + 16 * i] = rows.valid[i] ? a.at(rows.row[i], col) : 0.0f;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) As[c][tid / kGemmBK + 16 * i] = 0.0f;
+    }
+    // B element e = tid + 256*i at row e/64, column e%64 (n fastest: coalesced for row-major
+    // B such as RSCK weights or NHWC dy).
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int e = tid + kGemmThreads * i;
+        const int r = e / kGemmBN, cc = e % kGemmBN;
+        const int kk = k0 + r, n = n0 + cc;
+        Bs[r][cc] = (kk < k_end && n < N) ? b(kk, n) : 0.0f;
+    }
+}
+
 template <class ALoad, class BLoad, class Store>
 __global__ void __launch_bounds__(kGemmThreads)
 gemm_kernel(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
@@ -40,26 +89,11 @@ gemm_kernel(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
     const int m0 = blockIdx.x * kGemmBM, n0 = blockIdx.y * kGemmBN;
     const int k_begin = blockIdx.z * k_per_split;
     const int k_end = min(K, k_begin + k_per_split);
+    const ARows<ALoad> rows(a, m0, M, tid);
 
     float acc[4][4] = {};
     for (int k0 = k_begin; k0 < k_end; k0 += kGemmBK) {
-        // A tile (64 x 16): element e = tid + 256*i -> row e / 16, column e % 16.
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int e = tid + kGemmThreads * i;
-            const int r = e / kGemmBK, c = e % kGemmBK;
-            const int m = m0 + r, k = k0 + c;
-            As[c][r] = (m < M && k < k_end) ? a(m, k) : 0.0f;
-        }
-        // B tile (16 x 64): element e -> row e / 64, column e % 64 (n fastest: coalesced
-        // for row-major B such as RSCK weights or NHWC dy).
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int e = tid + kGemmThreads * i;
-            const int r = e / kGemmBN, c = e % kGemmBN;
-            const int k = k0 + r, n = n0 + c;
-            Bs[r][c] = (k < k_end && n < N) ? b(k, n) : 0.0f;
-        }
+        load_tiles<kGemmBM + 1>(As, Bs, a, rows, b, k0, k_end, n0, N, tid);
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < kGemmBK; ++kk) {
@@ -108,25 +142,13 @@ gemm_kernel_tf32(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store s
     const int k_begin = blockIdx.z * k_per_split;
     const int k_end = min(K, k_begin + k_per_split);
     const int wm = 16 * (warp / 2), wn = 32 * (warp % 2);
+    const ARows<ALoad> rows(a, m0, M, tid);
 
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
     for (int k0 = k_begin; k0 < k_end; k0 += kGemmBK) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int e = tid + kGemmThreads * i;
-            const int r = e / kGemmBK, c = e % kGemmBK;
-            const int m = m0 + r, k = k0 + c;
-            As[c][r] = (m < M && k < k_end) ? a(m, k) : 0.0f;
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int e = tid + kGemmThreads * i;
-            const int r = e / kGemmBN, c = e % kGemmBN;
-            const int k = k0 + r, n = n0 + c;
-            Bs[r][c] = (k < k_end && n < N) ? b(k, n) : 0.0f;
-        }
+        load_tiles<kTf32LdA>(As, Bs, a, rows, b, k0, k_end, n0, N, tid);
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < kGemmBK; kk += 8) {
