@@ -4,8 +4,9 @@
 #   tools/cuda_emu/build.sh
 #   PYTHONPATH=build/cuda-emu/pkg python3 -m pytest -q tests/test_cuda.py -k "not graph and not tf32"
 # Needs: g++, the CUDA toolkit headers (for cuda_runtime.h), pybind11, and a built _core in
-# python/resnet_cpp (the package is copied). Not emulated: TF32 tensor cores (wmma), CUDA
-# graphs, asynchrony between streams. Slow (every thread is a fiber): for correctness only.
+# python/resnet_cpp (the package is copied). The TF32 kernel runs on a fake wmma with the
+# documented fragment layouts. Not emulated: CUDA graphs, asynchrony between streams.
+# Slow (every thread is a fiber): for correctness only.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -18,6 +19,8 @@ for f in "$root"/cpp/cuda/*.cu "$root"/cpp/cuda/gemm.cuh "$root"/cpp/cuda/reduce
   python3 "$here/rewrite.py" "$f" "$out/src/$b"
 done
 cp "$root/cpp/cuda/cuda_common.cuh" "$root/cpp/cuda/kernels.h" "$out/src/"
+# The TF32 kernel runs on the fake wmma (fake_wmma.h), as on an sm_80 device.
+sed -i 's|#include <mma.h>|#include "fake_wmma.h"|; s|#if defined(__CUDA_ARCH__) \&\& __CUDA_ARCH__ >= 800|#if 1|' "$out/src/gemm.cuh"
 # Host C++ has no templated cudaFuncGetAttributes(kernel) overload: pass the address.
 sed -i 's/cudaFuncGetAttributes(&attr, doubles_to_floats_kernel)/cudaFuncGetAttributes(\&attr, (const void*)doubles_to_floats_kernel)/' "$out/src/common.cpp"
 pyinc=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")
@@ -26,7 +29,7 @@ ext=$(python3 -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX')
 cf=(-std=c++17 -O2 -fPIC -I"$cuda_inc" -I"$root/cpp" -DRESNET_CPP_CUDA_ARCHS=\"emulated\")
 pids=()
 for f in "$out"/src/*.cpp; do
-  g++ "${cf[@]}" -include "$here/emu.h" -I"$out/src" -x c++ -c "$f" -o "$out/obj/$(basename "$f" .cpp).o" & pids+=($!)
+  g++ "${cf[@]}" -include "$here/emu.h" -I"$out/src" -I"$here" -x c++ -c "$f" -o "$out/obj/$(basename "$f" .cpp).o" & pids+=($!)
 done
 g++ "${cf[@]}" -I"$here" -c "$here/emu.cpp" -o "$out/obj/emu_runtime.o" & pids+=($!)
 g++ "${cf[@]}" -c "$here/fake_cudart.cpp" -o "$out/obj/fake_cudart.o" & pids+=($!)

@@ -1,8 +1,8 @@
 // emu.h: CPU emulation of the CUDA execution model (tools/cuda_emu), force-included into the
 // kernels compiled as C++. Each block's threads are ucontext fibers scheduled round-robin;
 // __syncthreads and warp shuffles yield, so a missing barrier shows up as wrong results.
-// __shared__ becomes static (blocks run one at a time). __CUDA_ARCH__ stays undefined, so
-// arch-specific paths (the TF32 wmma kernel) are not emulated; the fake device is sm_70.
+// __shared__ becomes static (blocks run one at a time). The fake device is sm_80; build.sh
+// points the TF32 kernel at fake_wmma.h.
 #pragma once
 #include <cuda_runtime.h>
 #include <ucontext.h>
@@ -24,7 +24,7 @@
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 #undef __align__
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))
 
 extern thread_local uint3 threadIdx, blockIdx;
 extern thread_local dim3 blockDim, gridDim;

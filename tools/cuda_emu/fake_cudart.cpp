@@ -31,10 +31,10 @@ cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { std::memse
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* s) { *s = cudaStreamCaptureStatusNone; return cudaSuccess; }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
-    *v = a == cudaDevAttrMultiProcessorCount ? 4 : a == cudaDevAttrComputeCapabilityMajor ? 7 : 0; return cudaSuccess;
+    *v = a == cudaDevAttrMultiProcessorCount ? 4 : a == cudaDevAttrComputeCapabilityMajor ? 8 : 0; return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
-    std::memset(p, 0, sizeof(*p)); std::strcpy(p->name, "Emulated"); p->major = 7; p->minor = 0;
+    std::memset(p, 0, sizeof(*p)); std::strcpy(p->name, "Emulated"); p->major = 8; p->minor = 0;
     p->multiProcessorCount = 4; p->totalGlobalMem = kTotal; return cudaSuccess;
 }
 cudaError_t cudaDriverGetVersion(int* v) { *v = 13000; return cudaSuccess; }
