@@ -1139,10 +1139,15 @@ PYBIND11_MODULE(_cuda, m) {
         RC_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
     }, "Wait for all work queued on the module's stream; raises any asynchronous kernel error.");
     m.def("set_stream", [](int64_t handle) {
-        rc::cuda::set_current_stream(handle == 0 ? nullptr : stream_from_int(handle));
+        cudaStream_t s = handle == 0 ? nullptr : stream_from_int(handle);
+        // Work already queued (e.g. DeviceArray.zeros' memset) stays ordered before what the
+        // new stream runs next, without a host wait.
+        if (availability().ok) stream_wait(s, current_stream());
+        rc::cuda::set_current_stream(s);
     }, py::arg("handle"),
        "Launch every op on this cudaStream_t (an integer handle, e.g. torch's\n"
-       "Stream.cuda_stream); 0 = the legacy default stream. Process-wide.");
+       "Stream.cuda_stream); 0 = the legacy default stream. Process-wide. The new stream is\n"
+       "ordered after the work queued so far on the previous one.");
     m.def("set_tf32", [](bool on) { rc::cuda::set_tf32(on); }, py::arg("enabled"),
           "Conv and linear GEMMs on TF32 tensor cores (sm_80+; FP32 accumulation) when True;\n"
           "plain FP32 when False (the default). Process-wide.");
