@@ -25,6 +25,15 @@ _MAX_SCRATCH = 8
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+def _canonical(a: np.ndarray) -> np.ndarray:
+    """The same memory viewed with NumPy's builtin dtype object.
+
+    Unpickling gives arrays an equal but distinct dtype instance, which the C++ bindings
+    (they compare dtype identity) reject as "expected float32, got float32".
+    """
+    return a.view(a.dtype.type) if a.dtype.isnative else a
+
+
 class Parameter:
     """A trainable float32 array and its gradient.
 
@@ -39,6 +48,14 @@ class Parameter:
         self.data = np.array(data, dtype=np.float32, order="C", copy=True)
         self.grad = np.zeros_like(self.data)
         self.decay = bool(decay)
+
+    def __getstate__(self):
+        return {"data": self.data, "grad": self.grad, "decay": self.decay}
+
+    def __setstate__(self, state) -> None:
+        self.data = _canonical(state["data"])
+        self.grad = _canonical(state["grad"])
+        self.decay = state["decay"]
 
     @property
     def shape(self) -> tuple:
@@ -221,6 +238,20 @@ class Module:
         for dst, src in staged:
             np.copyto(dst, src, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
+
+    def __getstate__(self) -> dict:
+        """Pickle/deepcopy without activation buffers or forward caches (rebuilt on use)."""
+        state = self.__dict__.copy()
+        state["_scratch"] = {}
+        if "_cache" in state:
+            state["_cache"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name in state["_buffers"]:
+            buf = _canonical(state[name])
+            state[name] = state["_buffers"][name] = buf
+        self.__dict__.update(state)
 
     # -- printing ------------------------------------------------------------------------
     def extra_repr(self) -> str:
