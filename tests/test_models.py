@@ -437,6 +437,55 @@ def test_need_dx_false_gives_same_parameter_grads(rng):
         np.testing.assert_array_equal(p.grad, g)
 
 
+def test_tiny_models_on_every_isa(isa_threads, rng):
+    """The model-level compositions hold on every compiled kernel path and thread count."""
+    model = models.CifarResNet(8, num_classes=3, in_channels=3, shortcut="A",
+                               widths=(4, 8, 12), seed=0)
+    _check_against_reference(model, lambda net, x: ref_cifar_v1(net, x, 1, "A"),
+                             rng, (2, 3, 8, 8))
+    model = models.PreActResNet(11, num_classes=3, in_channels=1, width="keras", seed=0)
+    _check_against_reference(model, lambda net, x: ref_preact_v2(net, x, 1, "keras"),
+                             rng, (2, 1, 8, 8))
+
+
+def test_five_sgd_steps_follow_the_reference_trajectory():
+    """Five SGD steps (momentum, weight decay on conv/fc weights only) on a fixed batch:
+    losses and final weights track the float64 reference composition step by step."""
+    rng = np.random.default_rng(7)
+    model = models.CifarResNet(8, num_classes=4, in_channels=2, shortcut="B",
+                               widths=(4, 6, 8), seed=3)
+    x = rng.standard_normal((8, 2, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, size=8).astype(np.int64)
+    crit = nn.CrossEntropyLoss()
+    params = model.named_parameters()
+    bufs = {n: np.zeros_like(p.data) for n, p in params}
+    ref_p = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+    ref_buf = {n: np.zeros(p.shape) for n, p in params}
+    hyper = dict(lr=0.1, momentum=0.9, nesterov=False)
+    for step in range(5):
+        loss = crit(model(x), labels)
+        model.backward(crit.backward(), need_dx=False)
+        net = RefNet(ref_p)
+        logits, back = ref_cifar_v1(net, x, 1, "B")
+        ref_loss = R.cross_entropy_forward(logits, labels)
+        back(R.cross_entropy_backward(logits, labels))
+        assert_close(loss, ref_loss, **BACKWARD, name=f"loss at step {step}")
+        for n, p in params:
+            wd = 5e-4 if p.decay else 0.0
+            F.sgd_step(p.data, p.grad, bufs[n], weight_decay=wd, **hyper)
+            ref_p[n], ref_buf[n] = R.sgd_step(ref_p[n], net.grads[n], ref_buf[n],
+                                              hyper["lr"], hyper["momentum"], wd, False)
+        for name, (rm, rv) in net.running.items():
+            ref_p[name + ".running_mean"], ref_p[name + ".running_var"] = rm, rv
+    for n, p in params:
+        assert_close(p.data, ref_p[n], **BACKWARD, name=n + " after 5 steps")
+    for n, b in model.named_buffers():
+        if n.endswith("num_batches_tracked"):
+            assert int(b) == 5, n
+        else:
+            assert_close(b, ref_p[n], **BACKWARD, name=n + " after 5 steps")
+
+
 # ---------------------------------------------------------------- finite differences
 
 def test_finite_differences_on_tiny_model(rng):
