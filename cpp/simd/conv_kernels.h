@@ -250,6 +250,14 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
         for (int64_t b = 0; b < nb; ++b) per_image.push_back({0, p, M * b / nb, M * (b + 1) / nb});
     }
     int64_t per = int64_t(per_image.size());
+    // The next image is prefetched (to L2) a few lines per micro-kernel call, so its copy into
+    // the scratch does not stall on memory: spread its lines over this image's calls.
+    int64_t calls = 0;
+    for (const Item& it : per_image)
+        for (const KBlock& kb : e.blocks)
+            calls += (it.m1 - it.m0 + Mk::fwd_px(kb.nv) - 1) / Mk::fwd_px(kb.nv);
+    const int64_t image = e.H * e.W * e.Cin;
+    const int64_t pf_lines = (image / 16 + calls - 1) / std::max<int64_t>(1, calls) + 1;
     int64_t total = e.N * per;
 
 #pragma omp parallel num_threads(T)
@@ -260,6 +268,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
             AlignedBuffer scratch(e.scratch_len);
             std::memset(scratch.data(), 0, e.scratch_len * 4);
             int64_t have = -1;
+            const float *pf = nullptr, *pf_end = nullptr;
             float* ypix[64];
             for (int64_t it = i0; it < i1; ++it) {
                 int64_t n = it / per;
@@ -268,6 +277,8 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                     build_scratch(in + n * e.H * e.W * e.Cin, e.H, e.W, e.Cin, e.st, e.top,
                                   e.left, e.Hph, e.Wph, e.plane, e.used.data(), scratch.data());
                     have = n;
+                    pf = n + 1 < e.N ? in + (n + 1) * image : nullptr;
+                    pf_end = pf ? pf + image : nullptr;
                 }
                 const Phase& ph = phases[item.ph];
                 float* outn = out + n * e.Hout * e.Wout * e.Cout;
@@ -299,6 +310,8 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                         }
                         a.x = scratch.data() + (ph.base + m) * kVec;
                         Mk::fwd(kb.nv, cnt)(a);
+                        for (int64_t l = 0; l < pf_lines && pf < pf_end; ++l, pf += 16)
+                            __builtin_prefetch(pf, 0, 2);
                     }
                 }
             }
