@@ -54,8 +54,7 @@ void fwd_kernel(const FwdArgs& a) {
     tail_masks(a.klast, lo, hi);
 #pragma GCC unroll 8
     for (int j = 0; j < PX; ++j) {
-        float* y = a.y[j];
-        if (!y) continue;
+        float* y = a.y + j * a.ystep;
 #pragma GCC unroll 4
         for (int v = 0; v < NY - 2; ++v) _mm256_storeu_ps(y + 8 * v, acc[j][v]);
         _mm256_maskstore_ps(y + 8 * (NY - 2), lo, acc[j][NY - 2]);

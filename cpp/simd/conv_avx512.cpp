@@ -46,8 +46,7 @@ void fwd_kernel(const FwdArgs& a) {
     __mmask16 last = __mmask16((1u << a.klast) - 1u);
 #pragma GCC unroll 32
     for (int j = 0; j < PX; ++j) {
-        float* y = a.y[j];
-        if (!y) continue;
+        float* y = a.y + j * a.ystep;
 #pragma GCC unroll 4
         for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + 16 * v, acc[j][v]);
         _mm512_mask_storeu_ps(y + 16 * (NV - 1), last, acc[j][NV - 1]);
