@@ -410,8 +410,15 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
     std::vector<KBlock> blocks = plan_kblocks(K, Mk::kMaxNV);
     int T = rc::num_threads();
     AlignedBuffer priv(size_t(T) * priv_len);
-    int64_t band = std::max<int64_t>(1, (32 << 10) / (Q * K * 4));
+    // Output rows per band: a band's dy (and x rows) stay in L2 across the R * blocks sweeps.
+    int64_t band = std::max<int64_t>(1, (256 << 10) / (Q * K * 4));
     int used = 1;
+    // Prefetch (to L2) the next image's x and dy a few lines per micro-kernel call.
+    int64_t calls = 0;
+    for (const KBlock& kb : blocks) calls += (U + Mk::bww_ub(kb.nv) - 1) / Mk::bww_ub(kb.nv);
+    calls *= R * ((P + band - 1) / band);
+    const int64_t xlines = (H * W * C + 15) / 16, dylines = (P * Q * K + 15) / 16;
+    const int64_t pf_x = (xlines + calls - 1) / calls + 1, pf_dy = (dylines + calls - 1) / calls + 1;
 
 #pragma omp parallel num_threads(T)
     {
@@ -425,6 +432,10 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
         for (int64_t n = n0; n < n1; ++n) {
             const float* xn = x + n * H * W * C;
             const float* img = xn;
+            const float* pfx = n + 1 < n1 ? xn + H * W * C : nullptr;
+            const float* pfx_end = pfx ? pfx + H * W * C : nullptr;
+            const float* pfd = n + 1 < n1 ? dy + (n + 1) * P * Q * K : nullptr;
+            const float* pfd_end = pfd ? pfd + P * Q * K : nullptr;
             if (pad) {
                 float* sp = scratch.data();
                 std::memset(sp, 0, pad * Wp * C * 4);
@@ -458,6 +469,10 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
                             a.x = img + (p0 * st + r) * Wp * C + u0;
                             a.dw = mine + (r * U + u0) * Kp + kb.v0 * kVec;
                             Mk::bww(kb.nv, cnt)(a);
+                            for (int64_t l = 0; l < pf_x && pfx < pfx_end; ++l, pfx += 16)
+                                __builtin_prefetch(pfx, 0, 2);
+                            for (int64_t l = 0; l < pf_dy && pfd < pfd_end; ++l, pfd += 16)
+                                __builtin_prefetch(pfd, 0, 2);
                         }
                     }
             }
