@@ -282,8 +282,9 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                 const int64_t ystep = e.wstep * e.Cout;
                 for (const KBlock& kb : e.blocks) {
                     const int pxmax = Mk::fwd_px(kb.nv);
+                    // Balanced runs: lengths differ by at most one pixel.
                     const int64_t nrun = (ph.ncols + pxmax - 1) / pxmax;
-                    const int64_t px = (ph.ncols + nrun - 1) / nrun;
+                    const int64_t base = ph.ncols / nrun, extra = ph.ncols % nrun;
                     FwdArgs a;
                     a.tap = ph.tap.data();
                     a.ntaps = ph.tap.size();
@@ -298,11 +299,12 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                         float* yrow = outn + ((ph.h0 + row * e.hstep) * e.Wout + ph.w0) * e.Cout +
                                       kb.v0 * kVec;
                         const float* xrow = scratch.data() + (ph.base + row * e.Wph) * kVec;
-                        for (int64_t col = 0; col < ph.ncols; col += px) {
-                            const int cnt = int(std::min(px, ph.ncols - col));
+                        for (int64_t i = 0, col = 0; i < nrun; ++i) {
+                            const int cnt = int(base + (i < extra));
                             a.y = yrow + col * ystep;
                             a.x = xrow + col * kVec;
                             Mk::fwd(kb.nv, cnt)(a);
+                            col += cnt;
                             for (int64_t l = 0; l < pf_lines && pf < pf_end; ++l, pf += 16)
                                 __builtin_prefetch(pf, 0, 2);
                         }
