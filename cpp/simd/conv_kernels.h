@@ -168,43 +168,38 @@ void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, 
 }
 
 // Copies image x (H,W,C) into the blocked scratch [C/16][st][st][Hph][Wph][16]: element
-// (cb, ph, pw, i, j, l) is x[i*st + ph - top][j*st + pw - left][16*cb + l], zero outside the
-// image. Lanes past C in the last block are left unset (the kernels never read them), and
-// phases with used[ph*st + pw] == 0 are skipped (no tap reads them).
+// (cb, ph, pw, i, j, l) is x[i*st + ph - top][j*st + pw - left][16*cb + l]. Only pixels inside
+// the image are written: the caller zeroes the scratch once, and padding never changes.
+// Lanes past C in the last block are never read; phases with used[ph*st + pw] == 0 (read by
+// no tap) are skipped.
 void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, int64_t top,
                    int64_t left, int64_t Hph, int64_t Wph, int64_t plane, const char* used,
                    float* out) {
     const int64_t nblk = (C + kVec - 1) / kVec, rowlen = Wph * kVec;
     for (int64_t ph = 0; ph < st; ++ph)
         for (int64_t i = 0; i < Hph; ++i) {
-            int64_t h = i * st + ph - top;
+            const int64_t h = i * st + ph - top;
+            if (h < 0 || h >= H) continue;
             for (int64_t pw = 0; pw < st; ++pw) {
                 if (!used[ph * st + pw]) continue;
-                float* row = out + ((ph * st + pw) * Hph + i) * rowlen;
-                if (h < 0 || h >= H) {
-                    for (int64_t cb = 0; cb < nblk; ++cb) std::memset(row + cb * plane, 0, rowlen * 4);
-                    continue;
-                }
                 // Columns j with 0 <= j*st + pw - left < W.
-                int64_t jlo = std::min(Wph, (left - pw + st - 1) / st);
-                int64_t jhi = W - 1 + left - pw < 0 ? jlo
-                                                     : std::min(Wph, (W - 1 + left - pw) / st + 1);
-                jhi = std::max(jlo, jhi);
-                for (int64_t cb = 0; cb < nblk; ++cb) {
-                    std::memset(row + cb * plane, 0, jlo * kVec * 4);
-                    std::memset(row + cb * plane + jhi * kVec, 0, (Wph - jhi) * kVec * 4);
-                }
+                const int64_t jlo = std::min(Wph, (left - pw + st - 1) / st);
+                const int64_t jhi = W - 1 + left - pw < 0
+                                        ? jlo
+                                        : std::max(jlo, std::min(Wph, (W - 1 + left - pw) / st + 1));
+                float* row = out + ((ph * st + pw) * Hph + i) * rowlen + jlo * kVec;
                 const float* src = x + (h * W + jlo * st + pw - left) * C;
                 const int64_t step = st * C;
-                if (C % kVec == 0) {
-                    for (int64_t j = jlo; j < jhi; ++j, src += step)
-                        for (int64_t cb = 0; cb < nblk; ++cb)
-                            std::memcpy(row + cb * plane + j * kVec, src + cb * kVec, kVec * 4);
-                } else {
-                    for (int64_t j = jlo; j < jhi; ++j, src += step)
-                        for (int64_t cb = 0; cb < nblk; ++cb)
-                            std::memcpy(row + cb * plane + j * kVec, src + cb * kVec,
-                                        std::min<int64_t>(kVec, C - cb * kVec) * 4);
+                for (int64_t cb = 0; cb < nblk; ++cb) {
+                    const int64_t n = std::min<int64_t>(kVec, C - cb * kVec);
+                    float* d = row + cb * plane;
+                    const float* sp = src + cb * kVec;
+                    if (n == kVec)
+                        for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
+                            std::memcpy(d, sp, kVec * 4);
+                    else
+                        for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
+                            std::memcpy(d, sp, n * 4);
                 }
             }
         }
@@ -430,7 +425,9 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
         float* mine = priv.data() + t * priv_len;
         std::memset(mine, 0, priv_len * 4);
         int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
+        // Zero-padded copy of one image (padding is zeroed once; each image fills the inside).
         AlignedBuffer scratch(pad ? size_t(Hp * Wp * C) : 1);
+        if (pad) std::memset(scratch.data(), 0, Hp * Wp * C * 4);
         for (int64_t n = n0; n < n1; ++n) {
             const float* xn = x + n * H * W * C;
             const float* img = xn;
@@ -439,16 +436,10 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
             const float* pfd = n + 1 < n1 ? dy + (n + 1) * P * Q * K : nullptr;
             const float* pfd_end = pfd ? pfd + P * Q * K : nullptr;
             if (pad) {
-                float* sp = scratch.data();
-                std::memset(sp, 0, pad * Wp * C * 4);
-                for (int64_t h = 0; h < H; ++h) {
-                    float* row = sp + (h + pad) * Wp * C;
-                    std::memset(row, 0, pad * C * 4);
-                    std::memcpy(row + pad * C, xn + h * W * C, W * C * 4);
-                    std::memset(row + (pad + W) * C, 0, pad * C * 4);
-                }
-                std::memset(sp + (H + pad) * Wp * C, 0, pad * Wp * C * 4);
-                img = sp;
+                for (int64_t h = 0; h < H; ++h)
+                    std::memcpy(scratch.data() + ((h + pad) * Wp + pad) * C, xn + h * W * C,
+                                W * C * 4);
+                img = scratch.data();
             }
             const float* dyn = dy + n * P * Q * K;
             for (int64_t p0 = 0; p0 < P; p0 += band) {
