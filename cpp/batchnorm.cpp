@@ -4,10 +4,11 @@
 // to its own 64-byte-padded slot, and the slots are combined in a fixed order (deterministic
 // for a given thread count). Train forward = one statistics pass + one apply pass; train
 // backward = one reduction pass + one dx pass; eval forward/backward = one pass each.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <vector>
-#include <algorithm>
 
 #include "common.h"
 #include "dispatch.h"
@@ -30,8 +31,17 @@ inline V vadd(V a, V b) { return a + b; }
 inline V vsub(V a, V b) { return a - b; }
 inline V vmul(V a, V b) { return a * b; }
 inline V vfma(V a, V b, V c) { return a * b + c; }
-inline V vrelu(V v) { return v > 0.0f ? v : 0.0f; }
-inline V vmask_pos(V v, V y) { return y > 0.0f ? v : 0.0f; }
+// Branch-free selects (random signs would mispredict a branch half the time), giving +0
+// for masked lanes exactly like the AVX paths.
+inline V keep_if(bool keep, V v) {
+    uint32_t b;
+    std::memcpy(&b, &v, 4);
+    b &= 0u - (uint32_t)keep;
+    std::memcpy(&v, &b, 4);
+    return v;
+}
+inline V vrelu(V v) { return keep_if(v > 0.0f, v); }
+inline V vmask_pos(V v, V y) { return keep_if(y > 0.0f, v); }
 inline void vacc_double(double* d, V v) { *d += v; }
 
 }  // namespace
