@@ -1,0 +1,157 @@
+// conv.cpp: 2-D convolution, NHWC activations and RSCK weights (see simd/conv_kernels.h).
+// Holds the scalar fallback (direct loops, baseline flags; simple on purpose) and the
+// dispatch to the AVX2 / AVX-512 implementations.
+#include <cstring>
+#include <vector>
+
+#include "dispatch.h"
+#include "simd/conv_kernels.h"
+
+namespace rc {
+namespace {
+
+// y[n,p,q,:] = b + sum_{r,s,c} x[n, p*st-pad+r, q*st-pad+s, c] * w[r,s,c,:]
+void forward_scalar(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
+    const int64_t N = s.N, H = s.H, W = s.W, C = s.C, K = s.K, P = s.P, Q = s.Q;
+#pragma omp parallel for collapse(2) num_threads(rc::num_threads())
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t p = 0; p < P; ++p)
+            for (int64_t q = 0; q < Q; ++q) {
+                float* yp = y + ((n * P + p) * Q + q) * K;
+                for (int64_t k = 0; k < K; ++k) yp[k] = b ? b[k] : 0.0f;
+                for (int64_t r = 0; r < s.R; ++r) {
+                    int64_t h = p * s.stride - s.pad + r;
+                    if (h < 0 || h >= H) continue;
+                    for (int64_t t = 0; t < s.S; ++t) {
+                        int64_t wc = q * s.stride - s.pad + t;
+                        if (wc < 0 || wc >= W) continue;
+                        const float* xp = x + ((n * H + h) * W + wc) * C;
+                        const float* wp = w + (r * s.S + t) * C * K;
+                        for (int64_t c = 0; c < C; ++c) {
+                            float xv = xp[c];
+                            for (int64_t k = 0; k < K; ++k) yp[k] += xv * wp[c * K + k];
+                        }
+                    }
+                }
+            }
+}
+
+// dx[n,h,w,c] = sum over (r,s) with h = p*st-pad+r, w = q*st-pad+s of dy[n,p,q,:] . w[r,s,c,:]
+void backward_data_scalar(const float* dy, const float* w, float* dx, const ConvShape& s) {
+    const int64_t N = s.N, H = s.H, W = s.W, C = s.C, K = s.K, P = s.P, Q = s.Q, st = s.stride;
+#pragma omp parallel for collapse(2) num_threads(rc::num_threads())
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t h = 0; h < H; ++h)
+            for (int64_t wc = 0; wc < W; ++wc) {
+                float* dxp = dx + ((n * H + h) * W + wc) * C;
+                for (int64_t c = 0; c < C; ++c) dxp[c] = 0.0f;
+                for (int64_t r = 0; r < s.R; ++r) {
+                    int64_t ph = h + s.pad - r;
+                    if (ph < 0 || ph % st || ph / st >= P) continue;
+                    for (int64_t t = 0; t < s.S; ++t) {
+                        int64_t qw = wc + s.pad - t;
+                        if (qw < 0 || qw % st || qw / st >= Q) continue;
+                        const float* dyp = dy + ((n * P + ph / st) * Q + qw / st) * K;
+                        const float* wp = w + (r * s.S + t) * C * K;
+                        for (int64_t c = 0; c < C; ++c) {
+                            float acc = 0.0f;
+                            for (int64_t k = 0; k < K; ++k) acc += dyp[k] * wp[c * K + k];
+                            dxp[c] += acc;
+                        }
+                    }
+                }
+            }
+}
+
+// dw[r,s,c,k] = sum_{n,p,q} x[n, p*st-pad+r, q*st-pad+s, c] * dy[n,p,q,k]; db[k] = sum dy.
+// Each thread sums its slice of the batch into a private copy; one fixed-order reduction.
+void backward_weight_scalar(const float* x, const float* dy, float* dw, float* db,
+                            const ConvShape& s) {
+    const int64_t N = s.N, H = s.H, W = s.W, C = s.C, K = s.K, P = s.P, Q = s.Q;
+    const int64_t len = s.R * s.S * C * K + K;
+    const int T = rc::num_threads();
+    std::vector<float> priv(size_t(T) * len, 0.0f);
+    int used = 1;
+#pragma omp parallel num_threads(T)
+    {
+#ifdef RESNET_CPP_HAVE_OPENMP
+        const int nt = omp_get_num_threads();
+#else
+        const int nt = 1;
+#endif
+        const int t = rc::thread_id();
+#pragma omp single
+        used = nt;
+        float* mine = priv.data() + size_t(t) * len;
+        for (int64_t n = N * t / nt; n < N * (t + 1) / nt; ++n)
+            for (int64_t p = 0; p < P; ++p)
+                for (int64_t q = 0; q < Q; ++q) {
+                    const float* dyp = dy + ((n * P + p) * Q + q) * K;
+                    for (int64_t k = 0; k < K; ++k) mine[len - K + k] += dyp[k];
+                    for (int64_t r = 0; r < s.R; ++r) {
+                        int64_t h = p * s.stride - s.pad + r;
+                        if (h < 0 || h >= H) continue;
+                        for (int64_t u = 0; u < s.S; ++u) {
+                            int64_t wc = q * s.stride - s.pad + u;
+                            if (wc < 0 || wc >= W) continue;
+                            const float* xp = x + ((n * H + h) * W + wc) * C;
+                            float* dwp = mine + (r * s.S + u) * C * K;
+                            for (int64_t c = 0; c < C; ++c)
+                                for (int64_t k = 0; k < K; ++k) dwp[c * K + k] += xp[c] * dyp[k];
+                        }
+                    }
+                }
+    }
+    for (int64_t i = 0; i < len - K; ++i) {
+        float acc = priv[i];
+        for (int u = 1; u < used; ++u) acc += priv[size_t(u) * len + i];
+        dw[i] = acc;
+    }
+    if (db)
+        for (int64_t k = 0; k < K; ++k) {
+            float acc = priv[len - K + k];
+            for (int u = 1; u < used; ++u) acc += priv[size_t(u) * len + len - K + k];
+            db[k] = acc;
+        }
+}
+
+}  // namespace
+
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
+    switch (active_isa()) {
+#ifdef RESNET_CPP_HAVE_AVX512
+    case Isa::avx512: return avx512::conv2d_forward(x, w, b, y, s);
+#endif
+#ifdef RESNET_CPP_HAVE_AVX2
+    case Isa::avx2: return avx2::conv2d_forward(x, w, b, y, s);
+#endif
+    default: return forward_scalar(x, w, b, y, s);
+    }
+}
+
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+    switch (active_isa()) {
+#ifdef RESNET_CPP_HAVE_AVX512
+    case Isa::avx512: return avx512::conv2d_backward_data(dy, w, dx, s);
+#endif
+#ifdef RESNET_CPP_HAVE_AVX2
+    case Isa::avx2: return avx2::conv2d_backward_data(dy, w, dx, s);
+#endif
+    default: return backward_data_scalar(dy, w, dx, s);
+    }
+}
+
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                            const ConvShape& s) {
+    switch (active_isa()) {
+#ifdef RESNET_CPP_HAVE_AVX512
+    case Isa::avx512: return avx512::conv2d_backward_weight(x, dy, dw, db, s);
+#endif
+#ifdef RESNET_CPP_HAVE_AVX2
+    case Isa::avx2: return avx2::conv2d_backward_weight(x, dy, dw, db, s);
+#endif
+    default: return backward_weight_scalar(x, dy, dw, db, s);
+    }
+}
+
+}  // namespace rc

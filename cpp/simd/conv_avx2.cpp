@@ -1,0 +1,147 @@
+// conv_avx2.cpp: AVX2+FMA convolution micro-kernels; the driver is shared with AVX-512
+// through conv_kernels.h. A group of 16 output channels is two ymm; 12 of the 16 ymm
+// registers hold accumulators (PERF.md item 6: 6 px x 2 ymm).
+#include <immintrin.h>
+
+#include <utility>
+
+#include "dispatch.h"
+#define RC_CONV_DRIVER
+#include "simd/conv_kernels.h"
+
+namespace {
+
+// Lane masks for the last group's two ymm halves (klast in 1..16 valid lanes).
+inline void tail_masks(int klast, __m256i& lo, __m256i& hi) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(klast), iota);
+    hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(klast - 8), iota);
+}
+
+// Forward: acc[PX pixels][2*NV ymm] = bias + sum_{tap, c} x[pixel + tap, c] * w[tap, c, :].
+template <int NV, int PX>
+void fwd_kernel(const FwdArgs& a) {
+    constexpr int NY = 2 * NV;
+    __m256 acc[PX][NY];
+#pragma GCC unroll 4
+    for (int v = 0; v < NY; ++v) {
+        __m256 bv = a.bias ? _mm256_loadu_ps(a.bias + 8 * v) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+        for (int j = 0; j < PX; ++j) acc[j][v] = bv;
+    }
+    const float* wp = a.w;
+    for (int64_t t = 0; t < a.ntaps; ++t) {
+        const float* xb0 = a.x + a.tap[t];
+        for (int64_t c0 = 0; c0 < a.cin; c0 += 16, xb0 += a.plane) {
+            // Scratch is [channel block][pixel][16]: pixel j, channel c at xc[16*j].
+            const float* xc = xb0;
+            const float* xend = xb0 + (a.cin - c0 < 16 ? a.cin - c0 : 16);
+            for (; xc != xend; ++xc) {
+                __m256 wv[NY];
+#pragma GCC unroll 4
+                for (int v = 0; v < NY; ++v) wv[v] = _mm256_loadu_ps(wp + 8 * v);
+#pragma GCC unroll 8
+                for (int j = 0; j < PX; ++j) {
+                    __m256 xb = _mm256_broadcast_ss(xc + 16 * j);
+#pragma GCC unroll 4
+                    for (int v = 0; v < NY; ++v) acc[j][v] = _mm256_fmadd_ps(xb, wv[v], acc[j][v]);
+                }
+                wp += 8 * NY;
+            }
+        }
+    }
+    __m256i lo, hi;
+    tail_masks(a.klast, lo, hi);
+#pragma GCC unroll 8
+    for (int j = 0; j < PX; ++j) {
+        float* y = a.y[j];
+        if (!y) continue;
+#pragma GCC unroll 4
+        for (int v = 0; v < NY - 2; ++v) _mm256_storeu_ps(y + 8 * v, acc[j][v]);
+        _mm256_maskstore_ps(y + 8 * (NY - 2), lo, acc[j][NY - 2]);
+        _mm256_maskstore_ps(y + 8 * (NY - 1), hi, acc[j][NY - 1]);
+    }
+}
+
+// Backward-weight: acc[UB (s,c) rows][2*NV ymm] += x[pixel, u] * dy[pixel, :] over a band of
+// output pixels, accumulated into the thread's private dW.
+template <int NV, int UB>
+void bww_kernel(const BwwArgs& a) {
+    constexpr int NY = 2 * NV;
+    __m256 acc[UB][NY];
+#pragma GCC unroll 8
+    for (int i = 0; i < UB; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NY; ++v) acc[i][v] = _mm256_loadu_ps(a.dw + i * a.dwstride + 8 * v);
+    __m256i lo, hi;
+    tail_masks(a.klast, lo, hi);
+    for (int64_t rr = 0; rr < a.rows; ++rr) {
+        const float* xq = a.x + rr * a.xrow;
+        const float* dq = a.dy + rr * a.cols * a.kstride;
+        for (int64_t q = 0; q < a.cols; ++q) {
+            __m256 dv[NY];
+#pragma GCC unroll 4
+            for (int v = 0; v < NY - 2; ++v) dv[v] = _mm256_loadu_ps(dq + 8 * v);
+            dv[NY - 2] = _mm256_maskload_ps(dq + 8 * (NY - 2), lo);
+            dv[NY - 1] = _mm256_maskload_ps(dq + 8 * (NY - 1), hi);
+#pragma GCC unroll 8
+            for (int i = 0; i < UB; ++i) {
+                __m256 xb = _mm256_broadcast_ss(xq + i);
+#pragma GCC unroll 4
+                for (int v = 0; v < NY; ++v) acc[i][v] = _mm256_fmadd_ps(xb, dv[v], acc[i][v]);
+            }
+            xq += a.xpix;
+            dq += a.kstride;
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < UB; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NY; ++v) _mm256_storeu_ps(a.dw + i * a.dwstride + 8 * v, acc[i][v]);
+}
+
+using FwdFn = void (*)(const FwdArgs&);
+using BwwFn = void (*)(const BwwArgs&);
+
+// Tables of every block width 1..max for each NV (remainder runs use the smaller ones).
+template <int NV, class Seq>
+struct Row;
+template <int NV, int... I>
+struct Row<NV, std::integer_sequence<int, I...>> {
+    static constexpr FwdFn fwd[] = {&fwd_kernel<NV, I + 1>...};
+    static constexpr BwwFn bww[] = {&bww_kernel<NV, I + 1>...};
+};
+
+// 6 px x 2 ymm or 3 px x 4 ymm: 12 accumulators, the rest for weights and a broadcast.
+constexpr int kPx[3] = {0, 6, 3};
+
+struct Micro {
+    static constexpr int kMaxNV = 2;
+    static int fwd_px(int nv) { return kPx[nv]; }
+    static int bww_ub(int nv) { return kPx[nv]; }
+    static FwdFn fwd(int nv, int px) {
+        return nv == 1 ? Row<1, std::make_integer_sequence<int, 6>>::fwd[px - 1]
+                       : Row<2, std::make_integer_sequence<int, 3>>::fwd[px - 1];
+    }
+    static BwwFn bww(int nv, int ub) {
+        return nv == 1 ? Row<1, std::make_integer_sequence<int, 6>>::bww[ub - 1]
+                       : Row<2, std::make_integer_sequence<int, 3>>::bww[ub - 1];
+    }
+};
+
+}  // namespace
+
+namespace rc::avx2 {
+
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
+    forward<Micro>(x, w, b, y, s);
+}
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+    backward_data<Micro>(dy, w, dx, s);
+}
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                            const ConvShape& s) {
+    backward_weight<Micro>(x, dy, dw, db, s);
+}
+
+}  // namespace rc::avx2

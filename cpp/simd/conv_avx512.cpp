@@ -1,0 +1,144 @@
+// conv_avx512.cpp: AVX-512 convolution micro-kernels; the driver (scratch layout, weight
+// packing, threading) is shared with AVX2 through conv_kernels.h. One zmm = 16 output
+// channels, FMAs take the broadcast input value as an embedded {1to16} memory operand.
+#include <immintrin.h>
+
+#include <utility>
+
+#include "dispatch.h"
+#define RC_CONV_DRIVER
+#include "simd/conv_kernels.h"
+
+namespace {
+
+// Forward: acc[PX pixels][NV zmm] = bias + sum_{tap, c} x[pixel + tap, c] * w[tap, c, :].
+// With NV*PX <= 28 the accumulators stay in registers for the whole reduction.
+template <int NV, int PX>
+void fwd_kernel(const FwdArgs& a) {
+    __m512 acc[PX][NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+        __m512 bv = a.bias ? _mm512_loadu_ps(a.bias + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 32
+        for (int j = 0; j < PX; ++j) acc[j][v] = bv;
+    }
+    const float* wp = a.w;
+    for (int64_t t = 0; t < a.ntaps; ++t) {
+        const float* xb0 = a.x + a.tap[t];
+        for (int64_t c0 = 0; c0 < a.cin; c0 += 16, xb0 += a.plane) {
+            // Scratch is [channel block][pixel][16]: pixel j, channel c at xc[16*j].
+            const float* xc = xb0;
+            const float* xend = xb0 + (a.cin - c0 < 16 ? a.cin - c0 : 16);
+            for (; xc != xend; ++xc) {
+                __m512 wv[NV];
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wp + 16 * v);
+#pragma GCC unroll 32
+                for (int j = 0; j < PX; ++j) {
+                    __m512 xb = _mm512_set1_ps(xc[16 * j]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < NV; ++v) acc[j][v] = _mm512_fmadd_ps(xb, wv[v], acc[j][v]);
+                }
+                wp += 16 * NV;
+            }
+        }
+    }
+    __mmask16 last = __mmask16((1u << a.klast) - 1u);
+#pragma GCC unroll 32
+    for (int j = 0; j < PX; ++j) {
+        float* y = a.y[j];
+        if (!y) continue;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + 16 * v, acc[j][v]);
+        _mm512_mask_storeu_ps(y + 16 * (NV - 1), last, acc[j][NV - 1]);
+    }
+}
+
+// Backward-weight: acc[UB (s,c) rows][NV zmm] += x[pixel, u] * dy[pixel, :] over a band of
+// output pixels, accumulated into the thread's private dW.
+template <int NV, int UB>
+void bww_kernel(const BwwArgs& a) {
+    __m512 acc[UB][NV];
+#pragma GCC unroll 32
+    for (int i = 0; i < UB; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_loadu_ps(a.dw + i * a.dwstride + 16 * v);
+    __mmask16 last = __mmask16((1u << a.klast) - 1u);
+    for (int64_t rr = 0; rr < a.rows; ++rr) {
+        const float* xq = a.x + rr * a.xrow;
+        const float* dq = a.dy + rr * a.cols * a.kstride;
+        for (int64_t q = 0; q < a.cols; ++q) {
+            __m512 dv[NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV - 1; ++v) dv[v] = _mm512_loadu_ps(dq + 16 * v);
+            dv[NV - 1] = _mm512_maskz_loadu_ps(last, dq + 16 * (NV - 1));
+#pragma GCC unroll 32
+            for (int i = 0; i < UB; ++i) {
+                __m512 xb = _mm512_set1_ps(xq[i]);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(xb, dv[v], acc[i][v]);
+            }
+            xq += a.xpix;
+            dq += a.kstride;
+        }
+    }
+#pragma GCC unroll 32
+    for (int i = 0; i < UB; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) _mm512_storeu_ps(a.dw + i * a.dwstride + 16 * v, acc[i][v]);
+}
+
+using FwdFn = void (*)(const FwdArgs&);
+using BwwFn = void (*)(const BwwArgs&);
+
+// Tables of every block width 1..max for each NV (remainder runs use the smaller ones).
+template <int NV, class Seq>
+struct Row;
+template <int NV, int... I>
+struct Row<NV, std::integer_sequence<int, I...>> {
+    static constexpr FwdFn fwd[] = {&fwd_kernel<NV, I + 1>...};
+    static constexpr BwwFn bww[] = {&bww_kernel<NV, I + 1>...};
+};
+
+// Pixels (forward) / (s,c) rows (backward-weight) per call for NV zmm: NV*PX <= 28 of the
+// 32 registers are accumulators, NV hold weights (or dy), broadcasts are memory operands.
+constexpr int kPx[5] = {0, 28, 14, 9, 6};
+
+struct Micro {
+    static constexpr int kMaxNV = 4;
+    static int fwd_px(int nv) { return kPx[nv]; }
+    static int bww_ub(int nv) { return kPx[nv]; }
+    static FwdFn fwd(int nv, int px) {
+        switch (nv) {
+        case 1: return Row<1, std::make_integer_sequence<int, 28>>::fwd[px - 1];
+        case 2: return Row<2, std::make_integer_sequence<int, 14>>::fwd[px - 1];
+        case 3: return Row<3, std::make_integer_sequence<int, 9>>::fwd[px - 1];
+        default: return Row<4, std::make_integer_sequence<int, 6>>::fwd[px - 1];
+        }
+    }
+    static BwwFn bww(int nv, int ub) {
+        switch (nv) {
+        case 1: return Row<1, std::make_integer_sequence<int, 28>>::bww[ub - 1];
+        case 2: return Row<2, std::make_integer_sequence<int, 14>>::bww[ub - 1];
+        case 3: return Row<3, std::make_integer_sequence<int, 9>>::bww[ub - 1];
+        default: return Row<4, std::make_integer_sequence<int, 6>>::bww[ub - 1];
+        }
+    }
+};
+
+}  // namespace
+
+namespace rc::avx512 {
+
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
+    forward<Micro>(x, w, b, y, s);
+}
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+    backward_data<Micro>(dy, w, dx, s);
+}
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                            const ConvShape& s) {
+    backward_weight<Micro>(x, dy, dw, db, s);
+}
+
+}  // namespace rc::avx512

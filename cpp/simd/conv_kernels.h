@@ -1,0 +1,478 @@
+// conv_kernels.h: convolution entry points (NHWC activations, RSCK weights) and the
+// ISA-independent driver shared by the AVX2 and AVX-512 translation units.
+//
+// Public kernels (cpp/conv.cpp dispatches to the best compiled path):
+//   conv2d_forward         y (N,P,Q,K)  = x (N,H,W,C) * w (R,S,C,K) + b (K)
+//   conv2d_backward_data   dx (N,H,W,C) from dy (N,P,Q,K) and w
+//   conv2d_backward_weight dw (R,S,C,K) and db (K) from x and dy
+// All overwrite their outputs. b/db may be null.
+//
+// SIMD design (see benchmarks/NOTES.md for numbers):
+// - Forward: every image is copied (per thread) into a zero-padded, channel-major,
+//   stride-phase-split scratch [C][st*st][Hph][Wph]. A stride-st conv then reads each phase
+//   plane with unit stride, so one micro-kernel serves every stride: it computes a run of
+//   PX consecutive "flat" pixels m = row*Wph + col (columns >= Q are computed and dropped,
+//   PERF.md item 8) times NV vectors of 16 output channels, broadcasting one input value
+//   per (tap, c) from consecutive addresses (immediate offsets) into NV FMAs. Weights are
+//   packed per call into [K block][tap][c][NV*16] so the inner loads are contiguous.
+// - Backward-data: split dx by stride phase (h+pad) % st; each phase is a stride-1 conv of
+//   zero-padded dy with a sub-kernel rotated 180 degrees and C/K swapped, run through the
+//   same engine and micro-kernel (stride 1 is the single-phase case).
+// - Backward-weight: per-thread private dW (K padded to 16), register-blocked over
+//   (UB consecutive (s,c) entries of a padded NHWC input row) x (NV K vectors), reducing
+//   over output pixels; then one reduction over threads in fixed order (deterministic).
+#pragma once
+#include <cstdint>
+
+#include "common.h"
+
+namespace rc {
+
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s);
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                            const ConvShape& s);
+
+#ifdef RESNET_CPP_HAVE_AVX2
+namespace avx2 {
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s);
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                            const ConvShape& s);
+}  // namespace avx2
+#endif
+
+#ifdef RESNET_CPP_HAVE_AVX512
+namespace avx512 {
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s);
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                            const ConvShape& s);
+}  // namespace avx512
+#endif
+
+}  // namespace rc
+
+// ---------------------------------------------------------------------------------------
+// Driver body, compiled once per SIMD translation unit (which defines RC_CONV_DRIVER before
+// including this header). It is wrapped in an anonymous namespace so each ISA keeps its own
+// copy; the TU supplies `struct Micro` (micro-kernel tables, see conv_avx512.cpp) first.
+#ifdef RC_CONV_DRIVER
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "dispatch.h"
+
+namespace {
+
+using rc::AlignedBuffer;
+using rc::ConvShape;
+
+constexpr int kVec = 16;  // output channels per "vector group" (one zmm, two ymm)
+
+// TU-local owning array. std::vector<float> would be a template instance shared with the
+// other ISA translation units, and the linker may keep a copy compiled with wider ISA flags.
+template <class T>
+class Arr {
+  public:
+    Arr() = default;
+    explicit Arr(int64_t n) : p_(n > 0 ? new T[n]() : nullptr), n_(n > 0 ? n : 0) {}
+    Arr(Arr&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+    Arr& operator=(Arr&& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        return *this;
+    }
+    Arr(const Arr&) = delete;
+    Arr& operator=(const Arr&) = delete;
+    ~Arr() { delete[] p_; }
+    T* data() { return p_; }
+    const T* data() const { return p_; }
+    int64_t size() const { return n_; }
+    T& operator[](int64_t i) { return p_[i]; }
+
+  private:
+    T* p_ = nullptr;
+    int64_t n_ = 0;
+};
+
+inline int team_size() {
+#ifdef RESNET_CPP_HAVE_OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+// Arguments of one forward micro-kernel call: PX flat pixels x NV groups of 16 outputs.
+struct FwdArgs {
+    const float* x;        // scratch, channel block 0, at the run's first pixel
+    const int64_t* tap;    // ntaps offsets (floats) of each tap inside a channel block
+    int64_t ntaps;
+    int64_t cin;           // reduction channels
+    int64_t plane;         // floats between consecutive 16-channel blocks
+    const float* w;        // packed block [ntaps][cin][NV*16]
+    const float* bias;     // NV*16 floats, or null for zero
+    float* const* y;       // PX output pointers (null: pixel is padding, not stored)
+    int klast;             // valid lanes of the last group (1..16)
+};
+
+// Arguments of one backward-weight micro-kernel call: UB (s,c) rows x NV groups of 16.
+struct BwwArgs {
+    const float* x;        // padded NHWC row (p0*st + r) at column 0, offset by u0
+    int64_t xrow;          // floats between the input rows of consecutive output rows
+    int64_t xpix;          // floats between the inputs of consecutive output pixels (st*C)
+    const float* dy;       // dy at output pixel (p0, 0), offset by the group's first channel
+    int64_t rows, cols;    // output rows in this band, Q
+    int64_t kstride;       // K (dy pixel stride)
+    float* dw;             // private dW at row u0, group offset; accumulated into
+    int64_t dwstride;      // padded K
+    int klast;
+};
+
+// Groups of 16 output channels processed together.
+struct KBlock {
+    int v0, nv;
+};
+
+inline std::vector<KBlock> plan_kblocks(int64_t kout, int maxnv) {
+    int kv = int((kout + kVec - 1) / kVec);
+    std::vector<KBlock> b;
+    int nblk = (kv + maxnv - 1) / maxnv;
+    int base = kv / nblk, extra = kv % nblk;  // balanced: sizes differ by at most one
+    for (int i = 0, v = 0; i < nblk; ++i) {
+        int nv = base + (i < extra);
+        b.push_back({v, nv});
+        v += nv;
+    }
+    return b;
+}
+
+// Packs weights get(tap, ci, co) into [block][tap][ci][nv*16], zero-padding co >= kout.
+template <class Get>
+void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, int64_t cin,
+                  int64_t kout, Get get) {
+    for (const KBlock& b : blocks) {
+        int64_t width = int64_t(b.nv) * kVec;
+        float* d = dst + int64_t(b.v0) * kVec * ntaps * cin;
+        for (int64_t t = 0; t < ntaps; ++t)
+            for (int64_t ci = 0; ci < cin; ++ci)
+                for (int64_t j = 0; j < width; ++j) {
+                    int64_t co = int64_t(b.v0) * kVec + j;
+                    d[(t * cin + ci) * width + j] = co < kout ? get(t, ci, co) : 0.0f;
+                }
+    }
+}
+
+// Copies image x (H,W,C) into the blocked scratch [C/16][st][st][Hph][Wph][16]: element
+// (cb, ph, pw, i, j, l) is x[i*st + ph - top][j*st + pw - left][16*cb + l], zero outside the
+// image. Lanes past C in the last block are left unset (the kernels never read them), and
+// phases with used[ph*st + pw] == 0 are skipped (no tap reads them).
+void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, int64_t top,
+                   int64_t left, int64_t Hph, int64_t Wph, int64_t plane, const char* used,
+                   float* out) {
+    const int64_t nblk = (C + kVec - 1) / kVec, rowlen = Wph * kVec;
+    for (int64_t ph = 0; ph < st; ++ph)
+        for (int64_t i = 0; i < Hph; ++i) {
+            int64_t h = i * st + ph - top;
+            for (int64_t pw = 0; pw < st; ++pw) {
+                if (!used[ph * st + pw]) continue;
+                float* row = out + ((ph * st + pw) * Hph + i) * rowlen;
+                if (h < 0 || h >= H) {
+                    for (int64_t cb = 0; cb < nblk; ++cb) std::memset(row + cb * plane, 0, rowlen * 4);
+                    continue;
+                }
+                // Columns j with 0 <= j*st + pw - left < W.
+                int64_t jlo = std::min(Wph, (left - pw + st - 1) / st);
+                int64_t jhi = W - 1 + left - pw < 0 ? jlo
+                                                     : std::min(Wph, (W - 1 + left - pw) / st + 1);
+                jhi = std::max(jlo, jhi);
+                for (int64_t cb = 0; cb < nblk; ++cb) {
+                    std::memset(row + cb * plane, 0, jlo * kVec * 4);
+                    std::memset(row + cb * plane + jhi * kVec, 0, (Wph - jhi) * kVec * 4);
+                }
+                const float* src = x + (h * W + jlo * st + pw - left) * C;
+                const int64_t step = st * C;
+                if (C % kVec == 0) {
+                    for (int64_t j = jlo; j < jhi; ++j, src += step)
+                        for (int64_t cb = 0; cb < nblk; ++cb)
+                            std::memcpy(row + cb * plane + j * kVec, src + cb * kVec, kVec * 4);
+                } else {
+                    for (int64_t j = jlo; j < jhi; ++j, src += step)
+                        for (int64_t cb = 0; cb < nblk; ++cb)
+                            std::memcpy(row + cb * plane + j * kVec, src + cb * kVec,
+                                        std::min<int64_t>(kVec, C - cb * kVec) * 4);
+                }
+            }
+        }
+}
+
+// One stride-1 "flat" convolution over a scratch grid of row width wrow. Output flat pixel
+// m = row*wrow + col (col < ncols) goes to out pixel (h0 + row*hstep, w0 + col*wstep).
+struct Phase {
+    Arr<int64_t> tap;          // offsets (floats) of each tap from the pixel's scratch slot
+    int64_t base;              // flat scratch pixel of output pixel m = 0 at tap offset 0
+    Arr<float> wpk;            // packed weights, all K blocks
+    int64_t rows, ncols;       // output grid
+    int64_t h0, w0;
+};
+
+struct Engine {
+    // input image geometry and scratch layout
+    int64_t N, H, W, Cin, st, top, left, Hph, Wph;
+    int64_t plane;        // floats per 16-channel block: st*st*Hph*Wph*16
+    int64_t scratch_len;  // blocks plus slack read by dropped pixels past the end
+    Arr<char> used;       // st*st: phase read by some tap
+    // output geometry
+    int64_t Hout, Wout, Cout, hstep, wstep;
+    std::vector<KBlock> blocks;
+    const float* bias;  // packed, KV*16, or null
+};
+
+template <class Mk>
+void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* in, float* out) {
+    // Work items: (image, phase, band of flat pixels). Bands give threads work when N is
+    // small and keep a band's input rows cache-resident for big images.
+    struct Item { int64_t n; int ph; int64_t m0, m1; };
+    std::vector<Item> per_image;
+    int T = rc::num_threads();
+    int64_t want = e.N >= T ? 1 : (T + e.N - 1) / e.N;
+    for (int p = 0; p < int(phases.size()); ++p) {
+        const Phase& ph = phases[p];
+        if (ph.rows <= 0 || ph.ncols <= 0) continue;
+        int64_t M = (ph.rows - 1) * e.Wph + ph.ncols;
+        int64_t row_bytes = e.Wph * e.Cin * 4 * e.st;
+        int64_t rows_per_band = std::max<int64_t>(4, (256 << 10) / std::max<int64_t>(1, row_bytes));
+        int64_t nb = std::max(want, (ph.rows + rows_per_band - 1) / rows_per_band);
+        nb = std::min(nb, M);
+        for (int64_t b = 0; b < nb; ++b) per_image.push_back({0, p, M * b / nb, M * (b + 1) / nb});
+    }
+    int64_t per = int64_t(per_image.size());
+    int64_t total = e.N * per;
+
+#pragma omp parallel num_threads(T)
+    {
+        int nt = team_size(), t = rc::thread_id();
+        int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
+        if (i0 < i1) {
+            AlignedBuffer scratch(e.scratch_len);
+            std::memset(scratch.data(), 0, e.scratch_len * 4);
+            int64_t have = -1;
+            float* ypix[64];
+            for (int64_t it = i0; it < i1; ++it) {
+                int64_t n = it / per;
+                const Item& item = per_image[it % per];
+                if (n != have) {
+                    build_scratch(in + n * e.H * e.W * e.Cin, e.H, e.W, e.Cin, e.st, e.top,
+                                  e.left, e.Hph, e.Wph, e.plane, e.used.data(), scratch.data());
+                    have = n;
+                }
+                const Phase& ph = phases[item.ph];
+                float* outn = out + n * e.Hout * e.Wout * e.Cout;
+                for (const KBlock& kb : e.blocks) {
+                    int pxmax = Mk::fwd_px(kb.nv);
+                    int64_t span = item.m1 - item.m0;
+                    int64_t nr = (span + pxmax - 1) / pxmax;
+                    int64_t px = (span + nr - 1) / nr;
+                    const float* wblk = ph.wpk.data() + int64_t(kb.v0) * kVec * ph.tap.size() * e.Cin;
+                    FwdArgs a;
+                    a.tap = ph.tap.data();
+                    a.ntaps = int64_t(ph.tap.size());
+                    a.cin = e.Cin;
+                    a.plane = e.plane;
+                    a.w = wblk;
+                    a.bias = e.bias ? e.bias + kb.v0 * kVec : nullptr;
+                    a.y = ypix;
+                    int64_t kend = std::min<int64_t>(e.Cout, int64_t(kb.v0 + kb.nv) * kVec);
+                    a.klast = int(kend - int64_t(kb.v0 + kb.nv - 1) * kVec);
+                    for (int64_t m = item.m0; m < item.m1; m += px) {
+                        int cnt = int(std::min(px, item.m1 - m));
+                        int64_t row = m / e.Wph, col = m % e.Wph;
+                        for (int j = 0; j < cnt; ++j) {
+                            ypix[j] = col < ph.ncols
+                                          ? outn + ((ph.h0 + row * e.hstep) * e.Wout +
+                                                    ph.w0 + col * e.wstep) * e.Cout + kb.v0 * kVec
+                                          : nullptr;
+                            if (++col == e.Wph) { col = 0; ++row; }
+                        }
+                        a.x = scratch.data() + (ph.base + m) * kVec;
+                        Mk::fwd(kb.nv, cnt)(a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <class Mk>
+void forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
+    Engine e;
+    int64_t st = s.stride;
+    e.N = s.N; e.H = s.H; e.W = s.W; e.Cin = s.C; e.st = st; e.top = s.pad; e.left = s.pad;
+    e.Hph = (s.H + 2 * s.pad + st - 1) / st;
+    e.Wph = (s.W + 2 * s.pad + st - 1) / st;
+    e.plane = st * st * e.Hph * e.Wph * kVec;
+    e.scratch_len = e.plane * ((s.C + kVec - 1) / kVec) + (e.Wph * 2 + s.S + 64) * kVec;
+    e.used = Arr<char>(st * st);
+    for (int64_t r = 0; r < std::min(s.R, st); ++r)
+        for (int64_t q = 0; q < std::min(s.S, st); ++q) e.used[r * st + q] = 1;
+    e.Hout = s.P; e.Wout = s.Q; e.Cout = s.K; e.hstep = 1; e.wstep = 1;
+    e.blocks = plan_kblocks(s.K, Mk::kMaxNV);
+    int64_t kv = (s.K + kVec - 1) / kVec;
+    Arr<float> bias(b ? kv * kVec : 0);
+    if (b) std::memcpy(bias.data(), b, s.K * 4);
+    e.bias = b ? bias.data() : nullptr;
+
+    std::vector<Phase> phases(1);
+    Phase& ph = phases[0];
+    int64_t pp = e.Hph * e.Wph;
+    ph.tap = Arr<int64_t>(s.R * s.S);
+    for (int64_t r = 0; r < s.R; ++r)
+        for (int64_t q = 0; q < s.S; ++q)
+            ph.tap[r * s.S + q] = (((r % st) * st + q % st) * pp + (r / st) * e.Wph + q / st) * kVec;
+    ph.base = 0;
+    ph.rows = s.P; ph.ncols = s.Q; ph.h0 = 0; ph.w0 = 0;
+    ph.wpk = Arr<float>(kv * kVec * s.R * s.S * s.C);
+    int64_t C = s.C, K = s.K;
+    pack_weights(ph.wpk.data(), e.blocks, s.R * s.S, C, K,
+                 [&](int64_t t, int64_t ci, int64_t co) { return w[(t * C + ci) * K + co]; });
+    run_engine<Mk>(e, phases, x, y);
+}
+
+template <class Mk>
+void backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+    int64_t st = s.stride, R = s.R, S = s.S, C = s.C, K = s.K, pad = s.pad;
+    Engine e;
+    // Phase a: dx rows h = st*i + a - pad take taps r = a + st*t from dy rows p = i - t.
+    int64_t Rt = (R + st - 1) / st, St = (S + st - 1) / st;
+    int64_t top = Rt - 1, left = St - 1;
+    int64_t imax = (s.H - 1 + pad) / st, jmax = (s.W - 1 + pad) / st;
+    int64_t Hs = top + std::max(s.P, imax + 1), Ws = left + std::max(s.Q, jmax + 1);
+    e.N = s.N; e.H = s.P; e.W = s.Q; e.Cin = K; e.st = 1; e.top = top; e.left = left;
+    e.Hph = Hs; e.Wph = Ws; e.plane = Hs * Ws * kVec;
+    e.scratch_len = e.plane * ((K + kVec - 1) / kVec) + (Ws * 2 + St + 64) * kVec;
+    e.used = Arr<char>(1);
+    e.used[0] = 1;
+    e.Hout = s.H; e.Wout = s.W; e.Cout = C; e.hstep = st; e.wstep = st;
+    e.blocks = plan_kblocks(C, Mk::kMaxNV);
+    e.bias = nullptr;
+    int64_t cv = (C + kVec - 1) / kVec;
+
+    std::vector<Phase> phases;
+    for (int64_t ah = 0; ah < st; ++ah)
+        for (int64_t aw = 0; aw < st; ++aw) {
+            Phase ph;
+            int64_t i0 = (pad - ah + st - 1) / st, j0 = (pad - aw + st - 1) / st;
+            if (pad - ah < 0) i0 = 0;
+            if (pad - aw < 0) j0 = 0;
+            int64_t i1 = (s.H - 1 + pad - ah) / st, j1 = (s.W - 1 + pad - aw) / st;
+            if (s.H - 1 + pad - ah < 0 || s.W - 1 + pad - aw < 0) continue;
+            ph.rows = i1 - i0 + 1; ph.ncols = j1 - j0 + 1;
+            if (ph.rows <= 0 || ph.ncols <= 0) continue;
+            ph.h0 = st * i0 + ah - pad; ph.w0 = st * j0 + aw - pad;
+            ph.base = i0 * Ws + j0;
+            // Kernel rows ah, ah+st, ... and columns aw, aw+st, ... belong to this phase; tap
+            // (th, tw) reads dy at (i - th, j - tw).
+            int64_t nrh = ah < R ? (R - ah + st - 1) / st : 0;
+            int64_t nsw = aw < S ? (S - aw + st - 1) / st : 0;
+            ph.tap = Arr<int64_t>(nrh * nsw);
+            for (int64_t th = 0; th < nrh; ++th)
+                for (int64_t tw = 0; tw < nsw; ++tw)
+                    ph.tap[th * nsw + tw] = ((top - th) * Ws + (left - tw)) * kVec;
+            ph.wpk = Arr<float>(std::max<int64_t>(1, cv * kVec * ph.tap.size() * K));
+            pack_weights(ph.wpk.data(), e.blocks, ph.tap.size(), K, C,
+                         [&](int64_t t, int64_t ci, int64_t co) {
+                             int64_t r = ah + st * (t / nsw), q = aw + st * (t % nsw);
+                             return w[((r * S + q) * C + co) * K + ci];
+                         });
+            phases.push_back(std::move(ph));
+        }
+    run_engine<Mk>(e, phases, dy, dx);
+}
+
+template <class Mk>
+void backward_weight(const float* x, const float* dy, float* dw, float* db, const ConvShape& s) {
+    int64_t st = s.stride, R = s.R, S = s.S, C = s.C, K = s.K, pad = s.pad;
+    int64_t P = s.P, Q = s.Q, H = s.H, W = s.W;
+    int64_t kv = (K + kVec - 1) / kVec, Kp = kv * kVec;
+    int64_t U = S * C;  // one kernel row's (s, c) entries are contiguous in a padded row
+    int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
+    int64_t priv_len = R * U * Kp + Kp;
+    std::vector<KBlock> blocks = plan_kblocks(K, Mk::kMaxNV);
+    int T = rc::num_threads();
+    AlignedBuffer priv(size_t(T) * priv_len);
+    int64_t band = std::max<int64_t>(1, (32 << 10) / (Q * K * 4));
+    int used = 1;
+
+#pragma omp parallel num_threads(T)
+    {
+        int nt = team_size(), t = rc::thread_id();
+#pragma omp single
+        used = nt;
+        float* mine = priv.data() + t * priv_len;
+        std::memset(mine, 0, priv_len * 4);
+        int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
+        AlignedBuffer scratch(pad ? size_t(Hp * Wp * C) : 1);
+        for (int64_t n = n0; n < n1; ++n) {
+            const float* xn = x + n * H * W * C;
+            const float* img = xn;
+            if (pad) {
+                float* sp = scratch.data();
+                std::memset(sp, 0, pad * Wp * C * 4);
+                for (int64_t h = 0; h < H; ++h) {
+                    float* row = sp + (h + pad) * Wp * C;
+                    std::memset(row, 0, pad * C * 4);
+                    std::memcpy(row + pad * C, xn + h * W * C, W * C * 4);
+                    std::memset(row + (pad + W) * C, 0, pad * C * 4);
+                }
+                std::memset(sp + (H + pad) * Wp * C, 0, pad * Wp * C * 4);
+                img = sp;
+            }
+            const float* dyn = dy + n * P * Q * K;
+            for (int64_t p0 = 0; p0 < P; p0 += band) {
+                BwwArgs a;
+                a.rows = std::min(band, P - p0);
+                a.cols = Q;
+                a.xrow = st * Wp * C;
+                a.xpix = st * C;
+                a.kstride = K;
+                a.dwstride = Kp;
+                for (int64_t r = 0; r < R; ++r)
+                    for (const KBlock& kb : blocks) {
+                        int ubmax = Mk::bww_ub(kb.nv);
+                        int64_t nub = (U + ubmax - 1) / ubmax, ub = (U + nub - 1) / nub;
+                        int64_t kend = std::min<int64_t>(K, int64_t(kb.v0 + kb.nv) * kVec);
+                        a.klast = int(kend - int64_t(kb.v0 + kb.nv - 1) * kVec);
+                        a.dy = dyn + p0 * Q * K + kb.v0 * kVec;
+                        for (int64_t u0 = 0; u0 < U; u0 += ub) {
+                            int cnt = int(std::min(ub, U - u0));
+                            a.x = img + (p0 * st + r) * Wp * C + u0;
+                            a.dw = mine + (r * U + u0) * Kp + kb.v0 * kVec;
+                            Mk::bww(kb.nv, cnt)(a);
+                        }
+                    }
+            }
+            if (db) {
+                float* mdb = mine + R * U * Kp;
+                for (int64_t i = 0; i < P * Q; ++i)
+                    for (int64_t k = 0; k < K; ++k) mdb[k] += dyn[i * K + k];
+            }
+        }
+#pragma omp barrier
+        // Fixed-order reduction over the private copies: deterministic per thread count.
+        int64_t rows = R * U + (db ? 1 : 0);
+        int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+        for (int64_t i = r0; i < r1; ++i) {
+            float* d = i < R * U ? dw + i * K : db;
+            const float* src = priv.data() + i * Kp;
+            for (int64_t k = 0; k < K; ++k) d[k] = src[k];
+            for (int u = 1; u < used; ++u)
+                for (int64_t k = 0; k < K; ++k) d[k] += src[u * priv_len + k];
+        }
+    }
+}
+
+}  // namespace
+#endif  // RC_CONV_DRIVER
