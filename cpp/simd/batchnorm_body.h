@@ -130,10 +130,10 @@ inline void bwd_chunk(const float* dy, const float* x, const float* y, float* dx
     }
 }
 
-// Long rows: the backward sums through float scratch a1, a2 (P each), like stats_long.
+// One vector of the long-row backward sums at flat offset o: sd += dy', se += dy' (x - m).
 template <bool MASK, bool DX>
 inline void bwd_long_step(const float* dy, const float* x, const float* y, float* dx,
-                          int64_t o, int64_t j, V m, V k, V& sd, V& se) {
+                          int64_t o, V m, V k, V& sd, V& se) {
     V d = vload(dy + o);
     if (MASK) d = vmask_pos(d, vload(y + o));
     if (DX) vstore(dx + o, vmul(d, k));
@@ -141,6 +141,7 @@ inline void bwd_long_step(const float* dy, const float* x, const float* y, float
     se = vfma(d, vsub(vload(x + o), m), se);
 }
 
+// Long rows: the backward sums through float scratch a1, a2 (P each), like stats_long.
 template <bool MASK, bool DX>
 void bwd_long(const float* dy, const float* x, const float* y, float* dx, int64_t G, int64_t P,
               const float* mean, const float* k1, float* a1, float* a2, double* sdy,
@@ -156,8 +157,8 @@ void bwd_long(const float* dy, const float* x, const float* y, float* dx, int64_
             for (int64_t j = 0; j < P; j += VL) {
                 const V m = vload(mean + j), k = DX ? vload(k1 + j) : vzero();
                 V sd = vload(a1 + j), se = vload(a2 + j);
-                bwd_long_step<MASK, DX>(dy, x, y, dx, g * P + j, j, m, k, sd, se);
-                bwd_long_step<MASK, DX>(dy, x, y, dx, (g + 1) * P + j, j, m, k, sd, se);
+                bwd_long_step<MASK, DX>(dy, x, y, dx, g * P + j, m, k, sd, se);
+                bwd_long_step<MASK, DX>(dy, x, y, dx, (g + 1) * P + j, m, k, sd, se);
                 vstore(a1 + j, sd);
                 vstore(a2 + j, se);
             }
@@ -165,7 +166,7 @@ void bwd_long(const float* dy, const float* x, const float* y, float* dx, int64_
             for (int64_t j = 0; j < P; j += VL) {
                 const V m = vload(mean + j), k = DX ? vload(k1 + j) : vzero();
                 V sd = vload(a1 + j), se = vload(a2 + j);
-                bwd_long_step<MASK, DX>(dy, x, y, dx, g * P + j, j, m, k, sd, se);
+                bwd_long_step<MASK, DX>(dy, x, y, dx, g * P + j, m, k, sd, se);
                 vstore(a1 + j, sd);
                 vstore(a2 + j, se);
             }
