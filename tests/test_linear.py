@@ -107,6 +107,7 @@ B = np.zeros(4, np.float32)
 DY = np.zeros((3, 4), np.float32)
 RO = np.zeros((3, 4), np.float32)
 RO.flags.writeable = False
+SQ = np.zeros((4, 4), np.float32)
 
 BAD = [
     (_core.linear_forward, (X.astype(np.float64), W), {}, TypeError, "x"),
@@ -120,6 +121,8 @@ BAD = [
     (_core.linear_forward, (X, W), {"out": RO}, ValueError, "out"),
     (_core.linear_forward, (X, W), {"out": np.zeros((4, 3), np.float32)}, ValueError, "out"),
     (_core.linear_forward, ("x", W), {}, TypeError, "x"),
+    (_core.linear_forward, (SQ, W[:, :4].copy()), {"out": SQ[:3]}, ValueError, "out"),
+    (_core.linear_forward, (X, W), {"out": np.zeros((3, 5), np.float32)[:, :4]}, ValueError, "out"),
     (_core.linear_backward, (DY, X, W.T.copy(), True, True), {}, ValueError, "w"),
     (_core.linear_backward, (DY[:2], X, W, True, True), {}, ValueError, "x"),
     (_core.linear_backward, (DY.astype(np.float16), X, W, True, True), {}, TypeError, "dy"),

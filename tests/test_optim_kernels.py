@@ -63,6 +63,8 @@ def test_adam_steps(isa_threads, rng, shape, case):
     assert_close(v, rv, **FORWARD, name="v")
 
 
+# Cross-checks against torch.optim itself; slow only because importing torch takes seconds.
+@pytest.mark.slow
 def test_sgd_matches_torch_if_available(rng):
     torch = pytest.importorskip("torch")
     p = rng.standard_normal((7, 9)).astype(np.float32)
@@ -77,6 +79,7 @@ def test_sgd_matches_torch_if_available(rng):
     assert_close(p, tp.detach().numpy(), **FORWARD, name="param")
 
 
+@pytest.mark.slow
 def test_adamw_matches_torch_if_available(rng):
     torch = pytest.importorskip("torch")
     p = rng.standard_normal((7, 9)).astype(np.float32)

@@ -9,6 +9,13 @@ using namespace rc::py_checks;
 
 namespace {
 
+// The GEMM reads x and w while it writes y: they must not share memory.
+void require_no_overlap(const py::array_t<float>& out, const py::array_t<float>& in, const char* in_name) {
+    const float *o = out.data(), *i = in.data();
+    if (o < i + in.size() && i < o + out.size())
+        throw py::value_error(std::string("out: must not share memory with ") + in_name);
+}
+
 py::array linear_fwd(const py::object& x_, const py::object& w_, const py::object& b_,
                      const py::object& out) {
     auto x = require_f32(x_, "x", {-1, -1});
@@ -18,6 +25,8 @@ py::array linear_fwd(const py::object& x_, const py::object& w_, const py::objec
     py::array_t<float> b;
     if (!b_.is_none()) b = require_f32(b_, "b", {O});
     auto y = output_f32(out, "out", {N, O});
+    require_no_overlap(y, x, "x");
+    require_no_overlap(y, w, "w");
     {
         py::gil_scoped_release nogil;
         rc::linear_forward(y.mutable_data(), x.data(), w.data(), b_.is_none() ? nullptr : b.data(),
