@@ -7,9 +7,10 @@ a full epoch, and a run resumed from a checkpoint sees the same data as one neve
 
 Batches are gathered and scaled (and normalized, without augmentation) in a daemon thread
 and handed over through a bounded queue of ``prefetch`` batches; augmentation, which runs
-OpenMP threads in C++, happens in the consumer's thread. The thread stops when the epoch ends, when the iterator is closed,
-or when the iterator is garbage collected (abandoned mid-epoch); an exception raised while
-building a batch is re-raised in the consumer at that batch.
+OpenMP threads in C++, happens in the consumer's thread. The thread stops when the epoch
+ends, when the iterator is closed, or when the iterator is garbage collected (abandoned
+mid-epoch); an exception raised while building a batch is re-raised in the consumer at
+that batch.
 """
 from __future__ import annotations
 
