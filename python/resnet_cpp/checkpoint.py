@@ -81,8 +81,11 @@ class Checkpoint:
         cfg = self.meta.get("model")
         if not cfg or "name" not in cfg:
             raise CheckpointError(f"{self.path}: checkpoint has no model config to rebuild from")
-        model = models.create(cfg["name"], version=cfg.get("version", 1),
-                              **cfg.get("kwargs", {}))
+        # {"name", "version", "kwargs": {...}} (the trainer's form) or rc.models'
+        # model.config form {"name", "version", **kwargs}.
+        kwargs = cfg["kwargs"] if "kwargs" in cfg else \
+            {k: v for k, v in cfg.items() if k not in ("name", "version")}
+        model = models.create(cfg["name"], version=cfg.get("version", 1), **kwargs)
         load_model_state(model, self.model_state, where=self.path)
         model.eval()
         return model

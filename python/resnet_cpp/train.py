@@ -340,6 +340,8 @@ class Trainer:
         self._sums = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         self.history = History()
         self.best_accuracy = -1.0
+        self._param_names = {id(p): n for n, p in getattr(model, "named_parameters",
+                                                           lambda: [])()}
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -392,19 +394,32 @@ class Trainer:
             "config": self.config(),
         })
 
+    def _diverged(self, what: str) -> TrainingDiverged:
+        last = self._path("last.npz")
+        kept = ""
+        if last is not None:
+            kept = (f"the last good checkpoint {last} was kept. " if os.path.isfile(last)
+                    else "no checkpoint was written. ")
+        return TrainingDiverged(
+            f"training diverged: {what} at epoch {self.epoch + 1}, batch {self.batch + 1} "
+            f"(step {self.global_step + 1}); {kept}Try a lower learning rate (--lr).")
+
     def _check_finite_weights(self) -> None:
-        for i, p in enumerate(self.optimizer.params):
+        """Raise TrainingDiverged if a parameter is NaN/inf (a fused ReLU can hide NaNs
+        from the loss, so the weights are checked after every update)."""
+        for p in self.optimizer.params:
             if not np.isfinite(p.data).all():
-                raise TrainingDiverged(
-                    f"training diverged: parameter {i} has NaN/inf values at epoch "
-                    f"{self.epoch + 1}; the last good checkpoint was kept. Try a lower "
-                    "learning rate (--lr).")
+                name = self._param_names.get(id(p), "a parameter")
+                raise self._diverged(f"{name} became NaN/inf")
 
     def save(self, path: str) -> str:
         """Write a checkpoint of the current state (refuses non-finite weights)."""
         self._check_finite_weights()
-        groups = {"model": self.model.state_dict(),
-                  "optimizer": self.optimizer.state_dict()["arrays"]}
+        state = self.model.state_dict()
+        for k, a in state.items():
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise self._diverged(f"{k} became NaN/inf")
+        groups = {"model": state, "optimizer": self.optimizer.state_dict()["arrays"]}
         return ckpt.save(path, groups, self._meta())
 
     def load(self, path: str) -> None:
@@ -540,14 +555,11 @@ class Trainer:
                     logits = model(x)
                     loss = float(crit(logits, y))
                     if not math.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"training diverged: loss is {loss} at epoch {self.epoch + 1}, "
-                            f"batch {self.batch + 1} (step {self.global_step + 1}); "
-                            + (f"the last good checkpoint {self._path('last.npz')} was kept. "
-                               if self.out_dir else "") + "Try a lower learning rate (--lr).")
+                        raise self._diverged(f"loss is {loss}")
                     lr = opt.lr
                     model.backward(crit.backward())
                     opt.step()
+                    self._check_finite_weights()
                     sched.step()
                     n = len(y)
                     s["loss"] += loss * n
