@@ -148,3 +148,7 @@ def test_user_errors_have_no_traceback(run_dir, tmp_path, capsys):
     assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"),
                  *SMOKE, "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--width", "keras", *SMOKE, "--out", str(tmp_path / "y")]) == 2
+    assert "needs --version 2" in capsys.readouterr().err
+    assert main(["train", "--model", "resnet21", *SMOKE, "--out", str(tmp_path / "z")]) == 2
+    assert "valid:" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _RUN_SETTINGS = ("dataset", "data_dir", "model", "version", "width", "shortcut", "epochs",
                  "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "recipe",
                  "label_smoothing", "augment", "seed", "weight_decay")
-_TRAIN_DEFAULTS = {"dataset": "bundled", "data_dir": None, "model": "resnet20", "version": 1,
+_TRAIN_DEFAULTS = {"dataset": "bundled", "data_dir": None, "model": None, "version": 1,
                    "width": None, "shortcut": None, "epochs": DEFAULT_EPOCHS,
                    "batch_size": None, "lr": None, "optimizer": None, "schedule": None,
                    "warmup_epochs": 0.0, "recipe": None, "label_smoothing": 0.0,
@@ -98,8 +98,13 @@ def _image_shape(ds) -> list[int]:
 def _model_kwargs(settings: dict, train) -> dict:
     kw = {"num_classes": len(train.classes), "in_channels": _image_shape(train)[0]}
     if settings.get("width") is not None:
+        if settings["version"] != 2:
+            raise UserError("--width (paper|keras) selects pre-activation widths; it needs "
+                            "--version 2 (e.g. --model resnet56 --version 2)")
         kw["width"] = settings["width"]
     if settings.get("shortcut") is not None:
+        if settings["version"] != 1:
+            raise UserError("--shortcut applies to v1 CIFAR ResNets (--version 1)")
         kw["shortcut"] = settings["shortcut"]
     kw["seed"] = settings["seed"]
     return kw
@@ -138,6 +143,8 @@ def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool]:
             raise UserError("--resume writes into the resumed run's directory; drop --out")
         return {**_TRAIN_DEFAULTS, **saved}, os.path.dirname(os.path.abspath(path)), True
     settings = {**_TRAIN_DEFAULTS, **given}
+    if settings["model"] is None:  # the smallest CIFAR ResNet of each version
+        settings["model"] = "resnet20" if settings["version"] == 1 else "resnet29"
     out = args.out
     if out is None:
         out = os.path.join("runs", f"{settings['dataset']}-{settings['model']}-"
@@ -320,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "at 50%% and 75%%) or, with --resume, from the resumed run.")
     t.add_argument("--dataset", choices=DATASETS, help="default: bundled")
     t.add_argument("--data-dir", help="dataset directory (for npz: the .npz file)")
-    t.add_argument("--model", help="model name (default resnet20)")
+    t.add_argument("--model", help="model name (default resnet20; resnet29 for --version 2)")
     t.add_argument("--version", type=int, choices=(1, 2), help="ResNet v1 or v2 (default 1)")
     t.add_argument("--width", choices=("paper", "keras"), help="CIFAR ResNet widths")
     t.add_argument("--shortcut", choices=("A", "B"), help="shortcut type of CIFAR ResNets")
