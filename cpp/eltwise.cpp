@@ -21,6 +21,10 @@ inline void vstoren(float* p, V v, int64_t n) {
 inline V vadd(V a, V b) { return a + b; }
 inline V vrelu(V v) { return v > 0.0f ? v : 0.0f; }
 inline V vmask_pos(V v, V y) { return y > 0.0f ? v : 0.0f; }
+inline void tile16(const float* a, int64_t lda, float* b, int64_t ldb) {
+    for (int j = 0; j < 16; ++j)
+        for (int i = 0; i < 16; ++i) b[j * ldb + i] = a[i * lda + j];
+}
 
 }  // namespace
 
@@ -35,20 +39,21 @@ struct EwKernels {
     decltype(&scalar::ew_relu) relu;
     decltype(&scalar::ew_mask) mask;
     decltype(&scalar::ew_add) add;
+    decltype(&scalar::ew_transpose) transpose;
 };
 
 EwKernels pick_kernels() {
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512
         case Isa::avx512:
-            return {avx512::ew_relu, avx512::ew_mask, avx512::ew_add};
+            return {avx512::ew_relu, avx512::ew_mask, avx512::ew_add, avx512::ew_transpose};
 #endif
 #ifdef RESNET_CPP_HAVE_AVX2
         case Isa::avx2:
-            return {avx2::ew_relu, avx2::ew_mask, avx2::ew_add};
+            return {avx2::ew_relu, avx2::ew_mask, avx2::ew_add, avx2::ew_transpose};
 #endif
         default:
-            return {scalar::ew_relu, scalar::ew_mask, scalar::ew_add};
+            return {scalar::ew_relu, scalar::ew_mask, scalar::ew_add, scalar::ew_transpose};
     }
 }
 
@@ -73,23 +78,18 @@ void split_flat(int64_t n, F f) {
     }
 }
 
-// Per image: A (R, K) row-major -> B (K, R). Tiles of T x T keep both sides in L1; threads
-// take (image, block of B rows) items, so each writes its own contiguous span of B.
+// Per image: A (R, K) row-major -> B (K, R). Threads take (image, block of 64 B rows)
+// items, so each writes its own contiguous span of B; the ISA kernel tiles 16 x 16.
 void transpose_images(const float* A, float* B, int64_t N, int64_t R, int64_t K) {
-    constexpr int64_t T = 32;
+    constexpr int64_t T = 64;
+    const EwKernels k = pick_kernels();
     const int64_t kb = (K + T - 1) / T, items = N * kb;
     int nt = threads_for(N * R * K);
     nt = (int64_t)nt < items ? nt : (int)items;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t it = 0; it < items; ++it) {
         const int64_t n = it / kb, k0 = (it % kb) * T, k1 = k0 + T < K ? k0 + T : K;
-        const float* a = A + n * R * K;
-        float* b = B + n * R * K;
-        for (int64_t r0 = 0; r0 < R; r0 += T) {
-            const int64_t r1 = r0 + T < R ? r0 + T : R;
-            for (int64_t k = k0; k < k1; ++k)
-                for (int64_t r = r0; r < r1; ++r) b[k * R + r] = a[r * K + k];
-        }
+        k.transpose(A + n * R * K, B + n * R * K, R, K, k0, k1);
     }
 }
 

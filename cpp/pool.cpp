@@ -1,6 +1,7 @@
 // pool.cpp: max pooling (with argmax for backward) and global average pooling, NHWC.
 // The scalar bodies come from simd/pool_body.h compiled at baseline flags; the same body is
-// compiled per ISA in simd/pool_{avx2,avx512}.cpp. This file only picks the path.
+// compiled per ISA in simd/pool_{avx2,avx512}.cpp (which add an intrinsics window scan for
+// the max-pool forward). This file only picks the path.
 #include "pool.h"
 
 #include <cstdint>
@@ -11,6 +12,13 @@
 namespace rc {
 
 namespace scalar {
+namespace {
+// No intrinsics at baseline: the body's generic loop scans every channel.
+int64_t max_window_lead(float*, int32_t*, const float*, int64_t, int64_t, int64_t, int64_t,
+                        int64_t, int64_t) {
+    return 0;
+}
+}  // namespace
 #include "simd/pool_body.h"
 }  // namespace scalar
 

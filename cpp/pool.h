@@ -21,7 +21,8 @@ inline PoolShape make_pool_shape(int64_t N, int64_t H, int64_t W, int64_t C, int
 }
 
 // y = max over each window (-inf padding); argmax = flat h*W+w of the first maximum in
-// row-major window order (PyTorch's tie rule). Needs pad <= k/2 so no window is all padding.
+// row-major window order (PyTorch's tie rule; a NaN counts as the maximum, as in PyTorch).
+// Needs pad <= k/2 so no window is all padding.
 void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolShape& s);
 // dx (N,H,W,C) = scatter-add of dy into argmax positions; overwrites dx. Returns false
 // (leaving dx partly written) if any argmax entry lies outside [0, H*W).

@@ -58,6 +58,16 @@ def test_max_pool_parity_with_ties(isa_threads, rng, shape):
     assert_close(dx, ref.max_pool2d_backward(dy, x, k, s, p), **BACKWARD, name="dx")
 
 
+def test_max_pool_nan_propagates(isa_threads):
+    # PyTorch: a NaN in the window is the maximum, and its position the argmax.
+    x = np.arange(1 * 19 * 5 * 5, dtype=np.float32).reshape(1, 19, 5, 5)
+    x[0, :, 1, 1] = np.nan
+    y, cache = F.max_pool2d(x, 3, 2, 1)
+    assert np.all(np.isnan(y[0, :, 0, 0])) and np.all(np.isnan(y[0, :, 1, 1]))
+    assert np.all(cache[0][0, 0, 0] == 6) and np.all(cache[0][0, 1, 1] == 6)
+    assert not np.any(np.isnan(y[0, :, 2, 2]))
+
+
 def test_max_pool_nhwc_matches_nchw(isa_threads, rng):
     x = rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
     y, cache = F.max_pool2d(x, 3, 2, 1)
@@ -69,16 +79,24 @@ def test_max_pool_nhwc_matches_nchw(isa_threads, rng):
     np.testing.assert_array_equal(dxh, F.max_pool2d_backward(dy, cache).transpose(0, 2, 3, 1))
 
 
-def test_max_pool_resnet18_stem(isa_threads, rng):
-    # ResNet-18/50 stem: 112x112x64 -> 56x56x64, k=3, stride 2, pad 1 (NHWC, as models call it).
-    x = rng.standard_normal((2, 112, 112, 64)).astype(np.float32)
+@pytest.fixture(scope="module")
+def stem_case():
+    """ResNet-18/50 stem pool input (NHWC, as models call it) and its reference output, built
+    once for all ISA x thread variants (the float64 reference is the slow part)."""
+    x = np.random.default_rng(18).standard_normal((2, 112, 112, 64)).astype(np.float32)
+    return x, ref.max_pool2d_forward(x.transpose(0, 3, 1, 2), 3, 2, 1).transpose(0, 2, 3, 1)
+
+
+def test_max_pool_resnet18_stem(isa_threads, rng, stem_case):
+    # 112x112x64 -> 56x56x64, k=3, stride 2, pad 1.
+    x, y_ref = stem_case
     y, cache = F.max_pool2d(x, layout="NHWC")
     assert y.shape == (2, 56, 56, 64)
-    xc = x.transpose(0, 3, 1, 2)
-    assert_close(y.transpose(0, 3, 1, 2), ref.max_pool2d_forward(xc, 3, 2, 1), **FORWARD, name="y")
+    assert_close(y, y_ref, **FORWARD, name="y")
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = F.max_pool2d_backward(dy, cache)
-    # Every dy lands on its argmax: dx sums to dy per (image, channel) and only where x is a max.
+    # Every dy lands on its argmax: dx sums to dy per (image, channel), and x at the argmax
+    # is the pooled value.
     assert_close(dx.sum(axis=(1, 2)), dy.sum(axis=(1, 2)), **BACKWARD, name="dx sums")
     np.testing.assert_array_equal(np.take_along_axis(
         x.reshape(2, -1, 64), cache[0].reshape(2, -1, 64).astype(np.int64), axis=1),

@@ -31,19 +31,23 @@ void fwd_kernel(const FwdArgs& a) {
     }
     const float* wp = a.w;
     for (int64_t t = 0; t < a.ntaps; ++t) {
-        const float* xc = a.x + a.tap[t];
-        for (int64_t c = 0; c < a.cin; ++c) {
-            __m256 wv[NY];
+        const float* xb0 = a.x + a.tap[t];
+        for (int64_t c0 = 0; c0 < a.cin; c0 += 16, xb0 += a.plane) {
+            // Scratch is [channel block][pixel][16]: pixel j, channel c at xc[16*j].
+            const float* xc = xb0;
+            const float* xend = xb0 + (a.cin - c0 < 16 ? a.cin - c0 : 16);
+            for (; xc != xend; ++xc) {
+                __m256 wv[NY];
 #pragma GCC unroll 4
-            for (int v = 0; v < NY; ++v) wv[v] = _mm256_loadu_ps(wp + 8 * v);
+                for (int v = 0; v < NY; ++v) wv[v] = _mm256_loadu_ps(wp + 8 * v);
 #pragma GCC unroll 8
-            for (int j = 0; j < PX; ++j) {
-                __m256 xb = _mm256_broadcast_ss(xc + j);
+                for (int j = 0; j < PX; ++j) {
+                    __m256 xb = _mm256_broadcast_ss(xc + 16 * j);
 #pragma GCC unroll 4
-                for (int v = 0; v < NY; ++v) acc[j][v] = _mm256_fmadd_ps(xb, wv[v], acc[j][v]);
+                    for (int v = 0; v < NY; ++v) acc[j][v] = _mm256_fmadd_ps(xb, wv[v], acc[j][v]);
+                }
+                wp += 8 * NY;
             }
-            wp += 8 * NY;
-            xc += a.plane;
         }
     }
     __m256i lo, hi;

@@ -24,19 +24,23 @@ void fwd_kernel(const FwdArgs& a) {
     }
     const float* wp = a.w;
     for (int64_t t = 0; t < a.ntaps; ++t) {
-        const float* xc = a.x + a.tap[t];
-        for (int64_t c = 0; c < a.cin; ++c) {
-            __m512 wv[NV];
+        const float* xb0 = a.x + a.tap[t];
+        for (int64_t c0 = 0; c0 < a.cin; c0 += 16, xb0 += a.plane) {
+            // Scratch is [channel block][pixel][16]: pixel j, channel c at xc[16*j].
+            const float* xc = xb0;
+            const float* xend = xb0 + (a.cin - c0 < 16 ? a.cin - c0 : 16);
+            for (; xc != xend; ++xc) {
+                __m512 wv[NV];
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wp + 16 * v);
+                for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wp + 16 * v);
 #pragma GCC unroll 32
-            for (int j = 0; j < PX; ++j) {
-                __m512 xb = _mm512_set1_ps(xc[j]);
+                for (int j = 0; j < PX; ++j) {
+                    __m512 xb = _mm512_set1_ps(xc[16 * j]);
 #pragma GCC unroll 4
-                for (int v = 0; v < NV; ++v) acc[j][v] = _mm512_fmadd_ps(xb, wv[v], acc[j][v]);
+                    for (int v = 0; v < NV; ++v) acc[j][v] = _mm512_fmadd_ps(xb, wv[v], acc[j][v]);
+                }
+                wp += 16 * NV;
             }
-            wp += 16 * NV;
-            xc += a.plane;
         }
     }
     __mmask16 last = __mmask16((1u << a.klast) - 1u);

@@ -108,11 +108,11 @@ inline int team_size() {
 
 // Arguments of one forward micro-kernel call: PX flat pixels x NV groups of 16 outputs.
 struct FwdArgs {
-    const float* x;        // scratch plane of channel 0 at the run's first pixel
-    const int64_t* tap;    // ntaps offsets (floats) of each tap inside a channel plane
+    const float* x;        // scratch, channel block 0, at the run's first pixel
+    const int64_t* tap;    // ntaps offsets (floats) of each tap inside a channel block
     int64_t ntaps;
     int64_t cin;           // reduction channels
-    int64_t plane;         // floats between consecutive channel planes
+    int64_t plane;         // floats between consecutive 16-channel blocks
     const float* w;        // packed block [ntaps][cin][NV*16]
     const float* bias;     // NV*16 floats, or null for zero
     float* const* y;       // PX output pointers (null: pixel is padding, not stored)
@@ -166,33 +166,44 @@ void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, 
     }
 }
 
-// Copies image x (H,W,C) into scratch [C][st][st][Hph][Wph]: element (c, ph, pw, i, j) is
-// x[i*st + ph - top][j*st + pw - left][c], zero outside the image.
-void build_phase_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st,
-                         int64_t top, int64_t left, int64_t Hph, int64_t Wph, int64_t plane,
-                         float* out) {
-    int64_t pp = Hph * Wph;
+// Copies image x (H,W,C) into the blocked scratch [C/16][st][st][Hph][Wph][16]: element
+// (cb, ph, pw, i, j, l) is x[i*st + ph - top][j*st + pw - left][16*cb + l], zero outside the
+// image. Lanes past C in the last block are left unset (the kernels never read them), and
+// phases with used[ph*st + pw] == 0 are skipped (no tap reads them).
+void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, int64_t top,
+                   int64_t left, int64_t Hph, int64_t Wph, int64_t plane, const char* used,
+                   float* out) {
+    const int64_t nblk = (C + kVec - 1) / kVec, rowlen = Wph * kVec;
     for (int64_t ph = 0; ph < st; ++ph)
         for (int64_t i = 0; i < Hph; ++i) {
             int64_t h = i * st + ph - top;
             for (int64_t pw = 0; pw < st; ++pw) {
-                float* rowc0 = out + (ph * st + pw) * pp + i * Wph;
+                if (!used[ph * st + pw]) continue;
+                float* row = out + ((ph * st + pw) * Hph + i) * rowlen;
                 if (h < 0 || h >= H) {
-                    for (int64_t c = 0; c < C; ++c) std::memset(rowc0 + c * plane, 0, Wph * 4);
+                    for (int64_t cb = 0; cb < nblk; ++cb) std::memset(row + cb * plane, 0, rowlen * 4);
                     continue;
                 }
                 // Columns j with 0 <= j*st + pw - left < W.
-                int64_t jlo = std::min(Wph, std::max<int64_t>(0, (left - pw + st - 1) / st));
-                int64_t jhi = std::min(Wph, std::max(jlo, (W - 1 + left - pw) / st + 1));
-                if (W - 1 + left - pw < 0) jhi = jlo;
-                const float* src = x + (h * W + (jlo * st + pw - left)) * C;
-                int64_t step = st * C;
-                for (int64_t c = 0; c < C; ++c) {
-                    float* d = rowc0 + c * plane;
-                    for (int64_t j = 0; j < jlo; ++j) d[j] = 0.0f;
-                    const float* sc = src + c;
-                    for (int64_t j = jlo; j < jhi; ++j) d[j] = sc[(j - jlo) * step];
-                    for (int64_t j = jhi; j < Wph; ++j) d[j] = 0.0f;
+                int64_t jlo = std::min(Wph, (left - pw + st - 1) / st);
+                int64_t jhi = W - 1 + left - pw < 0 ? jlo
+                                                     : std::min(Wph, (W - 1 + left - pw) / st + 1);
+                jhi = std::max(jlo, jhi);
+                for (int64_t cb = 0; cb < nblk; ++cb) {
+                    std::memset(row + cb * plane, 0, jlo * kVec * 4);
+                    std::memset(row + cb * plane + jhi * kVec, 0, (Wph - jhi) * kVec * 4);
+                }
+                const float* src = x + (h * W + jlo * st + pw - left) * C;
+                const int64_t step = st * C;
+                if (C % kVec == 0) {
+                    for (int64_t j = jlo; j < jhi; ++j, src += step)
+                        for (int64_t cb = 0; cb < nblk; ++cb)
+                            std::memcpy(row + cb * plane + j * kVec, src + cb * kVec, kVec * 4);
+                } else {
+                    for (int64_t j = jlo; j < jhi; ++j, src += step)
+                        for (int64_t cb = 0; cb < nblk; ++cb)
+                            std::memcpy(row + cb * plane + j * kVec, src + cb * kVec,
+                                        std::min<int64_t>(kVec, C - cb * kVec) * 4);
                 }
             }
         }
@@ -201,8 +212,8 @@ void build_phase_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_
 // One stride-1 "flat" convolution over a scratch grid of row width wrow. Output flat pixel
 // m = row*wrow + col (col < ncols) goes to out pixel (h0 + row*hstep, w0 + col*wstep).
 struct Phase {
-    Arr<int64_t> tap;          // offsets of each tap relative to the pixel's flat index
-    int64_t base;              // flat scratch index of output pixel m = 0 at tap offset 0
+    Arr<int64_t> tap;          // offsets (floats) of each tap from the pixel's scratch slot
+    int64_t base;              // flat scratch pixel of output pixel m = 0 at tap offset 0
     Arr<float> wpk;            // packed weights, all K blocks
     int64_t rows, ncols;       // output grid
     int64_t h0, w0;
@@ -210,7 +221,10 @@ struct Phase {
 
 struct Engine {
     // input image geometry and scratch layout
-    int64_t N, H, W, Cin, st, top, left, Hph, Wph, plane, scratch_len;
+    int64_t N, H, W, Cin, st, top, left, Hph, Wph;
+    int64_t plane;        // floats per 16-channel block: st*st*Hph*Wph*16
+    int64_t scratch_len;  // blocks plus slack read by dropped pixels past the end
+    Arr<char> used;       // st*st: phase read by some tap
     // output geometry
     int64_t Hout, Wout, Cout, hstep, wstep;
     std::vector<KBlock> blocks;
@@ -229,7 +243,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
         const Phase& ph = phases[p];
         if (ph.rows <= 0 || ph.ncols <= 0) continue;
         int64_t M = (ph.rows - 1) * e.Wph + ph.ncols;
-        int64_t row_bytes = e.Wph * e.Cin * 4 * e.st * e.st;
+        int64_t row_bytes = e.Wph * e.Cin * 4 * e.st;
         int64_t rows_per_band = std::max<int64_t>(4, (256 << 10) / std::max<int64_t>(1, row_bytes));
         int64_t nb = std::max(want, (ph.rows + rows_per_band - 1) / rows_per_band);
         nb = std::min(nb, M);
@@ -244,16 +258,15 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
         int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
         if (i0 < i1) {
             AlignedBuffer scratch(e.scratch_len);
+            std::memset(scratch.data(), 0, e.scratch_len * 4);
             int64_t have = -1;
             float* ypix[64];
             for (int64_t it = i0; it < i1; ++it) {
                 int64_t n = it / per;
                 const Item& item = per_image[it % per];
                 if (n != have) {
-                    build_phase_scratch(in + n * e.H * e.W * e.Cin, e.H, e.W, e.Cin, e.st, e.top,
-                                        e.left, e.Hph, e.Wph, e.plane, scratch.data());
-                    std::memset(scratch.data() + e.plane * e.Cin, 0,
-                                (e.scratch_len - e.plane * e.Cin) * 4);
+                    build_scratch(in + n * e.H * e.W * e.Cin, e.H, e.W, e.Cin, e.st, e.top,
+                                  e.left, e.Hph, e.Wph, e.plane, e.used.data(), scratch.data());
                     have = n;
                 }
                 const Phase& ph = phases[item.ph];
@@ -284,7 +297,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                                           : nullptr;
                             if (++col == e.Wph) { col = 0; ++row; }
                         }
-                        a.x = scratch.data() + ph.base + m;
+                        a.x = scratch.data() + (ph.base + m) * kVec;
                         Mk::fwd(kb.nv, cnt)(a);
                     }
                 }
@@ -300,8 +313,11 @@ void forward(const float* x, const float* w, const float* b, float* y, const Con
     e.N = s.N; e.H = s.H; e.W = s.W; e.Cin = s.C; e.st = st; e.top = s.pad; e.left = s.pad;
     e.Hph = (s.H + 2 * s.pad + st - 1) / st;
     e.Wph = (s.W + 2 * s.pad + st - 1) / st;
-    e.plane = st * st * e.Hph * e.Wph;
-    e.scratch_len = e.plane * s.C + e.Wph * 2 + s.S + 64;  // slack: dropped pixels read past
+    e.plane = st * st * e.Hph * e.Wph * kVec;
+    e.scratch_len = e.plane * ((s.C + kVec - 1) / kVec) + (e.Wph * 2 + s.S + 64) * kVec;
+    e.used = Arr<char>(st * st);
+    for (int64_t r = 0; r < std::min(s.R, st); ++r)
+        for (int64_t q = 0; q < std::min(s.S, st); ++q) e.used[r * st + q] = 1;
     e.Hout = s.P; e.Wout = s.Q; e.Cout = s.K; e.hstep = 1; e.wstep = 1;
     e.blocks = plan_kblocks(s.K, Mk::kMaxNV);
     int64_t kv = (s.K + kVec - 1) / kVec;
@@ -315,7 +331,7 @@ void forward(const float* x, const float* w, const float* b, float* y, const Con
     ph.tap = Arr<int64_t>(s.R * s.S);
     for (int64_t r = 0; r < s.R; ++r)
         for (int64_t q = 0; q < s.S; ++q)
-            ph.tap[r * s.S + q] = ((r % st) * st + q % st) * pp + (r / st) * e.Wph + q / st;
+            ph.tap[r * s.S + q] = (((r % st) * st + q % st) * pp + (r / st) * e.Wph + q / st) * kVec;
     ph.base = 0;
     ph.rows = s.P; ph.ncols = s.Q; ph.h0 = 0; ph.w0 = 0;
     ph.wpk = Arr<float>(kv * kVec * s.R * s.S * s.C);
@@ -335,8 +351,10 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
     int64_t imax = (s.H - 1 + pad) / st, jmax = (s.W - 1 + pad) / st;
     int64_t Hs = top + std::max(s.P, imax + 1), Ws = left + std::max(s.Q, jmax + 1);
     e.N = s.N; e.H = s.P; e.W = s.Q; e.Cin = K; e.st = 1; e.top = top; e.left = left;
-    e.Hph = Hs; e.Wph = Ws; e.plane = Hs * Ws;
-    e.scratch_len = e.plane * K + Ws * 2 + St + 64;
+    e.Hph = Hs; e.Wph = Ws; e.plane = Hs * Ws * kVec;
+    e.scratch_len = e.plane * ((K + kVec - 1) / kVec) + (Ws * 2 + St + 64) * kVec;
+    e.used = Arr<char>(1);
+    e.used[0] = 1;
     e.Hout = s.H; e.Wout = s.W; e.Cout = C; e.hstep = st; e.wstep = st;
     e.blocks = plan_kblocks(C, Mk::kMaxNV);
     e.bias = nullptr;
@@ -362,7 +380,7 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
             ph.tap = Arr<int64_t>(nrh * nsw);
             for (int64_t th = 0; th < nrh; ++th)
                 for (int64_t tw = 0; tw < nsw; ++tw)
-                    ph.tap[th * nsw + tw] = (top - th) * Ws + (left - tw);
+                    ph.tap[th * nsw + tw] = ((top - th) * Ws + (left - tw)) * kVec;
             ph.wpk = Arr<float>(std::max<int64_t>(1, cv * kVec * ph.tap.size() * K));
             pack_weights(ph.wpk.data(), e.blocks, ph.tap.size(), K, C,
                          [&](int64_t t, int64_t ci, int64_t co) {

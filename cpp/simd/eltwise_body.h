@@ -2,7 +2,8 @@
 // over vector primitives and included by three translation units inside their own namespace
 // (rc::scalar in cpp/eltwise.cpp, rc::avx2, rc::avx512 in cpp/simd/). Each TU first defines,
 // in an anonymous namespace: VL, V, vload, vstore, vloadn/vstoren (first n lanes), vadd,
-// vrelu (max(v,0)), vmask_pos(v, y) = (y > 0 ? v : 0).
+// vrelu (max(v,0)), vmask_pos(v, y) = (y > 0 ? v : 0), and tile16(a, lda, b, ldb):
+// b[j*ldb + i] = a[i*lda + j] for a 16 x 16 tile.
 // No include guard on purpose: it is meant to be included once per ISA namespace.
 
 namespace {
@@ -51,4 +52,18 @@ void ew_add(const float* a, const float* b, float* y, int64_t n, bool relu) {
         add_impl<true>(a, b, y, n);
     else
         add_impl<false>(a, b, y, n);
+}
+
+void ew_transpose(const float* A, float* B, int64_t R, int64_t K, int64_t k0, int64_t k1) {
+    // Columns [k0, k1) of A (R, K) become rows [k0, k1) of B (K, R): 16 x 16 register
+    // tiles, the ragged edges (R or K not a multiple of 16) element by element.
+    int64_t k = k0;
+    for (; k + 16 <= k1; k += 16) {
+        int64_t r = 0;
+        for (; r + 16 <= R; r += 16) tile16(A + r * K + k, K, B + k * R + r, R);
+        for (; r < R; ++r)
+            for (int64_t j = k; j < k + 16; ++j) B[j * R + r] = A[r * K + j];
+    }
+    for (; k < k1; ++k)
+        for (int64_t r = 0; r < R; ++r) B[k * R + r] = A[r * K + k];
 }

@@ -20,10 +20,12 @@ void nhwc_to_nchw(const float* x, float* y, int64_t N, int64_t C, int64_t HW);
 
 }  // namespace rc
 
+// ew_transpose: for one image A (R, K) -> B (K, R), writes rows [k0, k1) of B.
 #define RC_EW_RANGE_KERNELS                                                     \
     void ew_relu(const float* x, float* y, int64_t n);                          \
     void ew_mask(const float* dy, const float* y, float* dx, int64_t n);        \
-    void ew_add(const float* a, const float* b, float* y, int64_t n, bool relu);
+    void ew_add(const float* a, const float* b, float* y, int64_t n, bool relu);    \
+    void ew_transpose(const float* A, float* B, int64_t R, int64_t K, int64_t k0, int64_t k1);
 
 namespace rc::scalar {
 RC_EW_RANGE_KERNELS

@@ -1,24 +1,38 @@
 // pool_body.h: the one source of the pooling kernels, included inside rc::scalar,
 // rc::avx2 and rc::avx512 by pool.cpp / pool_avx2.cpp / pool_avx512.cpp, so each TU's
-// ISA flags vectorize the channel loops (NHWC: C is contiguous). Pooling is memory-bound,
-// so compiler vectorization is as good as intrinsics here. No STL templates in here: a
-// weak out-of-line copy compiled with AVX-512 flags could be picked by the linker for
-// baseline callers. The including TU provides <cstdint>, "pool.h" and "dispatch.h".
+// ISA flags vectorize the channel loops (NHWC: C is contiguous). Pooling is memory-bound
+// except the max-pool window scan, whose running max/argmax must stay in registers: each
+// TU defines max_window_lead(yr, ar, xw, C, W, h0, h1, w0, w1) -> channels done (the ISA
+// files with intrinsics; the scalar one does none). No STL templates in here: a weak
+// out-of-line copy compiled with AVX-512 flags could be picked by the linker for baseline
+// callers. The including TU provides <cstdint>, "pool.h" and "dispatch.h".
 
 namespace {
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
-// One window element into the running max of a (C,) output row: strict '>' keeps the
-// first maximum in window order (ties resolve to the earlier index, as PyTorch does).
-inline void max_row_update(float* yr, int32_t* ar, const float* xr, int32_t idx, int64_t C) {
-    for (int64_t c = 0; c < C; ++c) {
-        float v = xr[c], b = yr[c];
-        bool gt = v > b;
-        yr[c] = gt ? v : b;
-        ar[c] = gt ? idx : ar[c];
+// Max over one window for channels [0, nc) of the pixel rows at xw (pixel stride C),
+// kept in the output row. '>' keeps the first maximum in window order (PyTorch's tie rule)
+// and a NaN always wins, as in PyTorch. Channels max_window_lead (the TU's intrinsics) did
+// not take come here; on the scalar path, all of them.
+inline void max_window_tail(float* yr, int32_t* ar, const float* xw, int64_t nc, int64_t C,
+                            int64_t W, int64_t h0, int64_t h1, int64_t w0, int64_t w1) {
+    for (int64_t c = 0; c < nc; ++c) {
+        yr[c] = -__builtin_inff();
+        ar[c] = (int32_t)(h0 * W + w0);
     }
+    for (int64_t h = h0; h < h1; ++h)
+        for (int64_t w = w0; w < w1; ++w) {
+            const float* xp = xw + (h * W + w) * C;
+            const int32_t idx = (int32_t)(h * W + w);
+            for (int64_t c = 0; c < nc; ++c) {
+                const float v = xp[c];
+                const bool take = v > yr[c] || v != v;
+                yr[c] = take ? v : yr[c];
+                ar[c] = take ? idx : ar[c];
+            }
+        }
 }
 
 }  // namespace
@@ -37,16 +51,9 @@ void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolSha
                 const int64_t w0 = imax(ws, 0), w1 = imin(ws + s.k, W);
                 float* yr = y + ((n * P + p) * Q + q) * C;
                 int32_t* ar = argmax + ((n * P + p) * Q + q) * C;
-                // pad <= k/2 guarantees h0 < h1 and w0 < w1: seed with the first element.
-                const int32_t first = (int32_t)(h0 * W + w0);
-                const float* x0 = xn + first * C;
-                for (int64_t c = 0; c < C; ++c) {
-                    yr[c] = x0[c];
-                    ar[c] = first;
-                }
-                for (int64_t h = h0; h < h1; ++h)
-                    for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w)
-                        max_row_update(yr, ar, xn + (h * W + w) * C, (int32_t)(h * W + w), C);
+                // pad <= k/2 guarantees h0 < h1 and w0 < w1 (no all-padding window).
+                const int64_t c0 = max_window_lead(yr, ar, xn, C, W, h0, h1, w0, w1);
+                if (c0 < C) max_window_tail(yr + c0, ar + c0, xn + c0, C - c0, C, W, h0, h1, w0, w1);
             }
         }
     }

@@ -1,4 +1,99 @@
-"""conv ops (kernels in cpp/conv.cpp)."""
+"""2-D convolution (kernels in cpp/conv.cpp; raw NHWC/RSCK entry points in ``_core``).
+
+Weights at this level are OIHW ``(K, C, R, S)`` like PyTorch; they are converted to the
+kernels' RSCK layout ``(R, S, C, K)`` per call (tiny next to the activations).
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _core
+
+__all__ = ["conv2d", "conv2d_backward", "ConvCache"]
+
+
+class ConvCache(NamedTuple):
+    """What conv2d keeps for its backward: NHWC input, RSCK weights and the geometry."""
+
+    x: np.ndarray        # (N, H, W, C) float32, the forward input in NHWC
+    w: np.ndarray        # (R, S, C, K) float32
+    stride: int
+    padding: int
+    with_bias: bool
+    layout: str
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout: expected 'NCHW' or 'NHWC', got {layout!r}")
+
+
+def _rsck(w) -> np.ndarray:
+    if not isinstance(w, np.ndarray) or w.ndim != 4:
+        raise ValueError(f"w: expected a 4-d (K, C, R, S) NumPy array, got {getattr(w, 'shape', type(w))}")
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def conv2d(x, w, b=None, stride: int = 1, padding: int = 0, *, layout: str = "NCHW", out=None):
+    """Convolution ``y = x * w + b`` (cross-correlation, as in PyTorch), float32.
+
+    Args:
+        x: input, (N, C, H, W) for ``layout="NCHW"`` or (N, H, W, C) for ``"NHWC"``
+            (NHWC must be C-contiguous; it is used without a copy).
+        w: weights (K, C, R, S).
+        b: bias (K,) or None.
+        stride, padding: the same in both spatial dims; 0 <= padding < kernel size.
+        layout: "NCHW" (default; transposed to NHWC and back per call) or "NHWC".
+        out: optional preallocated output in ``layout`` ((N, K, P, Q) or (N, P, Q, K)).
+
+    Returns:
+        ``(y, cache)``: y is (N, K, P, Q) or (N, P, Q, K) with P = (H + 2*padding - R)
+        // stride + 1 (Q likewise); cache feeds :func:`conv2d_backward` and references x
+        (do not modify x in place before the backward).
+    """
+    _check_layout(layout)
+    w_rsck = _rsck(w)
+    if layout == "NCHW":
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            raise ValueError(f"x: expected a 4-d (N, C, H, W) NumPy array, got {getattr(x, 'shape', type(x))}")
+        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        y = _core.conv2d_forward(x_nhwc, w_rsck, b, stride, padding).transpose(0, 3, 1, 2)
+        if out is None:
+            y = np.ascontiguousarray(y)
+        else:
+            if not isinstance(out, np.ndarray) or out.shape != y.shape or out.dtype != np.float32:
+                raise ValueError(f"out: expected a float32 array of shape {y.shape}")
+            out[...] = y
+            y = out
+    else:
+        x_nhwc = x
+        y = _core.conv2d_forward(x_nhwc, w_rsck, b, stride, padding, out)
+    return y, ConvCache(x_nhwc, w_rsck, int(stride), int(padding), b is not None, layout)
+
+
+def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True):
+    """Gradients of :func:`conv2d`.
+
+    Args:
+        dy: gradient of y, in the layout given to the forward.
+        cache: the forward's cache.
+        need_dx: False skips the input gradient (e.g. for the first layer).
+
+    Returns:
+        ``(dx or None, dw (K, C, R, S), db (K,) or None)``; dx in the forward's layout.
+    """
+    x, w, stride, pad, with_bias, layout = cache
+    if layout == "NCHW":
+        if not isinstance(dy, np.ndarray) or dy.ndim != 4:
+            raise ValueError(f"dy: expected a 4-d (N, K, P, Q) NumPy array, got {getattr(dy, 'shape', type(dy))}")
+        dy = np.ascontiguousarray(dy.transpose(0, 2, 3, 1))
+    R, S = w.shape[0], w.shape[1]
+    dx = None
+    if need_dx:
+        dx = _core.conv2d_backward_data(dy, w, x.shape[1], x.shape[2], stride, pad)
+        if layout == "NCHW":
+            dx = np.ascontiguousarray(dx.transpose(0, 3, 1, 2))
+    dw, db = _core.conv2d_backward_weight(x, dy, R, S, stride, pad, with_bias)
+    return dx, np.ascontiguousarray(dw.transpose(3, 2, 0, 1)), db

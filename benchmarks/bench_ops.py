@@ -1,0 +1,268 @@
+"""Per-op microbenchmarks: our kernels per ISA path and thread count vs PyTorch.
+
+Each case is validated against a float64 NumPy computation on a small slice before timing,
+warmed up, then timed as the median of --repeats calls. Output: a readable table, or JSON
+lines with --json. % of peak uses a measured FMA peak (_core.fma_peak_gflops) for the
+same ISA and thread count unless --peak is given.
+
+    PYTHONPATH=python python3 benchmarks/bench_ops.py                  # all cases, all ISAs
+    PYTHONPATH=python python3 benchmarks/bench_ops.py --isa avx512 --threads 1,2 --filter s2
+    PYTHONPATH=python python3 benchmarks/bench_ops.py --json --no-torch
+
+Adding an op: append Case objects to CASES (see conv_cases); a case builds, for a batch
+size, our callable, a validation callable and optionally PyTorch callables per layout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+import resnet_cpp
+from resnet_cpp import _core
+
+
+@dataclass
+class Bound:
+    """A case instantiated for one batch size."""
+
+    ours: Callable[[], object]                 # the timed call
+    validate: Callable[[], float]              # max relative error on a slice vs float64
+    torch: dict                                # layout name -> timed torch callable
+    flops: float                               # per call (0: report GB/s-free rows)
+
+
+@dataclass
+class Case:
+    name: str                                  # e.g. "conv 16->16 32x32 3x3 s1"
+    op: str                                    # e.g. "fwd", "bwd_data", "bwd_weight"
+    build: Callable[[int, Optional[object]], Bound]   # (batch, torch module or None)
+
+
+# ------------------------------------------------------------------------ convolution
+
+def _ref_conv_nhwc(x, w, b, st, pad):
+    """float64 y (N,P,Q,K) from x (N,H,W,C), w (R,S,C,K)."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    R, S = w.shape[:2]
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    P = (x.shape[1] + 2 * pad - R) // st + 1
+    Q = (x.shape[2] + 2 * pad - S) // st + 1
+    y = np.zeros((x.shape[0], P, Q, w.shape[3]))
+    for r in range(R):
+        for s in range(S):
+            y += xp[:, r:r + st * P:st, s:s + st * Q:st] @ w[r, s]
+    return y if b is None else y + b
+
+
+def _ref_conv_grads_nhwc(x, w, dy, st, pad):
+    """float64 (dx, dw) for the conv above."""
+    x, w, dy = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    R, S = w.shape[:2]
+    N, H, W, _ = x.shape
+    P, Q = dy.shape[1:3]
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    for r in range(R):
+        for s in range(S):
+            win = (slice(None), slice(r, r + st * P, st), slice(s, s + st * Q, st))
+            dw[r, s] = np.einsum("npqc,npqk->ck", xp[win], dy)
+            dxp[win] += dy @ w[r, s].T
+    return dxp[:, pad:pad + H, pad:pad + W], dw
+
+
+def _relerr(a, r):
+    return float(np.max(np.abs(a - r)) / (np.max(np.abs(r)) + 1e-30))
+
+
+def conv_case(C, K, H, R, st, pad, op):
+    P = (H + 2 * pad - R) // st + 1
+    name = f"conv {C}->{K} {H}x{H} {R}x{R} s{st}"
+
+    def build(N, torch):
+        g = np.random.default_rng(0)
+        x = g.standard_normal((N, H, H, C)).astype(np.float32)
+        w = (g.standard_normal((R, R, C, K)) * np.sqrt(2 / (C * R * R))).astype(np.float32)
+        b = g.standard_normal(K).astype(np.float32)
+        dy = g.standard_normal((N, P, P, K)).astype(np.float32)
+        flops = 2.0 * N * P * P * K * C * R * R
+        n = min(N, 2)
+        if op == "fwd":
+            out = np.empty((N, P, P, K), np.float32)
+            ours = lambda: _core.conv2d_forward(x, w, b, st, pad, out)  # noqa: E731
+            validate = lambda: _relerr(_core.conv2d_forward(x[:n], w, b, st, pad),  # noqa: E731
+                                       _ref_conv_nhwc(x[:n], w, b, st, pad))
+        elif op == "bwd_data":
+            out = np.empty_like(x)
+            ours = lambda: _core.conv2d_backward_data(dy, w, H, H, st, pad, out)  # noqa: E731
+            validate = lambda: _relerr(  # noqa: E731
+                _core.conv2d_backward_data(dy[:n], w, H, H, st, pad),
+                _ref_conv_grads_nhwc(x[:n], w, dy[:n], st, pad)[0])
+        else:
+            dw_out, db_out = np.empty_like(w), np.empty_like(b)
+            ours = lambda: _core.conv2d_backward_weight(  # noqa: E731
+                x, dy, R, R, st, pad, True, dw_out, db_out)
+            validate = lambda: _relerr(  # noqa: E731
+                _core.conv2d_backward_weight(x[:n], dy[:n], R, R, st, pad, False)[0],
+                _ref_conv_grads_nhwc(x[:n], w, dy[:n], st, pad)[1])
+        tfns = {}
+        if torch is not None:
+            for layout in ("nchw", "channels_last"):
+                fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+                tw = torch.from_numpy(w.transpose(3, 2, 0, 1).copy()).contiguous(memory_format=fmt)
+                tb = torch.from_numpy(b)
+                tdy = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+                cb = torch.ops.aten.convolution_backward
+                if op == "fwd":
+                    f = lambda tx=tx, tw=tw, tb=tb: torch.nn.functional.conv2d(  # noqa: E731
+                        tx, tw, tb, st, pad)
+                elif op == "bwd_data":
+                    f = lambda tx=tx, tw=tw, tdy=tdy: cb(  # noqa: E731
+                        tdy, tx, tw, None, [st, st], [pad, pad], [1, 1], False, [0, 0], 1,
+                        [True, False, False])
+                else:
+                    f = lambda tx=tx, tw=tw, tdy=tdy: cb(  # noqa: E731
+                        tdy, tx, tw, [K], [st, st], [pad, pad], [1, 1], False, [0, 0], 1,
+                        [False, True, True])
+                tfns[layout] = f
+        return Bound(ours, validate, tfns, flops)
+
+    return Case(name, op, build)
+
+
+# ResNet-20 (CIFAR-10) conv layers: stem, three stages, the stride-2 transitions and the
+# 1x1 projection shortcuts (option B).
+RESNET20_CONVS = [
+    (3, 16, 32, 3, 1, 1),
+    (16, 16, 32, 3, 1, 1),
+    (16, 32, 32, 3, 2, 1),
+    (16, 32, 32, 1, 2, 0),
+    (32, 32, 16, 3, 1, 1),
+    (32, 64, 16, 3, 2, 1),
+    (32, 64, 16, 1, 2, 0),
+    (64, 64, 8, 3, 1, 1),
+]
+
+
+def conv_cases():
+    return [conv_case(*shape, op) for shape in RESNET20_CONVS
+            for op in ("fwd", "bwd_data", "bwd_weight")]
+
+
+# The case list: other op families (batch norm, ...) append their cases here.
+CASES: list[Case] = conv_cases()
+
+
+# ------------------------------------------------------------------------ runner
+
+def median_time(fn, repeats: int, warmup: int, clock=time.perf_counter, div: int = 1) -> float:
+    """Median seconds per call. With clock=time.process_time it is CPU seconds / div
+    (threads), and each sample loops the call until >= 50 ms so tick-based accounting of
+    the other threads' CPU time averages out."""
+    for _ in range(warmup):
+        fn()
+    t0 = clock()
+    fn()
+    once = max(clock() - t0, 1e-6)
+    inner = 1 if clock is time.perf_counter else max(1, int(0.05 / once + 0.999))
+    ts = []
+    for _ in range(repeats):
+        t0 = clock()
+        for _ in range(inner):
+            fn()
+        ts.append((clock() - t0) / div / inner)
+    return statistics.median(ts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--isa", default="all", help="comma list of scalar,avx2,avx512 or 'all'")
+    ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--filter", default="", help="only cases whose 'name op' contains this")
+    ap.add_argument("--peak", type=float, default=0.0,
+                    help="GFLOP/s peak per thread instead of measuring (e.g. 115)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--json", action="store_true", help="one JSON object per line")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with process CPU time / threads (robust on a shared, loaded "
+                         "machine; assumes every thread is busy for the whole call)")
+    args = ap.parse_args(argv)
+
+    order = ["scalar", "avx2", "avx512"]
+    best = order.index(_core.detected_isa())
+    runnable = [i for i in _core.compiled_isas() if order.index(i) <= best]
+    isas = runnable if args.isa == "all" else [i for i in args.isa.split(",") if i in runnable]
+    threads = [int(t) for t in args.threads.split(",")]
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401  (benchmark extra only)
+        except ImportError:
+            print("torch not installed: no PyTorch comparison", file=sys.stderr)
+    cases = [c for c in CASES if args.filter in f"{c.name} {c.op}"]
+    old_isa, old_threads = _core.max_isa(), _core.num_threads()
+
+    def clock(t):
+        return (time.process_time, t) if args.cpu_time else (time.perf_counter, 1)
+
+    header = (f"{'case':<28}{'op':<11}{'isa':<7}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
+              f"{'torch NCHW':>11}{'torch CL':>10}{'speedup':>8}")
+    if not args.json:
+        print(f"# batch {args.batch}, median of {args.repeats}"
+              f"{' (CPU time / threads)' if args.cpu_time else ''}; speedup = best torch ms / our ms")
+        print(header)
+    try:
+        for t in threads:
+            resnet_cpp.set_num_threads(t)
+            torch_ms: dict = {}
+            if torch is not None:
+                torch.set_num_threads(t)
+            for isa in isas:
+                resnet_cpp.set_max_isa(isa)
+                peak = args.peak * t if args.peak else _core.fma_peak_gflops(30_000_000)
+                for case in cases:
+                    bound = case.build(args.batch, torch)
+                    err = bound.validate()
+                    if not err < 1e-4:
+                        raise SystemExit(f"{case.name} {case.op} {isa}: validation failed, rel err {err:.2e}")
+                    reps = max(1, args.repeats // 3) if isa == "scalar" else args.repeats
+                    sec = median_time(bound.ours, reps, args.warmup, *clock(t))
+                    key = (case.name, case.op)
+                    if torch is not None and key not in torch_ms:
+                        torch_ms[key] = {k: 1e3 * median_time(f, args.repeats, args.warmup, *clock(t))
+                                         for k, f in bound.torch.items()}
+                    tm = torch_ms.get(key, {})
+                    gf = bound.flops / sec * 1e-9
+                    row = dict(case=case.name, op=case.op, isa=isa, threads=t, batch=args.batch,
+                               ms=1e3 * sec, gflops=gf, peak_gflops=peak,
+                               pct_peak=100 * gf / peak, max_rel_err=err,
+                               torch_nchw_ms=tm.get("nchw"), torch_cl_ms=tm.get("channels_last"))
+                    best_t = min(tm.values()) if tm else None
+                    row["speedup_vs_torch"] = best_t / row["ms"] if best_t else None
+                    if args.json:
+                        print(json.dumps(row), flush=True)
+                    else:
+                        f = lambda v, w, p: f"{v:>{w}.{p}f}" if v is not None else " " * (w - 1) + "-"  # noqa: E731
+                        print(f"{case.name:<28}{case.op:<11}{isa:<7}{t:>3}{row['ms']:>9.2f}{gf:>9.1f}"
+                              f"{row['pct_peak']:>7.1f}{f(row['torch_nchw_ms'], 11, 2)}"
+                              f"{f(row['torch_cl_ms'], 10, 2)}{f(row['speedup_vs_torch'], 8, 2)}",
+                              flush=True)
+    finally:
+        resnet_cpp.set_max_isa(old_isa)
+        resnet_cpp.set_num_threads(old_threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

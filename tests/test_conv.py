@@ -1,0 +1,297 @@
+"""Convolution: parity with tests/reference.py on every ISA path x thread count, bitwise
+agreement on exactly-representable inputs, argument checking and thread safety."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import reference as ref
+import resnet_cpp
+from resnet_cpp import _core
+from resnet_cpp.functional import conv2d, conv2d_backward
+from tolerance import BACKWARD, FORWARD, assert_close
+from conftest import THREADS, runnable_isas
+
+# (N, C, H, W, K, R, stride, pad): odd shapes that hit every tail (C, K not multiples of
+# 8/16, 1x1, stride 2, pad 0, 7x7), then ResNet-20 layers, then ResNet-18/50 layers.
+ODD = [
+    (1, 3, 7, 7, 5, 3, 1, 1),
+    (1, 5, 9, 9, 17, 3, 2, 1),
+    (2, 5, 9, 9, 33, 1, 1, 0),
+    (1, 3, 9, 9, 17, 1, 2, 0),
+    (1, 5, 7, 7, 33, 3, 1, 0),
+    (2, 3, 9, 9, 5, 3, 2, 0),
+    (1, 3, 9, 9, 17, 7, 2, 3),
+    (1, 5, 7, 9, 16, 3, 1, 2),
+    (1, 40, 5, 5, 70, 3, 1, 1),
+    (2, 4, 8, 8, 3, 3, 3, 1),
+]
+RESNET20 = [
+    (8, 3, 32, 32, 16, 3, 1, 1),
+    (8, 16, 32, 32, 16, 3, 1, 1),
+    (8, 16, 32, 32, 32, 3, 2, 1),
+    (8, 16, 32, 32, 32, 1, 2, 0),
+    (8, 32, 16, 16, 32, 3, 1, 1),
+    (8, 32, 16, 16, 64, 3, 2, 1),
+    (8, 64, 8, 8, 64, 3, 1, 1),
+]
+RESNET_IMAGENET = [
+    (2, 3, 56, 56, 64, 7, 2, 3),    # ResNet-18/50 stem (on a 56x56 crop)
+    (2, 256, 14, 14, 64, 1, 1, 0),  # ResNet-50 bottleneck reduce
+    (1, 64, 14, 14, 64, 3, 1, 1),   # ResNet-18 layer1-like 3x3
+]
+
+
+def _inputs(shape, seed=0):
+    """x, w (He-scaled so y is O(1)), b and dy (scaled like a mean loss so dw is O(1))."""
+    N, C, H, W, K, R, st, pad = shape
+    g = np.random.default_rng(seed)
+    P, Q = (H + 2 * pad - R) // st + 1, (W + 2 * pad - R) // st + 1
+    x = g.standard_normal((N, C, H, W)).astype(np.float32)
+    w = (g.standard_normal((K, C, R, R)) * np.sqrt(2.0 / (C * R * R))).astype(np.float32)
+    b = g.standard_normal(K).astype(np.float32)
+    dy = (g.standard_normal((N, K, P, Q)) / np.sqrt(N * P * Q)).astype(np.float32)
+    return x, w, b, dy
+
+
+_REF: dict = {}
+
+
+def _reference(shape):
+    """(inputs, (y, dx, dw, db)) from the float64 oracle, computed once per shape."""
+    if shape not in _REF:
+        x, w, b, dy = _inputs(shape)
+        st, pad = shape[6], shape[7]
+        y = ref.conv2d_forward(x, w, b, st, pad)
+        _REF[shape] = ((x, w, b, dy), (y, *ref.conv2d_backward(dy, x, w, st, pad)))
+    return _REF[shape]
+
+
+def nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def rsck(w):
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def check_all(shape):
+    """Functional API in both layouts and the raw _core functions against the oracle."""
+    (x, w, b, dy), (y_r, dx_r, dw_r, db_r) = _reference(shape)
+    st, pad = shape[6], shape[7]
+    for layout in ("NCHW", "NHWC"):
+        to = (lambda a: a) if layout == "NCHW" else nhwc
+        y, cache = conv2d(to(x), w, b, st, pad, layout=layout)
+        assert_close(y, to(y_r), **FORWARD, name=f"y {layout}")
+        dx, dw, db = conv2d_backward(to(dy), cache)
+        assert_close(dx, to(dx_r), **BACKWARD, name=f"dx {layout}")
+        assert_close(dw, dw_r, **BACKWARD, name=f"dw {layout}")
+        assert_close(db, db_r, **BACKWARD, name=f"db {layout}")
+    R = w.shape[2]
+    y = _core.conv2d_forward(nhwc(x), rsck(w), None, st, pad)
+    assert_close(y, nhwc(y_r - b[None, :, None, None]), **FORWARD, name="_core y")
+    dx = _core.conv2d_backward_data(nhwc(dy), rsck(w), x.shape[2], x.shape[3], st, pad)
+    assert_close(dx, nhwc(dx_r), **BACKWARD, name="_core dx")
+    dw, db = _core.conv2d_backward_weight(nhwc(x), nhwc(dy), R, R, st, pad, False)
+    assert db is None
+    assert_close(dw, rsck(dw_r), **BACKWARD, name="_core dw")
+
+
+@pytest.mark.parametrize("shape", ODD, ids=str)
+def test_parity_odd_shapes(isa_threads, shape):
+    check_all(shape)
+
+
+@pytest.mark.parametrize("shape", RESNET20, ids=str)
+def test_parity_resnet20(isa_threads, shape):
+    check_all(shape)
+
+
+@pytest.mark.parametrize("shape", RESNET_IMAGENET, ids=str)
+def test_parity_resnet_imagenet(isa_threads, shape):
+    check_all(shape)
+
+
+def test_out_buffers_are_filled(rng):
+    """out= / dw_out= / db_out= receive the results (models reuse buffers)."""
+    x = rng.standard_normal((2, 9, 9, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 5, 17)).astype(np.float32)
+    b = rng.standard_normal(17).astype(np.float32)
+    y0 = _core.conv2d_forward(x, w, b, 2, 1)
+    out = np.full_like(y0, np.nan)
+    assert _core.conv2d_forward(x, w, b, 2, 1, out) is out
+    np.testing.assert_array_equal(out, y0)
+    dx_out = np.full_like(x, np.nan)
+    assert _core.conv2d_backward_data(y0, w, 9, 9, 2, 1, dx_out) is dx_out
+    np.testing.assert_array_equal(dx_out, _core.conv2d_backward_data(y0, w, 9, 9, 2, 1))
+    dw_out, db_out = np.full_like(w, np.nan), np.full_like(b, np.nan)
+    dw, db = _core.conv2d_backward_weight(x, y0, 3, 3, 2, 1, True, dw_out, db_out)
+    assert dw is dw_out and db is db_out and np.isfinite(dw).all() and np.isfinite(db).all()
+    y_nchw, _ = conv2d(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), b, 2, 1)
+    out_nchw = np.empty_like(y_nchw)
+    assert conv2d(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), b, 2, 1, out=out_nchw)[0] is out_nchw
+    np.testing.assert_array_equal(out_nchw, y_nchw)
+
+
+EXACT = [(2, 3, 9, 9, 17, 3, 1, 1), (1, 5, 9, 7, 33, 3, 2, 1), (2, 5, 8, 8, 5, 1, 2, 0),
+         (1, 3, 9, 9, 16, 7, 2, 3)]
+
+
+@pytest.mark.parametrize("shape", EXACT, ids=str)
+def test_dyadic_inputs_bitwise_equal_on_every_path(shape):
+    """Multiples of 1/8 in [-2, 2] with small sums are exact in float32, so every ISA path
+    and thread count must give the same bits as the float64 oracle: this separates indexing
+    bugs from rounding."""
+    N, C, H, W, K, R, st, pad = shape
+    g = np.random.default_rng(7)
+    P, Q = (H + 2 * pad - R) // st + 1, (W + 2 * pad - R) // st + 1
+    dyadic = lambda *s: (g.integers(-16, 17, size=s) / 8).astype(np.float32)  # noqa: E731
+    x, w, b, dy = dyadic(N, H, W, C), dyadic(R, R, C, K), dyadic(K), dyadic(N, P, Q, K)
+    xr, wr, dyr = x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), dy.transpose(0, 3, 1, 2)
+    y_r = nhwc(ref.conv2d_forward(xr, wr, b, st, pad))
+    dx_r, dw_r, db_r = ref.conv2d_backward(dyr, xr, wr, st, pad)
+    old_isa, old_threads = _core.max_isa(), _core.num_threads()
+    try:
+        for isa in runnable_isas():
+            for t in THREADS:
+                resnet_cpp.set_max_isa(isa)
+                resnet_cpp.set_num_threads(t)
+                tag = f"{isa}-t{t}"
+                np.testing.assert_array_equal(_core.conv2d_forward(x, w, b, st, pad), y_r, tag)
+                np.testing.assert_array_equal(
+                    _core.conv2d_backward_data(dy, w, H, W, st, pad), nhwc(dx_r), tag)
+                dw, db = _core.conv2d_backward_weight(x, dy, R, R, st, pad, True)
+                np.testing.assert_array_equal(dw, rsck(dw_r), tag)
+                np.testing.assert_array_equal(db, db_r, tag)
+    finally:
+        resnet_cpp.set_max_isa(old_isa)
+        resnet_cpp.set_num_threads(old_threads)
+
+
+def test_repeatable_for_fixed_threads(isa_threads, rng):
+    """Same inputs and thread count -> same bits (fixed partition, fixed reduction order)."""
+    x = rng.standard_normal((5, 8, 8, 16)).astype(np.float32)
+    dy = rng.standard_normal((5, 8, 8, 32)).astype(np.float32)
+    a = _core.conv2d_backward_weight(x, dy, 3, 3, 1, 1, True)
+    b = _core.conv2d_backward_weight(x, dy, 3, 3, 1, 1, True)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_concurrent_python_threads(rng):
+    """4 Python threads run conv2d_forward at once (GIL released) on different inputs."""
+    xs = [rng.standard_normal((4, 16, 16, 16)).astype(np.float32) for _ in range(4)]
+    w = rng.standard_normal((3, 3, 16, 32)).astype(np.float32)
+    expect = [_core.conv2d_forward(x, w, None, 1, 1) for x in xs]
+    got = [None] * 4
+
+    def work(i):
+        for _ in range(5):
+            got[i] = _core.conv2d_forward(xs[i], w, None, 1, 1)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e, g in zip(expect, got):
+        np.testing.assert_array_equal(g, e)
+
+
+# ----------------------------------------------------------------------- bad inputs
+
+def _good():
+    x = np.zeros((2, 7, 7, 3), np.float32)
+    w = np.zeros((3, 3, 3, 5), np.float32)
+    dy = np.zeros((2, 7, 7, 5), np.float32)
+    return x, w, dy
+
+
+def _fwd(x=None, w=None, b=None, stride=1, pad=1, out=None):
+    gx, gw, _ = _good()
+    return _core.conv2d_forward(gx if x is None else x, gw if w is None else w, b, stride, pad, out)
+
+
+def _bwd_data(dy=None, w=None, H=7, W=7, stride=1, pad=1, out=None):
+    _, gw, gdy = _good()
+    return _core.conv2d_backward_data(gdy if dy is None else dy, gw if w is None else w, H, W,
+                                      stride, pad, out)
+
+
+def _bwd_weight(x=None, dy=None, R=3, S=3, stride=1, pad=1, bias=True, dw_out=None, db_out=None):
+    gx, _, gdy = _good()
+    return _core.conv2d_backward_weight(gx if x is None else x, gdy if dy is None else dy, R, S,
+                                        stride, pad, bias, dw_out, db_out)
+
+
+def _readonly(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+_x, _w, _dy = _good()
+BAD = [
+    # forward
+    (_fwd, dict(x=_x.astype(np.float64)), TypeError, "x: expected dtype float32"),
+    (_fwd, dict(w=_w.astype(np.float16)), TypeError, "w: expected dtype float32"),
+    (_fwd, dict(x=[[1.0]]), TypeError, "x: expected a NumPy"),
+    (_fwd, dict(x=_x[0]), ValueError, "x: expected 4-d"),
+    (_fwd, dict(w=_w[0]), ValueError, "w: expected 4-d"),
+    (_fwd, dict(w=np.zeros((3, 3, 4, 5), np.float32)), ValueError, "w: expected shape"),
+    (_fwd, dict(b=np.zeros(4, np.float32)), ValueError, "b: expected shape"),
+    (_fwd, dict(x=np.zeros((2, 7, 7, 6), np.float32)[..., ::2]), ValueError, "x: expected a C-contiguous"),
+    (_fwd, dict(out=_readonly(np.zeros((2, 7, 7, 5), np.float32))), ValueError, "out: expected a writeable"),
+    (_fwd, dict(out=np.zeros((2, 7, 7, 4), np.float32)), ValueError, "out: expected shape"),
+    (_fwd, dict(stride=0), ValueError, "stride"),
+    (_fwd, dict(pad=3), ValueError, "pad"),
+    (_fwd, dict(pad=-1), ValueError, "pad"),
+    (_fwd, dict(x=np.zeros((0, 7, 7, 3), np.float32)), ValueError, "x: empty batch"),
+    (_fwd, dict(x=np.zeros((2, 1, 1, 3), np.float32), pad=0), ValueError, "output size < 1"),
+    # backward data
+    (_bwd_data, dict(dy=_dy.astype(np.float64)), TypeError, "dy: expected dtype float32"),
+    (_bwd_data, dict(dy=_dy[0]), ValueError, "dy: expected 4-d"),
+    (_bwd_data, dict(w=np.zeros((3, 3, 3, 4), np.float32)), ValueError, "w: expected shape"),
+    (_bwd_data, dict(H=9), ValueError, "dy: expected shape"),
+    (_bwd_data, dict(H=0), ValueError, "H"),
+    (_bwd_data, dict(dy=np.zeros((2, 7, 7, 10), np.float32)[..., ::2]), ValueError, "C-contiguous"),
+    (_bwd_data, dict(out=_readonly(_x)), ValueError, "out: expected a writeable"),
+    (_bwd_data, dict(stride=0), ValueError, "stride"),
+    (_bwd_data, dict(pad=3), ValueError, "pad"),
+    (_bwd_data, dict(dy=np.zeros((0, 7, 7, 5), np.float32)), ValueError, "dy: empty batch"),
+    (_bwd_data, dict(H=1, W=1, pad=0), ValueError, "output size < 1"),
+    # backward weight
+    (_bwd_weight, dict(x=_x.astype(np.int32)), TypeError, "x: expected dtype float32"),
+    (_bwd_weight, dict(dy=_dy.astype(np.float64)), TypeError, "dy: expected dtype float32"),
+    (_bwd_weight, dict(x=_x[0]), ValueError, "x: expected 4-d"),
+    (_bwd_weight, dict(dy=np.zeros((2, 5, 5, 5), np.float32)), ValueError, "dy: expected shape"),
+    (_bwd_weight, dict(dy=np.zeros((3, 7, 7, 5), np.float32)), ValueError, "dy: expected shape"),
+    (_bwd_weight, dict(x=np.zeros((2, 7, 14, 3), np.float32)[:, :, ::2]), ValueError, "x: expected a C-contiguous"),
+    (_bwd_weight, dict(dw_out=_readonly(_w)), ValueError, "dw_out: expected a writeable"),
+    (_bwd_weight, dict(db_out=_readonly(np.zeros(5, np.float32))), ValueError, "db_out: expected a writeable"),
+    (_bwd_weight, dict(bias=False, db_out=np.zeros(5, np.float32)), ValueError, "db_out"),
+    (_bwd_weight, dict(stride=0), ValueError, "stride"),
+    (_bwd_weight, dict(pad=3), ValueError, "pad"),
+    (_bwd_weight, dict(R=0), ValueError, "R"),
+    (_bwd_weight, dict(x=np.zeros((0, 7, 7, 3), np.float32)), ValueError, "x: empty batch"),
+    (_bwd_weight, dict(x=np.zeros((2, 1, 1, 3), np.float32), pad=0), ValueError, "output size < 1"),
+    # functional
+    (lambda **k: conv2d(np.zeros((2, 3, 7, 7), np.float32), _w.transpose(3, 2, 0, 1), **k),
+     dict(layout="NWHC"), ValueError, "layout"),
+    (lambda **k: conv2d(np.zeros((2, 3, 7, 7), np.float32), np.zeros((5, 3, 3), np.float32), **k),
+     dict(), ValueError, "w: expected a 4-d"),
+    (lambda **k: conv2d(np.zeros((2, 4, 7, 7), np.float32), _w.transpose(3, 2, 0, 1), **k),
+     dict(padding=1), ValueError, "w: expected shape"),
+    (lambda **k: conv2d(np.zeros((2, 7, 7, 3), np.float64), _w.transpose(3, 2, 0, 1), **k),
+     dict(layout="NHWC"), TypeError, "x: expected dtype float32"),
+    (lambda **k: conv2d(np.zeros((2, 3, 7, 7), np.float32), _w.transpose(3, 2, 0, 1), **k),
+     dict(out=np.zeros((2, 5, 7, 7), np.float64), padding=1), ValueError, "out"),
+]
+
+
+@pytest.mark.parametrize("fn,kwargs,exc,match", BAD, ids=[f"{i}-{b[3]}" for i, b in enumerate(BAD)])
+def test_bad_inputs_raise_naming_the_argument(fn, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        fn(**kwargs)
