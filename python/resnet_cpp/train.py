@@ -289,7 +289,7 @@ class Trainer:
         self.model_config = model_config or getattr(model, "config", None)
         self.extra_config = dict(config or {})
 
-        if mean is None and normalize:
+        if mean is None and normalize and hasattr(train_data, "images"):
             from .data import channel_stats
 
             mean, std = channel_stats(train_data)
@@ -309,26 +309,20 @@ class Trainer:
             self.optimizer = optimizer
             if lr is not None:
                 optimizer.lr = float(lr)
+            if not isinstance(schedule, optim.Schedule):
+                schedule = optim.create_schedule(schedule or self.recipe.schedule, optimizer,
+                                                 self.total_steps, warmup_steps=warmup_steps)
         else:
             kw = {k: v for k, v in (("momentum", momentum), ("weight_decay", weight_decay),
                                     ("nesterov", nesterov)) if v is not None}
-            opt_name = (optimizer or self.recipe.optimizer).lower()
-            if opt_name not in optim.OPTIMIZERS:
-                raise ValueError(f"unknown optimizer {optimizer!r}; valid: "
-                                 f"{', '.join(optim.OPTIMIZERS)}")
-            base = dict(self.recipe.optimizer_kwargs) if opt_name == self.recipe.optimizer \
-                else {}
-            base.update(kw)
-            default_lr = self.recipe.lr if opt_name == self.recipe.optimizer \
-                else (0.1 if opt_name == "sgd" else 1e-3)
-            self.optimizer = optim.create_optimizer(
-                opt_name, model.parameters(), lr=default_lr if lr is None else lr, **base)
-        if isinstance(schedule, optim.Schedule):
-            self.schedule = schedule
-        else:
-            self.schedule = optim.create_schedule(schedule or self.recipe.schedule,
-                                                  self.optimizer, self.total_steps,
-                                                  warmup_steps=warmup_steps)
+            if isinstance(schedule, optim.Schedule):
+                raise ValueError("a Schedule instance needs its Optimizer passed as optimizer=")
+            self.optimizer, schedule = self.recipe.build(
+                model.parameters(), self.total_steps, lr=lr, optimizer=optimizer,
+                schedule=schedule, warmup_steps=warmup_steps, **kw)
+        if schedule.optimizer is not self.optimizer:
+            raise ValueError("the schedule drives a different optimizer than optimizer=")
+        self.schedule = schedule
         from . import nn
 
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
