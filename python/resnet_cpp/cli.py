@@ -186,6 +186,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if history.test is not None:
         print(f"test accuracy: {100 * history.test.accuracy:.2f}% "
               f"({history.test.n} images); checkpoint: {history.last_checkpoint}")
+    elif history.records and "test_acc" in history.records[-1]:
+        print(f"the run was already complete; test accuracy: "
+              f"{100 * history.records[-1]['test_acc']:.2f}%")
     if args.plot:
         _plot(out)
     return 0
@@ -228,8 +231,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if want and _image_shape(test) != list(want):
         raise UserError(f"{name} images are {tuple(_image_shape(test))}, the model was trained on "
                         f"{tuple(want)}")
+    classes = c.meta.get("data", {}).get("classes") or test.classes
+    if len(test) and int(test.labels.max()) >= len(classes):
+        raise UserError(f"{name} has labels up to {int(test.labels.max())}, the model knows "
+                        f"{len(classes)} classes")
     res = T.evaluate(model, test, batch_size=args.batch_size, mean=mean, std=std,
-                     classes=c.meta.get("data", {}).get("classes") or test.classes)
+                     classes=classes)
     print(f"checkpoint: {args.checkpoint} ({c.meta['model']['name']}, "
           f"epoch {c.meta.get('position', {}).get('epoch', '?')})")
     print(f"dataset: {name} test split")

@@ -213,6 +213,12 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
 # --------------------------------------------------------------------------- training
 
 
+def _threads_now() -> int:
+    import resnet_cpp
+
+    return int(resnet_cpp.num_threads())
+
+
 @dataclass
 class History:
     """What ``fit`` returns: one record (dict) per epoch, and how the run ended."""
@@ -380,7 +386,7 @@ class Trainer:
             "position": {"epoch": self.epoch, "batch": self.batch,
                          "global_step": self.global_step, "seed": self.seed,
                          "steps_per_epoch": self.steps_per_epoch,
-                         "batch_size": self.batch_size, "threads": self.threads},
+                         "batch_size": self.batch_size, "threads": _threads_now()},
             "epoch_sums": self._sums,
             "history": [r for r in self.history.records if not r.get("partial")],
             "best_accuracy": self.best_accuracy,
@@ -427,6 +433,9 @@ class Trainer:
                     f"{path}: checkpoint has {key}={pos[key]}, this run has {own}; "
                     "resume with the same data, batch size and seed")
         opt_state = c.optimizer_state()
+        for key in ("position", "schedule", "epoch_sums"):
+            if key not in c.meta:
+                raise ckpt.CheckpointError(f"{path}: not a training checkpoint (no {key})")
         if opt_state is None:
             raise ckpt.CheckpointError(f"{path}: checkpoint has no optimizer state")
         if c.meta["schedule"].get("name") != self.schedule.state_dict()["name"]:
@@ -448,9 +457,10 @@ class Trainer:
         self._sums = dict(c.meta["epoch_sums"])
         self.history.records = list(c.meta.get("history", []))
         self.best_accuracy = float(c.meta.get("best_accuracy", -1.0))
-        if pos.get("threads") != self.threads and self.verbose:
-            print(f"note: checkpoint ran with threads={pos.get('threads')}, now "
-                  f"{self.threads}; results may differ in the last bits", flush=True)
+        if pos.get("threads") != _threads_now() and self.verbose:
+            print(f"note: the checkpoint ran with {pos.get('threads')} threads, this run "
+                  f"with {_threads_now()}: a resumed run equals an uninterrupted one bit for "
+                  "bit only with the same thread count", flush=True)
 
     def _write_metrics_file(self) -> None:
         path = self._path("metrics.jsonl")
