@@ -237,8 +237,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                         f"{len(classes)} classes")
     res = T.evaluate(model, test, batch_size=args.batch_size, mean=mean, std=std,
                      classes=classes)
-    print(f"checkpoint: {args.checkpoint} ({c.meta['model']['name']}, "
-          f"epoch {c.meta.get('position', {}).get('epoch', '?')})")
+    pos = c.meta.get("position", {})
+    print(f"checkpoint: {args.checkpoint} ({c.meta['model']['name']} v"
+          f"{c.meta['model'].get('version', 1)}, {pos.get('global_step', '?')} steps, "
+          f"{pos.get('epoch', '?')} full epochs)")
     print(f"dataset: {name} test split")
     print(res.format())
     return 0

@@ -596,10 +596,11 @@ class Trainer:
                   "lr": self.schedule.lr_at(max(self.global_step - 1, 0)),  # last step's
                   "images_per_s": s["seen"] / max(s["time"], 1e-9),
                   "epoch_time_s": s["time"]}
-        if partial:
-            record["partial"] = True
         line = (f"epoch {self.epoch + 1}/{self.epochs}: train loss {record['train_loss']:.4f} "
                 f"acc {100 * record['train_acc']:.2f}%")
+        if partial:
+            record["partial"] = True
+            line = f"stopped at max_steps={self.max_steps}: " + line
         if self.test_data is not None:
             res = evaluate(self.model, self.test_data, batch_size=self.eval_batch_size,
                            mean=self.mean, std=self.std)
