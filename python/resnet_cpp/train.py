@@ -188,8 +188,9 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
     was_training = getattr(model, "training", False)
     model.eval()
     loss_sum, n, conf = 0.0, 0, None
+    it = iter(loader)
     try:
-        for x, y in loader:
+        for x, y in it:
             logits = model(x)
             if k is None:
                 k = logits.shape[1]
@@ -202,6 +203,9 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
             n += len(y)
     finally:
         model.train(was_training)
+        close = getattr(it, "close", None)  # stop a prefetch thread on early exit
+        if close is not None:
+            close()
     if n == 0:
         raise ValueError("evaluate() got no data")
     totals = conf.sum(axis=1)
