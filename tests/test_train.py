@@ -190,3 +190,16 @@ def test_bad_arguments(tiny_data):
         args.update(kw)
         with pytest.raises(ValueError, match=match):
             T.Trainer(make_model(), train, test, **args)
+
+
+def test_progress_and_resume_without_checkpoint(tiny_data, tmp_path, capsys):
+    # resume=True with an empty out_dir starts from scratch; the progress bar (tqdm, or
+    # plain lines without it) and the per-epoch line go to the terminal.
+    trainer = run(tiny_data, tmp_path, epochs=1, resume=True, progress=True, verbose=True,
+                  max_steps=1)
+    history = trainer.fit()
+    assert history.stopped_at_max_steps and trainer.global_step == 1
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "starting from scratch" in text and "stopped at max_steps=1" in text
+    assert "test loss" in text and "img/s" in text
