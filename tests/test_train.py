@@ -49,7 +49,10 @@ def metrics(out_dir):
 
 
 def assert_same_state(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
+    assert_same_state_dicts(a.state_dict(), b.state_dict())
+
+
+def assert_same_state_dicts(sa, sb):
     assert list(sa) == list(sb)
     for k in sa:
         np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
@@ -158,6 +161,11 @@ def test_resume_rejects_a_different_run(tiny_data, reference_run, tmp_path):
     trainer = run(tiny_data, tmp_path, batch_size=8, resume=str(ref_out))
     with pytest.raises(ckpt.CheckpointError, match="batch_size=16"):
         trainer.fit()
+    trainer = run(tiny_data, tmp_path, optimizer="adam", resume=str(ref_out))
+    before = trainer.model.state_dict()
+    with pytest.raises(ckpt.CheckpointError, match="optimizer state does not fit"):
+        trainer.fit()
+    assert_same_state_dicts(trainer.model.state_dict(), before)  # nothing half-loaded
 
 
 def test_evaluate(tiny_data, reference_run):

@@ -116,8 +116,8 @@ class Optimizer:
                 "hparams": self.hparams(),
                 "arrays": {k: a.copy() for k, a in self._arrays().items()}}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore lr, step count and buffers (copied in place); validates everything first."""
+    def check_state_dict(self, state: dict) -> None:
+        """Raise if ``state`` cannot be loaded (wrong optimizer, keys or shapes)."""
         if state.get("name") != self.name:
             raise ValueError(f"optimizer state is for {state.get('name')!r}, not {self.name!r}")
         own = self._arrays()
@@ -129,6 +129,11 @@ class Optimizer:
         for k, a in own.items():
             if arrays[k].shape != a.shape:
                 raise ValueError(f"optimizer state {k!r}: shape {arrays[k].shape} != {a.shape}")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore lr, step count and buffers (copied in place); validates everything first."""
+        self.check_state_dict(state)
+        own, arrays = self._arrays(), state["arrays"]
         for k, a in own.items():
             np.copyto(a, arrays[k], casting="same_kind")
         self.lr = float(state["lr"])

@@ -452,8 +452,13 @@ class Trainer:
                 or not np.array_equal(np.asarray(norm["std"], np.float32), self.std)):
             raise ckpt.CheckpointError(f"{path}: the checkpoint normalized with other "
                                        "mean/std; resume with the same training data")
+        ckpt.check_model_state(self.model, c.model_state, where=path)
+        try:
+            self.optimizer.check_state_dict(opt_state)
+        except (KeyError, ValueError) as e:
+            raise ckpt.CheckpointError(f"{path}: optimizer state does not fit: {e}") from e
         # Everything below only copies already-verified arrays.
-        ckpt.load_model_state(self.model, c.model_state, where=path)
+        self.model.load_state_dict(dict(c.model_state))
         self.optimizer.load_state_dict(opt_state)
         self.schedule.load_state_dict(c.meta["schedule"])
         self.epoch, self.batch = int(pos["epoch"]), int(pos["batch"])
