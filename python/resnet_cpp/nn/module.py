@@ -45,8 +45,8 @@ class Parameter:
     __slots__ = ("data", "grad", "decay")
 
     def __init__(self, data, decay: bool = True):
-        self.data = np.array(data, dtype=np.float32, order="C", copy=True)
-        self.grad = np.zeros_like(self.data)
+        self.data = _canonical(np.array(data, dtype=np.float32, order="C", copy=True))
+        self.grad = np.zeros(self.data.shape, np.float32)
         self.decay = bool(decay)
 
     @classmethod
