@@ -96,7 +96,7 @@ void crop_flip_params(uint64_t seed, int64_t i, int64_t padding, bool flip, int6
 void random_crop_flip(float* y, const float* x, int64_t N, int64_t C, int64_t H, int64_t W,
                       int64_t padding, bool flip, uint64_t seed, bool channels_last) {
     const int64_t img = C * H * W;
-#pragma omp parallel for schedule(static) num_threads(rc::num_threads())
+#pragma omp parallel for schedule(static) if (N * img >= (1 << 15)) num_threads(rc::num_threads())
     for (int64_t n = 0; n < N; ++n) {
         int64_t oy, ox;
         bool flipped;

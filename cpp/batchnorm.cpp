@@ -4,10 +4,11 @@
 // to its own 64-byte-padded slot, and the slots are combined in a fixed order (deterministic
 // for a given thread count). Train forward = one statistics pass + one apply pass; train
 // backward = one reduction pass + one dx pass; eval forward/backward = one pass each.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <vector>
-#include <algorithm>
 
 #include "common.h"
 #include "dispatch.h"
@@ -30,8 +31,17 @@ inline V vadd(V a, V b) { return a + b; }
 inline V vsub(V a, V b) { return a - b; }
 inline V vmul(V a, V b) { return a * b; }
 inline V vfma(V a, V b, V c) { return a * b + c; }
-inline V vrelu(V v) { return v > 0.0f ? v : 0.0f; }
-inline V vmask_pos(V v, V y) { return y > 0.0f ? v : 0.0f; }
+// Branch-free selects (random signs would mispredict a branch half the time), giving +0
+// for masked lanes exactly like the AVX paths.
+inline V keep_if(bool keep, V v) {
+    uint32_t b;
+    std::memcpy(&b, &v, 4);
+    b &= 0u - (uint32_t)keep;
+    std::memcpy(&v, &b, 4);
+    return v;
+}
+inline V vrelu(V v) { return keep_if(!(v <= 0.0f), v); }  // NaN passes through, as in PyTorch
+inline V vmask_pos(V v, V y) { return keep_if(y > 0.0f, v); }
 inline void vacc_double(double* d, V v) { *d += v; }
 
 }  // namespace
@@ -97,13 +107,28 @@ void expand(const float* v, int64_t C, int64_t P, float* out) {
     for (int64_t k = 0; k < P; ++k) out[k] = v[k % C];
 }
 
-// Per-thread float64 partials: nt slots of two P-vectors, each slot a multiple of 64 bytes
-// (P is a multiple of 16, so 2P doubles are) so threads never share a cache line.
+// k expanded per-channel vectors of P floats. Consecutive vectors are staggered by 128 bytes
+// so that, for P a multiple of 1024, element j of each does not fall in the same L1 set
+// (4 KiB aliasing) as element j of the others.
+class Patterns {
+  public:
+    Patterns(int k, int64_t P) : stride_(P + 32), buf_((size_t)k * (P + 32)) {}
+    float* operator[](int i) { return buf_.data() + (size_t)i * stride_; }
+
+  private:
+    int64_t stride_;
+    AlignedBuffer buf_;
+};
+
+// Per-thread slots: two float64 P-vectors of partial sums, then 2P floats of kernel scratch.
+// A slot is 6P floats, a multiple of 64 bytes (P is a multiple of 16), so threads never
+// share a cache line.
 class Partials {
   public:
-    Partials(int nt, int64_t P) : P_(P), buf_((size_t)nt * 4 * P) {}
-    double* a(int t) { return reinterpret_cast<double*>(buf_.data()) + (size_t)t * 2 * P_; }
+    Partials(int nt, int64_t P) : P_(P), buf_((size_t)nt * 6 * P) {}
+    double* a(int t) { return reinterpret_cast<double*>(buf_.data() + (size_t)t * 6 * P_); }
     double* b(int t) { return a(t) + P_; }
+    float* scratch(int t) { return buf_.data() + (size_t)t * 6 * P_ + 4 * P_; }
     // Sums slot vectors over threads (in order) and over pattern positions k = c (mod C).
     void combine(int nt, int64_t C, double* sa, double* sb) {
         for (int64_t c = 0; c < C; ++c) sa[c] = sb[c] = 0.0;
@@ -116,7 +141,7 @@ class Partials {
 
   private:
     int64_t P_;
-    AlignedBuffer buf_;  // holds doubles: 4P floats per slot
+    AlignedBuffer buf_;  // per slot: 2P doubles (as 4P floats), then 2P floats
 };
 
 }  // namespace
@@ -133,14 +158,14 @@ void batch_norm_forward_train(const float* x, const float* gamma, const float* b
 
     // Pass 1: sums of (x - pivot) and its square; the pivot (row 0) avoids cancellation
     // in E[d^2] - E[d]^2 when |mean| >> std.
-    AlignedBuffer pat(4 * (size_t)P);
-    float *piv = pat.data(), *mean_e = piv + P, *scale_e = mean_e + P, *beta_e = scale_e + P;
+    Patterns pat(4, P);
+    float *piv = pat[0], *mean_e = pat[1], *scale_e = pat[2], *beta_e = pat[3];
     expand(x, C, P, piv);
     Partials part(nt, P);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t);
-        k.stats(x + r0 * C, (r1 - r0) * C, P, piv, part.a(t), part.b(t));
+        k.stats(x + r0 * C, (r1 - r0) * C, P, piv, part.scratch(t), part.a(t), part.b(t));
     }
 
     std::vector<double> s1(C), s2(C), scale(C);
@@ -175,8 +200,8 @@ void batch_norm_forward_eval(const float* x, const float* gamma, const float* be
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
-    AlignedBuffer pat(3 * (size_t)P);
-    float *mean_e = pat.data(), *scale_e = mean_e + P, *beta_e = scale_e + P;
+    Patterns pat(3, P);
+    float *mean_e = pat[0], *scale_e = pat[1], *beta_e = pat[2];
     for (int64_t j = 0; j < P; ++j) {
         const int64_t c = j % C;
         mean_e[j] = running_mean[c];
@@ -197,8 +222,8 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
     const int nt = split.nt;
-    AlignedBuffer pat(4 * (size_t)P);
-    float *mean_e = pat.data(), *k1_e = mean_e + P, *k2_e = k1_e + P, *k3_e = k2_e + P;
+    Patterns pat(4, P);
+    float *mean_e = pat[0], *k1_e = pat[1], *k2_e = pat[2], *k3_e = pat[3];
     for (int64_t j = 0; j < P; ++j) {
         mean_e[j] = mean[j % C];
         k1_e[j] = (float)((double)gamma[j % C] * rstd[j % C]);
@@ -212,7 +237,7 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
     for (int t = 0; t < nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
         k.bwd_reduce(dy + o, x + o, y ? y + o : y, dx_now ? dx_now + o : dx_now, (r1 - r0) * C,
-                     P, mean_e, k1_e, part.a(t), part.b(t));
+                     P, mean_e, k1_e, part.scratch(t), part.a(t), part.b(t));
     }
     std::vector<double> sdy(C), sdyx(C);
     part.combine(nt, C, sdy.data(), sdyx.data());

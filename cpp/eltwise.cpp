@@ -2,6 +2,8 @@
 // Holds the baseline (scalar) instance of the shared range kernels, the ISA dispatch and the
 // threaded drivers. Every op is one streaming pass; threads take contiguous 64-byte-aligned
 // slices of the flat array, so results never depend on the thread count.
+#include <cstring>
+
 #include "common.h"
 #include "dispatch.h"
 #include "simd/eltwise_kernels.h"
@@ -19,8 +21,17 @@ inline void vstoren(float* p, V v, int64_t n) {
     if (n > 0) *p = v;
 }
 inline V vadd(V a, V b) { return a + b; }
-inline V vrelu(V v) { return v > 0.0f ? v : 0.0f; }
-inline V vmask_pos(V v, V y) { return y > 0.0f ? v : 0.0f; }
+// Branch-free selects (random signs would mispredict a branch half the time), giving +0
+// for masked lanes exactly like the AVX paths.
+inline V keep_if(bool keep, V v) {
+    uint32_t b;
+    std::memcpy(&b, &v, 4);
+    b &= 0u - (uint32_t)keep;
+    std::memcpy(&v, &b, 4);
+    return v;
+}
+inline V vrelu(V v) { return keep_if(!(v <= 0.0f), v); }  // NaN passes through, as in PyTorch
+inline V vmask_pos(V v, V y) { return keep_if(y > 0.0f, v); }
 inline void tile16(const float* a, int64_t lda, float* b, int64_t ldb) {
     for (int j = 0; j < 16; ++j)
         for (int i = 0; i < 16; ++i) b[j * ldb + i] = a[i * lda + j];

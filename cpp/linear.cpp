@@ -68,6 +68,8 @@ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 // small enough that ImageNet's fc (O=1000, F=2048) gives both threads many tiles.
 constexpr int64_t kNtRows = 48, kNtCols = 48;
 constexpr int64_t kNnRows = 48, kNnCols = 128;
+// Below this many multiply-adds, one thread beats a parallel region.
+constexpr int64_t kParallelMin = 1 << 17;
 
 }  // namespace
 
@@ -75,7 +77,7 @@ void linear_forward(float* y, const float* x, const float* w, const float* b, in
                     int64_t F, int64_t O) {
     const GemmNt nt = pick().nt;
     const int64_t tm = cdiv(N, kNtRows), tn = cdiv(O, kNtCols);
-#pragma omp parallel for schedule(static) num_threads(rc::num_threads())
+#pragma omp parallel for schedule(static) if (N * F * O >= kParallelMin) num_threads(rc::num_threads())
     for (int64_t t = 0; t < tm * tn; ++t) {
         const int64_t i0 = (t / tn) * kNtRows, j0 = (t % tn) * kNtCols;
         nt(imin(kNtRows, N - i0), imin(kNtCols, O - j0), F, x + i0 * F, F, w + j0 * F, F,
@@ -90,7 +92,7 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
     const int64_t tcols = cdiv(F, kNnCols);
     const int64_t n_dx = dx ? cdiv(N, kNnRows) * tcols : 0;
     const int64_t n_dw = cdiv(O, kNnRows) * tcols;
-#pragma omp parallel num_threads(rc::num_threads())
+#pragma omp parallel if (N * F * O >= kParallelMin) num_threads(rc::num_threads())
     {
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t t = 0; t < n_dx + n_dw; ++t) {

@@ -20,7 +20,7 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
     const double inv_n = 1.0 / (double)N;
     const float q_off = (float)(ls / (double)K * inv_n);  // smoothing mass per class, / N
     const float q_on = (float)((1.0 - ls) * inv_n);       // extra mass on the label, / N
-#pragma omp parallel for schedule(static) num_threads(rc::num_threads())
+#pragma omp parallel for schedule(static) if (N * K >= (1 << 14)) num_threads(rc::num_threads())
     for (int64_t n = 0; n < N; ++n) {
         const float* z = logits + n * K;
         float* d = dlogits + n * K;

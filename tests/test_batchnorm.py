@@ -17,9 +17,12 @@ from resnet_cpp import _core
 from resnet_cpp.functional import batch_norm2d, batch_norm2d_backward
 from tolerance import BACKWARD, assert_close
 
-# (N, C, H, W): tails (C not a multiple of 8/16, N=1 with H*W > 1), ResNet-20 stages at N=8
-# and one ResNet-50 stage-3 shape.
-ODD = [(1, 3, 7, 7), (2, 5, 9, 9), (1, 17, 7, 7), (3, 33, 9, 7)]
+# (N, C, H, W): tails (C not a multiple of 8/16, N=1 with H*W > 1), both kernel walks
+# (pattern period lcm(C, 16) <= 64 floats: C=3; longer: C=5, 17, 33; page-long rows taken two
+# at a time: C=65, 1024), big enough odd shapes that 2 threads split rows whose count is not
+# a multiple of the 16 rows in a period, ResNet-20 stages at N=8 and a ResNet-50 stage-3 shape.
+ODD = [(1, 3, 7, 7), (2, 5, 9, 9), (1, 17, 7, 7), (3, 33, 9, 7), (2, 65, 7, 7), (1, 1024, 3, 3),
+       (4, 17, 23, 25), (8, 5, 31, 29)]
 RESNET = [(8, 16, 32, 32), (8, 32, 16, 16), (8, 64, 8, 8), (2, 256, 14, 14)]
 
 

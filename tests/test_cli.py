@@ -35,23 +35,40 @@ def test_train_smoke(run_dir, capsys):
         assert json.loads(f.readline())["partial"] is True
 
 
-def test_train_prints_test_accuracy(tmp_path, capsys):
-    assert main(["train", "--out", str(tmp_path / "r"), "--max-steps", "1",
-                 "--batch-size", "8", "--no-progress", "--optimizer", "adamw",
-                 "--schedule", "cosine", "--warmup-epochs", "0.5", "--label-smoothing",
-                 "0.1", "--no-augment", "--threads", "1"]) == 0
+@pytest.fixture(scope="module")
+def small_npz(tmp_path_factory):
+    """48/20 bundled images at 14x14 as an npz dataset (fast steps and evaluation)."""
+    from resnet_cpp.data import load_dataset
+
+    train, test = load_dataset("bundled")
+    path = tmp_path_factory.mktemp("npz") / "small.npz"
+    to_u8 = lambda ds, n: np.round(ds.images[:n, 0, ::2, ::2] * 255).astype(np.uint8)  # noqa
+    np.savez(path, x_train=to_u8(train, 48), y_train=train.labels[:48],
+             x_test=to_u8(test, 20), y_test=test.labels[:20], classes=np.array(train.classes))
+    return path
+
+
+def test_train_options_and_test_accuracy(small_npz, tmp_path, capsys):
+    assert main(["train", "--dataset", "npz", "--data-dir", str(small_npz), "--out",
+                 str(tmp_path / "r"), "--max-steps", "1", "--batch-size", "8", "--no-progress",
+                 "--optimizer", "adamw", "--schedule", "cosine", "--warmup-epochs", "0.5",
+                 "--label-smoothing", "0.1", "--no-augment", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "test accuracy:" in out and "(1000 images)" in out
+    assert "test accuracy:" in out and "(20 images)" in out
+    c = ckpt.load(tmp_path / "r" / "last.npz")
+    assert c.meta["optimizer"]["name"] == "adamw" and c.meta["schedule"]["name"] == "warmup"
 
 
-def test_resume_continues_the_run(run_dir, tmp_path, capsys):
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    assert main(["train", "--resume", str(copy), "--max-steps", "3", "--no-progress"]) == 0
+def test_resume_continues_the_run(small_npz, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    common = ["--no-progress", "--batch-size", "16"]
+    assert main(["train", "--dataset", "npz", "--data-dir", str(small_npz), "--out", run,
+                 "--max-steps", "2", "--epochs", "2", *common]) == 0
+    assert main(["train", "--resume", run, "--max-steps", "4", *common]) == 0
     assert "resumed from" in capsys.readouterr().out
-    assert ckpt.load(copy / "last.npz").meta["position"]["global_step"] == 3
+    assert ckpt.load(os.path.join(run, "last.npz")).meta["position"]["global_step"] == 4
     # A resumed run keeps its settings: a conflicting one is a user error.
-    assert main(["train", "--resume", str(copy), "--lr", "0.5"]) == 2
+    assert main(["train", "--resume", run, "--lr", "0.5"]) == 2
     assert "drop --lr" in capsys.readouterr().err
 
 
@@ -131,3 +148,7 @@ def test_user_errors_have_no_traceback(run_dir, tmp_path, capsys):
     assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"),
                  *SMOKE, "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--width", "keras", *SMOKE, "--out", str(tmp_path / "y")]) == 2
+    assert "needs --version 2" in capsys.readouterr().err
+    assert main(["train", "--model", "resnet21", *SMOKE, "--out", str(tmp_path / "z")]) == 2
+    assert "valid:" in capsys.readouterr().err

@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pytest
 
-from resnet_cpp import functional
 from resnet_cpp.data import (
     BUNDLED_PATH,
     DATASET_NAMES,
@@ -554,14 +553,14 @@ def test_prefetch_thread_shuts_down(small):
 
 def test_prefetch_reraises_worker_errors(small):
     loader = DataLoader(small, 4)
-    real = loader.make_batch
+    real = loader.gather_batch
 
     def failing(perm, epoch, b):
         if b == 2:
             raise KeyError("boom in batch 2")
         return real(perm, epoch, b)
 
-    loader.make_batch = failing
+    loader.gather_batch = failing
     it = iter(loader)
     next(it)
     next(it)
@@ -570,9 +569,6 @@ def test_prefetch_reraises_worker_errors(small):
     assert _wait_dead(it._thread)
     with pytest.raises(StopIteration):
         next(it)
-
-
-HAVE_AUGMENT = hasattr(functional, "random_crop_flip")
 
 
 def _is_crop_flip(aug: np.ndarray, img: np.ndarray, pad: int) -> bool:
@@ -587,7 +583,6 @@ def _is_crop_flip(aug: np.ndarray, img: np.ndarray, pad: int) -> bool:
     return False
 
 
-@pytest.mark.skipif(not HAVE_AUGMENT, reason="functional.random_crop_flip not merged yet")
 def test_loader_augment_deterministic(small):
     def make(**kw):
         loader = DataLoader(small, 6, augment=True, padding=2, seed=5, **kw)

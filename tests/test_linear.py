@@ -77,6 +77,12 @@ def test_linear_out(rng):
     y, _ = F.linear(x, w, out=out)
     assert y is out
     assert_close(out, ref.linear_forward(x, w, None), **FORWARD, name="out")
+    dy = rng.standard_normal((3, 4)).astype(np.float32)
+    bufs = [np.full(s, np.nan, np.float32) for s in ((3, 5), (4, 5), (4,))]
+    got = _core.linear_backward(dy, x, w, True, True, *bufs)
+    assert all(g is b for g, b in zip(got, bufs))
+    for g, r in zip(got, ref.linear_backward(dy, x, w)):
+        assert_close(g, r, **BACKWARD, name="out buffers")
 
 
 def test_linear_thread_safety(rng):
@@ -107,6 +113,8 @@ B = np.zeros(4, np.float32)
 DY = np.zeros((3, 4), np.float32)
 RO = np.zeros((3, 4), np.float32)
 RO.flags.writeable = False
+SQ = np.zeros((4, 4), np.float32)
+BIG = np.zeros(40, np.float32)
 
 BAD = [
     (_core.linear_forward, (X.astype(np.float64), W), {}, TypeError, "x"),
@@ -120,7 +128,16 @@ BAD = [
     (_core.linear_forward, (X, W), {"out": RO}, ValueError, "out"),
     (_core.linear_forward, (X, W), {"out": np.zeros((4, 3), np.float32)}, ValueError, "out"),
     (_core.linear_forward, ("x", W), {}, TypeError, "x"),
+    (_core.linear_forward, (SQ, W[:, :4].copy()), {"out": SQ[:3]}, ValueError, "out"),
+    (_core.linear_forward, (X, W), {"out": np.zeros((3, 5), np.float32)[:, :4]}, ValueError, "out"),
     (_core.linear_backward, (DY, X, W.T.copy(), True, True), {}, ValueError, "w"),
+    (_core.linear_backward, (DY, X, W, True, True), {"dw_out": RO}, ValueError, "dw_out"),
+    (_core.linear_backward, (DY, X, W, True, True), {"dx_out": X}, ValueError, "dx_out"),
+    (_core.linear_backward, (DY, X, W, True, True), {"dw_out": W}, ValueError, "dw_out"),
+    (_core.linear_backward, (DY, X, W, True, True), {"dw_out": BIG[:20].reshape(4, 5),
+                                                    "dx_out": BIG[10:25].reshape(3, 5)}, ValueError, "dx_out"),
+    (_core.linear_backward, (DY, X, W, True, True), {"dx_out": np.zeros((3, 4), np.float32)}, ValueError, "dx_out"),
+    (_core.linear_backward, (DY, X, W, True, True), {"db_out": B.astype(np.float64)}, TypeError, "db_out"),
     (_core.linear_backward, (DY[:2], X, W, True, True), {}, ValueError, "x"),
     (_core.linear_backward, (DY.astype(np.float16), X, W, True, True), {}, TypeError, "dy"),
     (_core.linear_backward, (np.zeros((0, 4), np.float32), X, W, True, True), {}, ValueError, "dy"),

@@ -5,6 +5,7 @@ checkpoints and buffer reuse.
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 
 import numpy as np
@@ -56,15 +57,24 @@ def test_counts_follow_num_classes_and_in_channels():
     # fc gains 64 weights + 1 bias per class; conv1 gains 9 * 16 per input channel
     assert models.resnet20(num_classes=100).num_parameters() == base + 90 * 65
     assert models.resnet20(in_channels=1).num_parameters() == base - 2 * 9 * 16
-    m = models.resnet18(num_classes=10, in_channels=1)
+    m = models.resnet18(num_classes=10, in_channels=1, seed=0)
     assert m.num_parameters() == 11_689_512 - 990 * 513 - 2 * 49 * 64
     assert m.fc.weight.shape == (10, 512) and m.conv1.weight.shape == (64, 1, 7, 7)
+    # and the full-width model runs (1x1 spatial in layer4 from a 32x32 input)
+    logits = m.eval()(np.random.default_rng(0).standard_normal((1, 1, 32, 32), np.float32))
+    assert logits.shape == (1, 10) and np.all(np.isfinite(logits))
 
 
 # ---------------------------------------------------------------- names / create
 
+@functools.lru_cache(maxsize=None)
+def _full_model(depth: int):
+    """One full-size ImageNet model per depth, shared by tests that look at names and shapes."""
+    return models.create(f"resnet{depth}", seed=0)
+
+
 def test_torchvision_key_names_resnet18():
-    sd = models.resnet18(seed=0).state_dict()
+    sd = _full_model(18).state_dict()
     keys = list(sd)
     # stem 6 + 8 basic blocks x 12 + 3 downsamples x 6 + fc 2
     assert len(keys) == 6 + 8 * 12 + 3 * 6 + 2 == 122
@@ -84,7 +94,7 @@ def test_torchvision_key_names_resnet18():
 
 
 def test_torchvision_key_names_resnet50():
-    sd = models.resnet50(seed=0).state_dict()
+    sd = _full_model(50).state_dict()
     # stem 6 + 16 bottlenecks x 18 + 4 downsamples x 6 + fc 2
     assert len(sd) == 6 + 16 * 18 + 4 * 6 + 2 == 320
     expected_shapes = {
@@ -348,24 +358,24 @@ def _randomize(model, rng):
             b[...] = rng.uniform(0.5, 2.0, b.shape)
 
 
-def _check_against_reference(model, ref_fn, rng, x_shape):
+def _check_against_reference(model, ref_fn, rng, x_shape, tol=BACKWARD):
     _randomize(model, rng)
     x = rng.standard_normal(x_shape).astype(np.float32)
     net = RefNet(model.state_dict())
     logits_ref, back_ref = ref_fn(net, x)
     logits = model(x)
-    assert_close(logits, logits_ref, **BACKWARD, name="logits")
+    assert_close(logits, logits_ref, **tol, name="logits")
     for name, (rm, rv) in net.running.items():
-        assert_close(getattr_path(model, name).running_mean, rm, **BACKWARD, name=name + " rm")
-        assert_close(getattr_path(model, name).running_var, rv, **BACKWARD, name=name + " rv")
+        assert_close(getattr_path(model, name).running_mean, rm, **tol, name=name + " rm")
+        assert_close(getattr_path(model, name).running_var, rv, **tol, name=name + " rv")
     dy = rng.standard_normal(logits.shape)
     dx_ref = back_ref(dy)
     dx = model.backward(dy.astype(np.float32))
-    assert_close(dx, dx_ref, **BACKWARD, name="dx")
+    assert_close(dx, dx_ref, **tol, name="dx")
     names = [n for n, _ in model.named_parameters()]
     assert sorted(names) == sorted(net.grads)
     for name, p in model.named_parameters():
-        assert_close(p.grad, net.grads[name], **BACKWARD, name=name + ".grad")
+        assert_close(p.grad, net.grads[name], **tol, name=name + ".grad")
 
 
 def getattr_path(module, dotted):
@@ -406,26 +416,74 @@ def test_narrow_imagenet_resnet_matches_reference(rng, depth):
     model = models.ImageNetResNet(depth, num_classes=3, in_channels=3, widths=(4, 4, 8, 8),
                                   seed=0)
     block, counts = models.IMAGENET_DEPTHS[depth]
+    # ResNet-50's 53 BN backward passes compound float32 error: the stem's weight gradient
+    # reaches 0.8 of the BACKWARD bound (measured), so allow 3x for kernel changes.
+    tol = BACKWARD if depth == 18 else dict(rtol=3e-3, atol=3e-4)
     _check_against_reference(
         model, lambda net, x: ref_imagenet(net, x, counts, block is models.Bottleneck),
-        rng, (2, 3, 29, 29))
+        rng, (2, 3, 29, 29), tol)
 
 
-def test_tiny_imagenet_resnet_backward_consistent(rng):
-    """ResNet-18 on a 32x32 input: the ImageNet stem (7x7/2, maxpool) and basic blocks
-    train end to end; need_dx=False gives the same parameter gradients."""
-    model = models.resnet18(num_classes=3, seed=0)
+def test_need_dx_false_gives_same_parameter_grads(rng):
+    model = models.ImageNetResNet(50, num_classes=3, widths=(4, 4, 8, 8), seed=0)
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
-    logits = model(x)
-    assert logits.shape == (2, 3) and np.all(np.isfinite(logits))
-    dy = rng.standard_normal(logits.shape).astype(np.float32)
-    dx = model.backward(dy)
-    assert dx.shape == x.shape and np.all(np.isfinite(dx))
+    dy = rng.standard_normal((2, 3)).astype(np.float32)
+    model(x)
+    assert model.backward(dy).shape == x.shape
     grads = [p.grad.copy() for p in model.parameters()]
     model(x)
     assert model.backward(dy, need_dx=False) is None
     for g, p in zip(grads, model.parameters()):
-        assert_close(p.grad, g, **BACKWARD)
+        np.testing.assert_array_equal(p.grad, g)
+
+
+def test_tiny_models_on_every_isa(isa_threads, rng):
+    """The model-level compositions hold on every compiled kernel path and thread count."""
+    model = models.CifarResNet(8, num_classes=3, in_channels=3, shortcut="A",
+                               widths=(4, 8, 12), seed=0)
+    _check_against_reference(model, lambda net, x: ref_cifar_v1(net, x, 1, "A"),
+                             rng, (2, 3, 8, 8))
+    model = models.PreActResNet(11, num_classes=3, in_channels=1, width="keras", seed=0)
+    _check_against_reference(model, lambda net, x: ref_preact_v2(net, x, 1, "keras"),
+                             rng, (2, 1, 8, 8))
+
+
+def test_five_sgd_steps_follow_the_reference_trajectory():
+    """Five SGD steps (momentum, weight decay on conv/fc weights only) on a fixed batch:
+    losses and final weights track the float64 reference composition step by step."""
+    rng = np.random.default_rng(7)
+    model = models.CifarResNet(8, num_classes=4, in_channels=2, shortcut="B",
+                               widths=(4, 6, 8), seed=3)
+    x = rng.standard_normal((8, 2, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, size=8).astype(np.int64)
+    crit = nn.CrossEntropyLoss()
+    params = model.named_parameters()
+    bufs = {n: np.zeros_like(p.data) for n, p in params}
+    ref_p = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+    ref_buf = {n: np.zeros(p.shape) for n, p in params}
+    hyper = dict(lr=0.1, momentum=0.9, nesterov=False)
+    for step in range(5):
+        loss = crit(model(x), labels)
+        model.backward(crit.backward(), need_dx=False)
+        net = RefNet(ref_p)
+        logits, back = ref_cifar_v1(net, x, 1, "B")
+        ref_loss = R.cross_entropy_forward(logits, labels)
+        back(R.cross_entropy_backward(logits, labels))
+        assert_close(loss, ref_loss, **BACKWARD, name=f"loss at step {step}")
+        for n, p in params:
+            wd = 5e-4 if p.decay else 0.0
+            F.sgd_step(p.data, p.grad, bufs[n], weight_decay=wd, **hyper)
+            ref_p[n], ref_buf[n] = R.sgd_step(ref_p[n], net.grads[n], ref_buf[n],
+                                              hyper["lr"], hyper["momentum"], wd, False)
+        for name, (rm, rv) in net.running.items():
+            ref_p[name + ".running_mean"], ref_p[name + ".running_var"] = rm, rv
+    for n, p in params:
+        assert_close(p.data, ref_p[n], **BACKWARD, name=n + " after 5 steps")
+    for n, b in model.named_buffers():
+        if n.endswith("num_batches_tracked"):
+            assert int(b) == 5, n
+        else:
+            assert_close(b, ref_p[n], **BACKWARD, name=n + " after 5 steps")
 
 
 # ---------------------------------------------------------------- finite differences
@@ -517,6 +575,24 @@ def test_state_dict_round_trip_gives_identical_outputs(rng):
             a.state_dict())
 
 
+def test_pickle_and_deepcopy_keep_weights_not_buffers(rng):
+    import copy
+    import pickle
+
+    model = models.CifarResNet(8, num_classes=3, widths=(4, 8, 8), seed=0)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model(x)
+    model.backward(np.ones((2, 3), np.float32))
+    blob = pickle.dumps(model)
+    assert len(blob) < 4 * model.num_parameters() + 100_000  # no activations inside
+    for clone in (pickle.loads(blob), copy.deepcopy(model)):
+        assert not any(m._scratch for m in clone.modules())
+        clone.eval()
+        np.testing.assert_array_equal(clone(x), model.eval()(x))
+        assert clone.conv1.weight is not model.conv1.weight
+        model.train()
+
+
 def test_train_eval_switch_changes_model_output(rng):
     model = models.CifarResNet(8, num_classes=3, widths=(4, 4, 4), seed=0)
     x = (rng.standard_normal((4, 3, 6, 6)) * 2 + 1).astype(np.float32)
@@ -561,3 +637,135 @@ def test_model_input_validation():
         model(np.zeros((2, 8, 8), np.float32))
     y = model(np.zeros((2, 1, 8, 8), np.float64))  # other float dtypes are converted
     assert y.shape == (2, 3) and y.dtype == np.float32
+
+
+# ---------------------------------------------------------------- PyTorch cross-check
+
+def _torch_resnet(depth, widths, num_classes):
+    """torchvision's ResNet definition, re-typed (torchvision itself is not installed)."""
+    torch = pytest.importorskip("torch")
+    tnn = torch.nn
+
+    class Basic(tnn.Module):
+        expansion = 1
+
+        def __init__(self, cin, planes, stride, downsample):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(planes)
+            self.relu = tnn.ReLU()
+            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(planes)
+            self.downsample = downsample
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+            return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+    class Bottle(tnn.Module):
+        expansion = 4
+
+        def __init__(self, cin, planes, stride, downsample):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(cin, planes, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(planes)
+            self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(planes)
+            self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
+            self.bn3 = tnn.BatchNorm2d(planes * 4)
+            self.relu = tnn.ReLU()
+            self.downsample = downsample
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+    class Net(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            block, counts = {18: (Basic, (2, 2, 2, 2)), 50: (Bottle, (3, 4, 6, 3))}[depth]
+            self.conv1 = tnn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+            self.bn1 = tnn.BatchNorm2d(widths[0])
+            self.relu = tnn.ReLU()
+            self.maxpool = tnn.MaxPool2d(3, 2, 1)
+            cin = widths[0]
+            for s, (planes, count) in enumerate(zip(widths, counts)):
+                layers = []
+                for i in range(count):
+                    stride = 2 if (s > 0 and i == 0) else 1
+                    down = None
+                    if stride != 1 or cin != planes * block.expansion:
+                        down = tnn.Sequential(
+                            tnn.Conv2d(cin, planes * block.expansion, 1, stride, bias=False),
+                            tnn.BatchNorm2d(planes * block.expansion))
+                    layers.append(block(cin, planes, stride, down))
+                    cin = planes * block.expansion
+                setattr(self, f"layer{s + 1}", tnn.Sequential(*layers))
+            self.avgpool = tnn.AdaptiveAvgPool2d(1)
+            self.fc = tnn.Linear(cin, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return torch, Net()
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_torch_state_dict_loads(depth):
+    """A PyTorch state_dict (torchvision structure) converted to NumPy loads as is: the
+    same keys in the same order, the same shapes, int64 num_batches_tracked."""
+    torch = pytest.importorskip("torch")
+    with torch.device("meta"):  # full size, keys and shapes only: no memory, no init
+        _, tmodel = _torch_resnet(depth, (64, 128, 256, 512), 1000)
+    tsd = {k: np.zeros(tuple(v.shape), dtype=str(v.dtype).replace("torch.", ""))
+           for k, v in tmodel.state_dict().items()}
+    ours = _full_model(depth)
+    assert list(tsd) == list(ours.state_dict())
+    ours.load_state_dict(tsd)
+
+
+def test_matches_float64_pytorch(rng):
+    """After loading its state_dict, a narrow ResNet-18 computes what float64 PyTorch does
+    (train-mode forward, backward, running stats, eval forward).
+
+    ResNet-18 only: in deeper nets (narrow ResNet-50) the ~1e-4 float32 forward error of
+    layer3 occasionally flips a ReLU mask on an activation that close to zero, which
+    changes the gradient upstream by O(1) (seen for 2 of 8 torch seeds; PyTorch float32
+    flips too). The reference-composition tests cover the bottleneck path.
+    """
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    widths = (4, 8, 8, 16)
+    _, tmodel = _torch_resnet(18, widths, 5)
+    with torch.no_grad():
+        for p in tmodel.parameters():
+            if p.ndim == 1:  # move BN affine params and fc bias off their defaults
+                p.add_(torch.randn_like(p) * 0.1)
+    ours = models.ImageNetResNet(18, num_classes=5, widths=widths, seed=0)
+    ours.load_state_dict({k: v.numpy() for k, v in tmodel.state_dict().items()})
+    # 33x33 -> 2x2 in layer4: BN over N*H*W = 16 values (over 2, float32 rounding is
+    # amplified past the tolerance in either implementation)
+    x = rng.standard_normal((4, 3, 33, 33)).astype(np.float32)
+    dy = rng.standard_normal((4, 5)).astype(np.float32)
+    tmodel.double()  # float64 PyTorch: the oracle, so only our float32 error is measured
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    yt = tmodel(xt)
+    yt.backward(torch.tensor(dy, dtype=torch.float64))
+    y = ours(x)
+    dx = ours.backward(dy)
+    assert_close(y, yt.detach().numpy(), **BACKWARD, name="logits")
+    assert_close(dx, xt.grad.numpy(), **BACKWARD, name="dx")
+    tparams = dict(tmodel.named_parameters())
+    for name, p in ours.named_parameters():
+        assert_close(p.grad, tparams[name].grad.numpy(), **BACKWARD, name=name + ".grad")
+    tsd = tmodel.state_dict()
+    for name, b in ours.named_buffers():
+        assert_close(b, tsd[name].numpy(), **BACKWARD, name=name)
+    tmodel.eval()
+    with torch.no_grad():
+        y_eval = tmodel(torch.tensor(x, dtype=torch.float64)).numpy()
+    assert_close(ours.eval()(x), y_eval, **BACKWARD, name="eval logits")

@@ -232,5 +232,10 @@ def test_recipes():
     assert isinstance(opt, optim.Adam) and not isinstance(opt, optim.AdamW)
     assert opt.lr == 2e-3 and sched.boundaries == [40, 60, 80, 90]
     assert ke.batch_size == 32 and not opt.decay_bn_bias
+    opt, sched = he.build([P(np.zeros(3))], total_steps=10, optimizer="adamw",
+                          schedule="cosine", warmup_steps=2)
+    assert isinstance(opt, optim.AdamW) and sched.base_lr == 1e-3 and opt.weight_decay == 1e-2
+    assert opt.lr == pytest.approx(0.5e-3)  # warmup step 0 of 2
+    assert isinstance(sched, optim.LinearWarmup) and isinstance(sched.inner, optim.Cosine)
     with pytest.raises(ValueError, match="valid: he2015, keras"):
         optim.get_recipe("imagenet")

@@ -14,7 +14,7 @@ from resnet_cpp import train as T
 from resnet_cpp.data import Dataset, load_dataset
 
 MODEL = {"name": "resnet20", "version": 1,
-         "kwargs": {"num_classes": 10, "in_channels": 1, "seed": 0}}
+         "kwargs": {"num_classes": 10, "in_channels": 1, "seed": 0, "widths": [4, 8, 16]}}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,10 @@ def metrics(out_dir):
 
 
 def assert_same_state(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
+    assert_same_state_dicts(a.state_dict(), b.state_dict())
+
+
+def assert_same_state_dicts(sa, sb):
     assert list(sa) == list(sb)
     for k in sa:
         np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
@@ -127,7 +130,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
 
     def poison(tr, record):  # after epoch 1's checkpoint: make the next loss NaN
         saved.update(tr.model.state_dict())
-        tr.optimizer.params[0].data[...] = np.nan
+        for p in tr.optimizer.params:  # (a fused BN+ReLU maps NaN to 0; the fc does not)
+            p.data[...] = np.nan
 
     trainer = run(tiny_data, tmp_path, on_epoch=poison)
     with pytest.raises(T.TrainingDiverged, match="loss is nan at epoch 2, batch 1.*last good "
@@ -143,11 +147,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
 def test_nan_input_diverges_before_any_checkpoint(tiny_data, tmp_path):
     train, test = tiny_data
     x = train.images.copy()
-    x[:] = np.nan
+    x[5] = np.nan  # one bad image in the first batch
     bad = Dataset(x, train.labels, train.classes, "nan")
-    with pytest.raises(T.TrainingDiverged, match="loss is nan at epoch 1, batch 1"):
+    # ReLU propagates NaN (as PyTorch), so the bad image shows up in that batch's loss.
+    with pytest.raises(T.TrainingDiverged, match="training diverged: loss is nan at epoch 1.*"
+                       "no checkpoint was written"):
         T.fit(make_model(), bad, test, epochs=1, batch_size=16, out_dir=str(tmp_path),
-              progress=False, verbose=False, normalize=False)
+              progress=False, verbose=False, normalize=False, augment=False)
     assert not os.path.exists(tmp_path / "last.npz")
 
 
@@ -156,6 +162,11 @@ def test_resume_rejects_a_different_run(tiny_data, reference_run, tmp_path):
     trainer = run(tiny_data, tmp_path, batch_size=8, resume=str(ref_out))
     with pytest.raises(ckpt.CheckpointError, match="batch_size=16"):
         trainer.fit()
+    trainer = run(tiny_data, tmp_path, optimizer="adam", resume=str(ref_out))
+    before = trainer.model.state_dict()
+    with pytest.raises(ckpt.CheckpointError, match="optimizer state does not fit"):
+        trainer.fit()
+    assert_same_state_dicts(trainer.model.state_dict(), before)  # nothing half-loaded
 
 
 def test_evaluate(tiny_data, reference_run):
@@ -188,3 +199,16 @@ def test_bad_arguments(tiny_data):
         args.update(kw)
         with pytest.raises(ValueError, match=match):
             T.Trainer(make_model(), train, test, **args)
+
+
+def test_progress_and_resume_without_checkpoint(tiny_data, tmp_path, capsys):
+    # resume=True with an empty out_dir starts from scratch; the progress bar (tqdm, or
+    # plain lines without it) and the per-epoch line go to the terminal.
+    trainer = run(tiny_data, tmp_path, epochs=1, resume=True, progress=True, verbose=True,
+                  max_steps=1)
+    history = trainer.fit()
+    assert history.stopped_at_max_steps and trainer.global_step == 1
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "starting from scratch" in text and "stopped at max_steps=1" in text
+    assert "test loss" in text and "img/s" in text

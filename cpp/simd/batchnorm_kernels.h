@@ -36,20 +36,21 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
 
 }  // namespace rc
 
-// Range kernels, one set per ISA namespace. n = elements in the slice; P = pattern period.
+// Range kernels, one set per ISA namespace. n = elements in the slice; P = pattern period;
+// scratch = 2P floats of per-thread workspace (the reductions' float32 partial sums).
 //  bn_stats:      s1[k] = sum (x - piv)[k + iP], s2[k] = sum of squares (k < P, float64 out)
 //  bn_apply:      y = relu?((x - mean) * scale + beta)
 //  bn_bwd_reduce: sdy[k] = sum dy', sdyx[k] = sum dy' * (x - mean), dy' = dy masked by y > 0
 //                 when y != nullptr; when dx != nullptr also writes dx = k1 * dy' (eval mode)
 //  bn_bwd_apply:  dx = k1 * dy' + k2 * (x - mean) + k3
 #define RC_BN_RANGE_KERNELS                                                                     \
-    void bn_stats(const float* x, int64_t n, int64_t P, const float* piv, double* s1,          \
-                  double* s2);                                                                  \
+    void bn_stats(const float* x, int64_t n, int64_t P, const float* piv, float* scratch,      \
+                  double* s1, double* s2);                                                      \
     void bn_apply(const float* x, float* y, int64_t n, int64_t P, const float* mean,           \
                   const float* scale, const float* beta, bool relu);                            \
     void bn_bwd_reduce(const float* dy, const float* x, const float* y, float* dx, int64_t n,  \
-                       int64_t P, const float* mean, const float* k1, double* sdy,              \
-                       double* sdyx);                                                           \
+                       int64_t P, const float* mean, const float* k1, float* scratch,           \
+                       double* sdy, double* sdyx);                                              \
     void bn_bwd_apply(const float* dy, const float* x, const float* y, float* dx, int64_t n,   \
                       int64_t P, const float* mean, const float* k1, const float* k2,           \
                       const float* k3);

@@ -50,12 +50,18 @@ void fwd_kernel(const FwdArgs& a) {
             }
         }
     }
+    if (a.klast == 16) {  // vmaskmovps stores are slow on AMD: only for a real K tail
+#pragma GCC unroll 8
+        for (int j = 0; j < PX; ++j)
+#pragma GCC unroll 4
+            for (int v = 0; v < NY; ++v) _mm256_storeu_ps(a.y + j * a.ystep + 8 * v, acc[j][v]);
+        return;
+    }
     __m256i lo, hi;
     tail_masks(a.klast, lo, hi);
 #pragma GCC unroll 8
     for (int j = 0; j < PX; ++j) {
-        float* y = a.y[j];
-        if (!y) continue;
+        float* y = a.y + j * a.ystep;
 #pragma GCC unroll 4
         for (int v = 0; v < NY - 2; ++v) _mm256_storeu_ps(y + 8 * v, acc[j][v]);
         _mm256_maskstore_ps(y + 8 * (NY - 2), lo, acc[j][NY - 2]);
@@ -112,21 +118,14 @@ struct Row<NV, std::integer_sequence<int, I...>> {
     static constexpr BwwFn bww[] = {&bww_kernel<NV, I + 1>...};
 };
 
-// 6 px x 2 ymm or 3 px x 4 ymm: 12 accumulators, the rest for weights and a broadcast.
-constexpr int kPx[3] = {0, 6, 3};
-
+// 6 px x 2 ymm: 12 accumulators, the rest for weights and a broadcast. Measured: one group
+// of 16 channels per call beats 3 px x 4 ymm for K >= 32 (benchmarks/NOTES.md).
 struct Micro {
-    static constexpr int kMaxNV = 2;
-    static int fwd_px(int nv) { return kPx[nv]; }
-    static int bww_ub(int nv) { return kPx[nv]; }
-    static FwdFn fwd(int nv, int px) {
-        return nv == 1 ? Row<1, std::make_integer_sequence<int, 6>>::fwd[px - 1]
-                       : Row<2, std::make_integer_sequence<int, 3>>::fwd[px - 1];
-    }
-    static BwwFn bww(int nv, int ub) {
-        return nv == 1 ? Row<1, std::make_integer_sequence<int, 6>>::bww[ub - 1]
-                       : Row<2, std::make_integer_sequence<int, 3>>::bww[ub - 1];
-    }
+    static constexpr int kMaxNV = 1;
+    static int fwd_px(int) { return 6; }
+    static int bww_ub(int) { return 6; }
+    static FwdFn fwd(int, int px) { return Row<1, std::make_integer_sequence<int, 6>>::fwd[px - 1]; }
+    static BwwFn bww(int, int ub) { return Row<1, std::make_integer_sequence<int, 6>>::bww[ub - 1]; }
 };
 
 }  // namespace

@@ -46,8 +46,7 @@ void fwd_kernel(const FwdArgs& a) {
     __mmask16 last = __mmask16((1u << a.klast) - 1u);
 #pragma GCC unroll 32
     for (int j = 0; j < PX; ++j) {
-        float* y = a.y[j];
-        if (!y) continue;
+        float* y = a.y + j * a.ystep;
 #pragma GCC unroll 4
         for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + 16 * v, acc[j][v]);
         _mm512_mask_storeu_ps(y + 16 * (NV - 1), last, acc[j][NV - 1]);
@@ -102,27 +101,21 @@ struct Row<NV, std::integer_sequence<int, I...>> {
 
 // Pixels (forward) / (s,c) rows (backward-weight) per call for NV zmm: NV*PX <= 28 of the
 // 32 registers are accumulators, NV hold weights (or dy), broadcasts are memory operands.
-constexpr int kPx[5] = {0, 28, 14, 9, 6};
+// NV <= 2: measured as fast as NV = 4 (6 px) on ResNet-20 and much faster for big C*K, whose
+// packed weight block then stays in L2 (benchmarks/NOTES.md).
+constexpr int kPx[3] = {0, 28, 14};
 
 struct Micro {
-    static constexpr int kMaxNV = 4;
+    static constexpr int kMaxNV = 2;
     static int fwd_px(int nv) { return kPx[nv]; }
     static int bww_ub(int nv) { return kPx[nv]; }
     static FwdFn fwd(int nv, int px) {
-        switch (nv) {
-        case 1: return Row<1, std::make_integer_sequence<int, 28>>::fwd[px - 1];
-        case 2: return Row<2, std::make_integer_sequence<int, 14>>::fwd[px - 1];
-        case 3: return Row<3, std::make_integer_sequence<int, 9>>::fwd[px - 1];
-        default: return Row<4, std::make_integer_sequence<int, 6>>::fwd[px - 1];
-        }
+        return nv == 1 ? Row<1, std::make_integer_sequence<int, 28>>::fwd[px - 1]
+                       : Row<2, std::make_integer_sequence<int, 14>>::fwd[px - 1];
     }
     static BwwFn bww(int nv, int ub) {
-        switch (nv) {
-        case 1: return Row<1, std::make_integer_sequence<int, 28>>::bww[ub - 1];
-        case 2: return Row<2, std::make_integer_sequence<int, 14>>::bww[ub - 1];
-        case 3: return Row<3, std::make_integer_sequence<int, 9>>::bww[ub - 1];
-        default: return Row<4, std::make_integer_sequence<int, 6>>::bww[ub - 1];
-        }
+        return nv == 1 ? Row<1, std::make_integer_sequence<int, 28>>::bww[ub - 1]
+                       : Row<2, std::make_integer_sequence<int, 14>>::bww[ub - 1];
     }
 };
 

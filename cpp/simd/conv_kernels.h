@@ -115,7 +115,8 @@ struct FwdArgs {
     int64_t plane;         // floats between consecutive 16-channel blocks
     const float* w;        // packed block [ntaps][cin][NV*16]
     const float* bias;     // NV*16 floats, or null for zero
-    float* const* y;       // PX output pointers (null: pixel is padding, not stored)
+    float* y;              // output of the run's first pixel, at the block's first channel
+    int64_t ystep;         // floats between consecutive output pixels of the run
     int klast;             // valid lanes of the last group (1..16)
 };
 
@@ -167,138 +168,141 @@ void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, 
 }
 
 // Copies image x (H,W,C) into the blocked scratch [C/16][st][st][Hph][Wph][16]: element
-// (cb, ph, pw, i, j, l) is x[i*st + ph - top][j*st + pw - left][16*cb + l], zero outside the
-// image. Lanes past C in the last block are left unset (the kernels never read them), and
-// phases with used[ph*st + pw] == 0 are skipped (no tap reads them).
+// (cb, ph, pw, i, j, l) is x[i*st + ph - top][j*st + pw - left][16*cb + l]. Only pixels inside
+// the image are written: the caller zeroes the scratch once, and padding never changes.
+// Lanes past C in the last block are never read; phases with used[ph*st + pw] == 0 (read by
+// no tap) are skipped.
 void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, int64_t top,
                    int64_t left, int64_t Hph, int64_t Wph, int64_t plane, const char* used,
                    float* out) {
     const int64_t nblk = (C + kVec - 1) / kVec, rowlen = Wph * kVec;
     for (int64_t ph = 0; ph < st; ++ph)
         for (int64_t i = 0; i < Hph; ++i) {
-            int64_t h = i * st + ph - top;
+            const int64_t h = i * st + ph - top;
+            if (h < 0 || h >= H) continue;
             for (int64_t pw = 0; pw < st; ++pw) {
                 if (!used[ph * st + pw]) continue;
-                float* row = out + ((ph * st + pw) * Hph + i) * rowlen;
-                if (h < 0 || h >= H) {
-                    for (int64_t cb = 0; cb < nblk; ++cb) std::memset(row + cb * plane, 0, rowlen * 4);
-                    continue;
-                }
                 // Columns j with 0 <= j*st + pw - left < W.
-                int64_t jlo = std::min(Wph, (left - pw + st - 1) / st);
-                int64_t jhi = W - 1 + left - pw < 0 ? jlo
-                                                     : std::min(Wph, (W - 1 + left - pw) / st + 1);
-                jhi = std::max(jlo, jhi);
-                for (int64_t cb = 0; cb < nblk; ++cb) {
-                    std::memset(row + cb * plane, 0, jlo * kVec * 4);
-                    std::memset(row + cb * plane + jhi * kVec, 0, (Wph - jhi) * kVec * 4);
-                }
+                const int64_t jlo = std::min(Wph, (left - pw + st - 1) / st);
+                const int64_t jhi = W - 1 + left - pw < 0
+                                        ? jlo
+                                        : std::max(jlo, std::min(Wph, (W - 1 + left - pw) / st + 1));
+                float* row = out + ((ph * st + pw) * Hph + i) * rowlen + jlo * kVec;
                 const float* src = x + (h * W + jlo * st + pw - left) * C;
                 const int64_t step = st * C;
-                if (C % kVec == 0) {
-                    for (int64_t j = jlo; j < jhi; ++j, src += step)
-                        for (int64_t cb = 0; cb < nblk; ++cb)
-                            std::memcpy(row + cb * plane + j * kVec, src + cb * kVec, kVec * 4);
-                } else {
-                    for (int64_t j = jlo; j < jhi; ++j, src += step)
-                        for (int64_t cb = 0; cb < nblk; ++cb)
-                            std::memcpy(row + cb * plane + j * kVec, src + cb * kVec,
-                                        std::min<int64_t>(kVec, C - cb * kVec) * 4);
+                for (int64_t cb = 0; cb < nblk; ++cb) {
+                    const int64_t n = std::min<int64_t>(kVec, C - cb * kVec);
+                    float* d = row + cb * plane;
+                    const float* sp = src + cb * kVec;
+                    if (n == kVec)
+                        for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
+                            std::memcpy(d, sp, kVec * 4);
+                    else
+                        for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
+                            std::memcpy(d, sp, n * 4);
                 }
             }
         }
 }
 
-// One stride-1 "flat" convolution over a scratch grid of row width wrow. Output flat pixel
-// m = row*wrow + col (col < ncols) goes to out pixel (h0 + row*hstep, w0 + col*wstep).
+// One stride-1 convolution over a scratch grid of row width Wph. Output pixel (row, col) of
+// the phase reads scratch pixel base + row*Wph + col (plus the tap offsets) and goes to out
+// pixel (h0 + row*hstep, w0 + col*wstep).
 struct Phase {
     Arr<int64_t> tap;          // offsets (floats) of each tap from the pixel's scratch slot
-    int64_t base;              // flat scratch pixel of output pixel m = 0 at tap offset 0
+    int64_t base;              // scratch pixel read by output pixel (0, 0) at tap offset 0
     Arr<float> wpk;            // packed weights, all K blocks
     int64_t rows, ncols;       // output grid
     int64_t h0, w0;
 };
 
 struct Engine {
-    // input image geometry and scratch layout
     int64_t N, H, W, Cin, st, top, left, Hph, Wph;
     int64_t plane;        // floats per 16-channel block: st*st*Hph*Wph*16
-    int64_t scratch_len;  // blocks plus slack read by dropped pixels past the end
+    int64_t scratch_len;
     Arr<char> used;       // st*st: phase read by some tap
-    // output geometry
     int64_t Hout, Wout, Cout, hstep, wstep;
     std::vector<KBlock> blocks;
-    const float* bias;  // packed, KV*16, or null
+    const float* bias;    // packed, KV*16, or null
 };
 
+// Runs every phase of every image. A micro-kernel call covers a run of up to PX pixels of
+// one output row (rows are split into balanced runs), so no padding column is computed.
 template <class Mk>
 void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* in, float* out) {
-    // Work items: (image, phase, band of flat pixels). Bands give threads work when N is
-    // small and keep a band's input rows cache-resident for big images.
-    struct Item { int64_t n; int ph; int64_t m0, m1; };
+    // Work items: (image, phase, band of rows). Bands give threads work when N is small and
+    // keep a band's input rows cache-resident for big images.
+    struct Item { int ph; int64_t r0, r1; };
     std::vector<Item> per_image;
-    int T = rc::num_threads();
-    int64_t want = e.N >= T ? 1 : (T + e.N - 1) / e.N;
+    const int T = rc::num_threads();
+    const int64_t want = e.N >= T ? 1 : (T + e.N - 1) / e.N;
+    int64_t calls = 0;  // micro-kernel calls per image
     for (int p = 0; p < int(phases.size()); ++p) {
         const Phase& ph = phases[p];
         if (ph.rows <= 0 || ph.ncols <= 0) continue;
-        int64_t M = (ph.rows - 1) * e.Wph + ph.ncols;
         int64_t row_bytes = e.Wph * e.Cin * 4 * e.st;
         int64_t rows_per_band = std::max<int64_t>(4, (256 << 10) / std::max<int64_t>(1, row_bytes));
-        int64_t nb = std::max(want, (ph.rows + rows_per_band - 1) / rows_per_band);
-        nb = std::min(nb, M);
-        for (int64_t b = 0; b < nb; ++b) per_image.push_back({0, p, M * b / nb, M * (b + 1) / nb});
+        int64_t nb = std::min(ph.rows, std::max(want, (ph.rows + rows_per_band - 1) / rows_per_band));
+        for (int64_t b = 0; b < nb; ++b) per_image.push_back({p, ph.rows * b / nb, ph.rows * (b + 1) / nb});
+        for (const KBlock& kb : e.blocks)
+            calls += ph.rows * ((ph.ncols + Mk::fwd_px(kb.nv) - 1) / Mk::fwd_px(kb.nv));
     }
-    int64_t per = int64_t(per_image.size());
-    int64_t total = e.N * per;
+    const int64_t per = int64_t(per_image.size()), total = e.N * per;
+    // The next image is prefetched (to L2) a few lines per micro-kernel call, so its copy into
+    // the scratch does not stall on memory.
+    const int64_t image = e.H * e.W * e.Cin;
+    const int64_t pf_lines = (image / 16 + calls - 1) / std::max<int64_t>(1, calls) + 1;
 
 #pragma omp parallel num_threads(T)
     {
-        int nt = team_size(), t = rc::thread_id();
-        int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
+        const int nt = team_size(), t = rc::thread_id();
+        const int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
         if (i0 < i1) {
             AlignedBuffer scratch(e.scratch_len);
             std::memset(scratch.data(), 0, e.scratch_len * 4);
             int64_t have = -1;
-            float* ypix[64];
+            const float *pf = nullptr, *pf_end = nullptr;
             for (int64_t it = i0; it < i1; ++it) {
-                int64_t n = it / per;
+                const int64_t n = it / per;
                 const Item& item = per_image[it % per];
                 if (n != have) {
-                    build_scratch(in + n * e.H * e.W * e.Cin, e.H, e.W, e.Cin, e.st, e.top,
-                                  e.left, e.Hph, e.Wph, e.plane, e.used.data(), scratch.data());
+                    build_scratch(in + n * image, e.H, e.W, e.Cin, e.st, e.top, e.left, e.Hph,
+                                  e.Wph, e.plane, e.used.data(), scratch.data());
                     have = n;
+                    pf = n + 1 < e.N ? in + (n + 1) * image : nullptr;
+                    pf_end = pf ? pf + image : nullptr;
                 }
                 const Phase& ph = phases[item.ph];
                 float* outn = out + n * e.Hout * e.Wout * e.Cout;
+                const int64_t ystep = e.wstep * e.Cout;
                 for (const KBlock& kb : e.blocks) {
-                    int pxmax = Mk::fwd_px(kb.nv);
-                    int64_t span = item.m1 - item.m0;
-                    int64_t nr = (span + pxmax - 1) / pxmax;
-                    int64_t px = (span + nr - 1) / nr;
-                    const float* wblk = ph.wpk.data() + int64_t(kb.v0) * kVec * ph.tap.size() * e.Cin;
+                    const int pxmax = Mk::fwd_px(kb.nv);
+                    // Balanced runs: lengths differ by at most one pixel.
+                    const int64_t nrun = (ph.ncols + pxmax - 1) / pxmax;
+                    const int64_t base = ph.ncols / nrun, extra = ph.ncols % nrun;
                     FwdArgs a;
                     a.tap = ph.tap.data();
-                    a.ntaps = int64_t(ph.tap.size());
+                    a.ntaps = ph.tap.size();
                     a.cin = e.Cin;
                     a.plane = e.plane;
-                    a.w = wblk;
+                    a.w = ph.wpk.data() + int64_t(kb.v0) * kVec * a.ntaps * e.Cin;
                     a.bias = e.bias ? e.bias + kb.v0 * kVec : nullptr;
-                    a.y = ypix;
-                    int64_t kend = std::min<int64_t>(e.Cout, int64_t(kb.v0 + kb.nv) * kVec);
+                    a.ystep = ystep;
+                    const int64_t kend = std::min<int64_t>(e.Cout, int64_t(kb.v0 + kb.nv) * kVec);
                     a.klast = int(kend - int64_t(kb.v0 + kb.nv - 1) * kVec);
-                    for (int64_t m = item.m0; m < item.m1; m += px) {
-                        int cnt = int(std::min(px, item.m1 - m));
-                        int64_t row = m / e.Wph, col = m % e.Wph;
-                        for (int j = 0; j < cnt; ++j) {
-                            ypix[j] = col < ph.ncols
-                                          ? outn + ((ph.h0 + row * e.hstep) * e.Wout +
-                                                    ph.w0 + col * e.wstep) * e.Cout + kb.v0 * kVec
-                                          : nullptr;
-                            if (++col == e.Wph) { col = 0; ++row; }
+                    for (int64_t row = item.r0; row < item.r1; ++row) {
+                        float* yrow = outn + ((ph.h0 + row * e.hstep) * e.Wout + ph.w0) * e.Cout +
+                                      kb.v0 * kVec;
+                        const float* xrow = scratch.data() + (ph.base + row * e.Wph) * kVec;
+                        for (int64_t i = 0, col = 0; i < nrun; ++i) {
+                            const int cnt = int(base + (i < extra));
+                            a.y = yrow + col * ystep;
+                            a.x = xrow + col * kVec;
+                            Mk::fwd(kb.nv, cnt)(a);
+                            col += cnt;
+                            for (int64_t l = 0; l < pf_lines && pf < pf_end; ++l, pf += 16)
+                                __builtin_prefetch(pf, 0, 2);
                         }
-                        a.x = scratch.data() + (ph.base + m) * kVec;
-                        Mk::fwd(kb.nv, cnt)(a);
                     }
                 }
             }
@@ -314,7 +318,7 @@ void forward(const float* x, const float* w, const float* b, float* y, const Con
     e.Hph = (s.H + 2 * s.pad + st - 1) / st;
     e.Wph = (s.W + 2 * s.pad + st - 1) / st;
     e.plane = st * st * e.Hph * e.Wph * kVec;
-    e.scratch_len = e.plane * ((s.C + kVec - 1) / kVec) + (e.Wph * 2 + s.S + 64) * kVec;
+    e.scratch_len = e.plane * ((s.C + kVec - 1) / kVec);
     e.used = Arr<char>(st * st);
     for (int64_t r = 0; r < std::min(s.R, st); ++r)
         for (int64_t q = 0; q < std::min(s.S, st); ++q) e.used[r * st + q] = 1;
@@ -352,7 +356,7 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
     int64_t Hs = top + std::max(s.P, imax + 1), Ws = left + std::max(s.Q, jmax + 1);
     e.N = s.N; e.H = s.P; e.W = s.Q; e.Cin = K; e.st = 1; e.top = top; e.left = left;
     e.Hph = Hs; e.Wph = Ws; e.plane = Hs * Ws * kVec;
-    e.scratch_len = e.plane * ((K + kVec - 1) / kVec) + (Ws * 2 + St + 64) * kVec;
+    e.scratch_len = e.plane * ((K + kVec - 1) / kVec);
     e.used = Arr<char>(1);
     e.used[0] = 1;
     e.Hout = s.H; e.Wout = s.W; e.Cout = C; e.hstep = st; e.wstep = st;
@@ -403,8 +407,15 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
     std::vector<KBlock> blocks = plan_kblocks(K, Mk::kMaxNV);
     int T = rc::num_threads();
     AlignedBuffer priv(size_t(T) * priv_len);
-    int64_t band = std::max<int64_t>(1, (32 << 10) / (Q * K * 4));
+    // Output rows per band: a band's dy (and x rows) stay in L2 across the R * blocks sweeps.
+    int64_t band = std::max<int64_t>(1, (256 << 10) / (Q * K * 4));
     int used = 1;
+    // Prefetch (to L2) the next image's x and dy a few lines per micro-kernel call.
+    int64_t calls = 0;
+    for (const KBlock& kb : blocks) calls += (U + Mk::bww_ub(kb.nv) - 1) / Mk::bww_ub(kb.nv);
+    calls *= R * ((P + band - 1) / band);
+    const int64_t xlines = (H * W * C + 15) / 16, dylines = (P * Q * K + 15) / 16;
+    const int64_t pf_x = (xlines + calls - 1) / calls + 1, pf_dy = (dylines + calls - 1) / calls + 1;
 
 #pragma omp parallel num_threads(T)
     {
@@ -414,21 +425,21 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
         float* mine = priv.data() + t * priv_len;
         std::memset(mine, 0, priv_len * 4);
         int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
+        // Zero-padded copy of one image (padding is zeroed once; each image fills the inside).
         AlignedBuffer scratch(pad ? size_t(Hp * Wp * C) : 1);
+        if (pad) std::memset(scratch.data(), 0, Hp * Wp * C * 4);
         for (int64_t n = n0; n < n1; ++n) {
             const float* xn = x + n * H * W * C;
             const float* img = xn;
+            const float* pfx = n + 1 < n1 ? xn + H * W * C : nullptr;
+            const float* pfx_end = pfx ? pfx + H * W * C : nullptr;
+            const float* pfd = n + 1 < n1 ? dy + (n + 1) * P * Q * K : nullptr;
+            const float* pfd_end = pfd ? pfd + P * Q * K : nullptr;
             if (pad) {
-                float* sp = scratch.data();
-                std::memset(sp, 0, pad * Wp * C * 4);
-                for (int64_t h = 0; h < H; ++h) {
-                    float* row = sp + (h + pad) * Wp * C;
-                    std::memset(row, 0, pad * C * 4);
-                    std::memcpy(row + pad * C, xn + h * W * C, W * C * 4);
-                    std::memset(row + (pad + W) * C, 0, pad * C * 4);
-                }
-                std::memset(sp + (H + pad) * Wp * C, 0, pad * Wp * C * 4);
-                img = sp;
+                for (int64_t h = 0; h < H; ++h)
+                    std::memcpy(scratch.data() + ((h + pad) * Wp + pad) * C, xn + h * W * C,
+                                W * C * 4);
+                img = scratch.data();
             }
             const float* dyn = dy + n * P * Q * K;
             for (int64_t p0 = 0; p0 < P; p0 += band) {
@@ -451,6 +462,10 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
                             a.x = img + (p0 * st + r) * Wp * C + u0;
                             a.dw = mine + (r * U + u0) * Kp + kb.v0 * kVec;
                             Mk::bww(kb.nv, cnt)(a);
+                            for (int64_t l = 0; l < pf_x && pfx < pfx_end; ++l, pfx += 16)
+                                __builtin_prefetch(pfx, 0, 2);
+                            for (int64_t l = 0; l < pf_dy && pfd < pfd_end; ++l, pfd += 16)
+                                __builtin_prefetch(pfd, 0, 2);
                         }
                     }
             }

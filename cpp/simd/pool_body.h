@@ -12,6 +12,9 @@ namespace {
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
+// Below this many elements touched, a parallel region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 15;
+
 // Max over one window for channels [0, nc) of the pixel rows at xw (pixel stride C),
 // kept in the output row. '>' keeps the first maximum in window order (PyTorch's tie rule)
 // and a NaN always wins, as in PyTorch. Channels max_window_lead (the TU's intrinsics) did
@@ -39,8 +42,9 @@ inline void max_window_tail(float* yr, int32_t* ar, const float* xw, int64_t nc,
 
 void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolShape& s) {
     const int64_t H = s.H, W = s.W, C = s.C, P = s.P, Q = s.Q;
+    const bool par = s.N * P * Q * C * s.k * s.k >= kParallelMin;
     // Threads split output rows (n,p); each writes only its own y/argmax rows.
-#pragma omp parallel for collapse(2) schedule(static) num_threads(rc::num_threads())
+#pragma omp parallel for collapse(2) schedule(static) if (par) num_threads(rc::num_threads())
     for (int64_t n = 0; n < s.N; ++n) {
         for (int64_t p = 0; p < P; ++p) {
             const float* xn = x + n * H * W * C;
@@ -63,7 +67,8 @@ bool max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, cons
     const int64_t HW = s.H * s.W, C = s.C, PQ = s.P * s.Q;
     int bad = 0;
     // Split by image: every scatter target lies in the thread's own image, so no races.
-#pragma omp parallel for schedule(static) reduction(| : bad) num_threads(rc::num_threads())
+#pragma omp parallel for schedule(static) reduction(| : bad) if (s.N * HW * C >= kParallelMin) \
+    num_threads(rc::num_threads())
     for (int64_t n = 0; n < s.N; ++n) {
         float* dxn = dx + n * HW * C;
         for (int64_t i = 0; i < HW * C; ++i) dxn[i] = 0.0f;
@@ -85,7 +90,7 @@ bool max_pool2d_backward(float* dx, const float* dy, const int32_t* argmax, cons
 
 void global_avg_pool_forward(float* y, const float* x, int64_t N, int64_t HW, int64_t C) {
     const float scale = 1.0f / (float)HW;
-#pragma omp parallel for schedule(static) num_threads(rc::num_threads())
+#pragma omp parallel for schedule(static) if (N * HW * C >= kParallelMin) num_threads(rc::num_threads())
     for (int64_t n = 0; n < N; ++n) {
         float* yr = y + n * C;
         const float* xn = x + n * HW * C;
@@ -98,7 +103,8 @@ void global_avg_pool_forward(float* y, const float* x, int64_t N, int64_t HW, in
 
 void global_avg_pool_backward(float* dx, const float* dy, int64_t N, int64_t HW, int64_t C) {
     const float scale = 1.0f / (float)HW;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(rc::num_threads())
+#pragma omp parallel for collapse(2) schedule(static) if (N * HW * C >= kParallelMin) \
+    num_threads(rc::num_threads())
     for (int64_t n = 0; n < N; ++n)
         for (int64_t i = 0; i < HW; ++i) {
             const float* dyr = dy + n * C;

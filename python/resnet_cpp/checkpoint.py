@@ -25,7 +25,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["CheckpointError", "Checkpoint", "save", "load", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["CheckpointError", "Checkpoint", "save", "load", "check_model_state", "load_model_state",
+           "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "resnet_cpp.checkpoint"
 FORMAT_VERSION = 1
@@ -81,15 +82,18 @@ class Checkpoint:
         cfg = self.meta.get("model")
         if not cfg or "name" not in cfg:
             raise CheckpointError(f"{self.path}: checkpoint has no model config to rebuild from")
-        model = models.create(cfg["name"], version=cfg.get("version", 1),
-                              **cfg.get("kwargs", {}))
+        # {"name", "version", "kwargs": {...}} (the trainer's form) or rc.models'
+        # model.config form {"name", "version", **kwargs}.
+        kwargs = cfg["kwargs"] if "kwargs" in cfg else \
+            {k: v for k, v in cfg.items() if k not in ("name", "version")}
+        model = models.create(cfg["name"], version=cfg.get("version", 1), **kwargs)
         load_model_state(model, self.model_state, where=self.path)
         model.eval()
         return model
 
 
-def load_model_state(model, state: Mapping[str, np.ndarray], where: str = "") -> None:
-    """Copy ``state`` into ``model`` after checking every key and shape up front."""
+def check_model_state(model, state: Mapping[str, np.ndarray], where: str = "") -> None:
+    """Raise CheckpointError unless ``state`` has exactly the model's keys and shapes."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -100,6 +104,11 @@ def load_model_state(model, state: Mapping[str, np.ndarray], where: str = "") ->
         if np.shape(state[k]) != np.shape(a):
             raise CheckpointError(f"{where}: {k!r} has shape {np.shape(state[k])}, "
                                   f"the model expects {np.shape(a)}")
+
+
+def load_model_state(model, state: Mapping[str, np.ndarray], where: str = "") -> None:
+    """Copy ``state`` into ``model`` after checking every key and shape up front."""
+    check_model_state(model, state, where)
     model.load_state_dict(dict(state))
 
 

@@ -116,8 +116,8 @@ class Optimizer:
                 "hparams": self.hparams(),
                 "arrays": {k: a.copy() for k, a in self._arrays().items()}}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore lr, step count and buffers (copied in place); validates everything first."""
+    def check_state_dict(self, state: dict) -> None:
+        """Raise if ``state`` cannot be loaded (wrong optimizer, keys or shapes)."""
         if state.get("name") != self.name:
             raise ValueError(f"optimizer state is for {state.get('name')!r}, not {self.name!r}")
         own = self._arrays()
@@ -129,6 +129,11 @@ class Optimizer:
         for k, a in own.items():
             if arrays[k].shape != a.shape:
                 raise ValueError(f"optimizer state {k!r}: shape {arrays[k].shape} != {a.shape}")
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore lr, step count and buffers (copied in place); validates everything first."""
+        self.check_state_dict(state)
+        own, arrays = self._arrays(), state["arrays"]
         for k, a in own.items():
             np.copyto(a, arrays[k], casting="same_kind")
         self.lr = float(state["lr"])
@@ -457,11 +462,20 @@ class Recipe:
     def build(self, params: Iterable, total_steps: int, *, lr: float | None = None,
               optimizer: str | None = None, schedule: str | None = None,
               warmup_steps: int = 0, **optimizer_kwargs) -> tuple[Optimizer, Schedule]:
-        """Optimizer and schedule for ``total_steps`` steps; keyword arguments override."""
-        opt_name = optimizer or self.optimizer
-        kwargs = dict(self.optimizer_kwargs) if opt_name == self.optimizer else {}
+        """Optimizer and schedule for ``total_steps`` steps; keyword arguments override.
+
+        Choosing another optimizer than the recipe's drops the recipe's optimizer settings
+        and uses that optimizer's usual lr (0.1 for SGD, 1e-3 for Adam/AdamW) unless ``lr``.
+        """
+        opt_name = (optimizer or self.optimizer).lower()
+        if opt_name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        same = opt_name == self.optimizer
+        kwargs = dict(self.optimizer_kwargs) if same else {}
         kwargs.update(optimizer_kwargs)
-        opt = create_optimizer(opt_name, params, lr=self.lr if lr is None else lr, **kwargs)
+        if lr is None:
+            lr = self.lr if same else (0.1 if opt_name == "sgd" else 1e-3)
+        opt = create_optimizer(opt_name, params, lr=lr, **kwargs)
         sched = create_schedule(schedule or self.schedule, opt, total_steps,
                                 warmup_steps=warmup_steps)
         return opt, sched

@@ -37,6 +37,7 @@ def plot_run(run_dir: str, output: str | None = None) -> str:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         raise ImportError('plotting needs matplotlib: pip install "resnet_cpp[plot]"') from None
 
@@ -52,6 +53,7 @@ def plot_run(run_dir: str, output: str | None = None) -> str:
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(os.path.basename(os.path.abspath(run_dir)))

@@ -188,8 +188,9 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
     was_training = getattr(model, "training", False)
     model.eval()
     loss_sum, n, conf = 0.0, 0, None
+    it = iter(loader)
     try:
-        for x, y in loader:
+        for x, y in it:
             logits = model(x)
             if k is None:
                 k = logits.shape[1]
@@ -202,6 +203,9 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
             n += len(y)
     finally:
         model.train(was_training)
+        close = getattr(it, "close", None)  # stop a prefetch thread on early exit
+        if close is not None:
+            close()
     if n == 0:
         raise ValueError("evaluate() got no data")
     totals = conf.sum(axis=1)
@@ -211,6 +215,12 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
 
 
 # --------------------------------------------------------------------------- training
+
+
+def _threads_now() -> int:
+    import resnet_cpp
+
+    return int(resnet_cpp.num_threads())
 
 
 @dataclass
@@ -289,7 +299,7 @@ class Trainer:
         self.model_config = model_config or getattr(model, "config", None)
         self.extra_config = dict(config or {})
 
-        if mean is None and normalize:
+        if mean is None and normalize and hasattr(train_data, "images"):
             from .data import channel_stats
 
             mean, std = channel_stats(train_data)
@@ -309,26 +319,20 @@ class Trainer:
             self.optimizer = optimizer
             if lr is not None:
                 optimizer.lr = float(lr)
+            if not isinstance(schedule, optim.Schedule):
+                schedule = optim.create_schedule(schedule or self.recipe.schedule, optimizer,
+                                                 self.total_steps, warmup_steps=warmup_steps)
         else:
             kw = {k: v for k, v in (("momentum", momentum), ("weight_decay", weight_decay),
                                     ("nesterov", nesterov)) if v is not None}
-            opt_name = (optimizer or self.recipe.optimizer).lower()
-            if opt_name not in optim.OPTIMIZERS:
-                raise ValueError(f"unknown optimizer {optimizer!r}; valid: "
-                                 f"{', '.join(optim.OPTIMIZERS)}")
-            base = dict(self.recipe.optimizer_kwargs) if opt_name == self.recipe.optimizer \
-                else {}
-            base.update(kw)
-            default_lr = self.recipe.lr if opt_name == self.recipe.optimizer \
-                else (0.1 if opt_name == "sgd" else 1e-3)
-            self.optimizer = optim.create_optimizer(
-                opt_name, model.parameters(), lr=default_lr if lr is None else lr, **base)
-        if isinstance(schedule, optim.Schedule):
-            self.schedule = schedule
-        else:
-            self.schedule = optim.create_schedule(schedule or self.recipe.schedule,
-                                                  self.optimizer, self.total_steps,
-                                                  warmup_steps=warmup_steps)
+            if isinstance(schedule, optim.Schedule):
+                raise ValueError("a Schedule instance needs its Optimizer passed as optimizer=")
+            self.optimizer, schedule = self.recipe.build(
+                model.parameters(), self.total_steps, lr=lr, optimizer=optimizer,
+                schedule=schedule, warmup_steps=warmup_steps, **kw)
+        if schedule.optimizer is not self.optimizer:
+            raise ValueError("the schedule drives a different optimizer than optimizer=")
+        self.schedule = schedule
         from . import nn
 
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
@@ -340,6 +344,8 @@ class Trainer:
         self._sums = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
         self.history = History()
         self.best_accuracy = -1.0
+        self._param_names = {id(p): n for n, p in getattr(model, "named_parameters",
+                                                           lambda: [])()}
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -384,7 +390,7 @@ class Trainer:
             "position": {"epoch": self.epoch, "batch": self.batch,
                          "global_step": self.global_step, "seed": self.seed,
                          "steps_per_epoch": self.steps_per_epoch,
-                         "batch_size": self.batch_size, "threads": self.threads},
+                         "batch_size": self.batch_size, "threads": _threads_now()},
             "epoch_sums": self._sums,
             "history": [r for r in self.history.records if not r.get("partial")],
             "best_accuracy": self.best_accuracy,
@@ -392,19 +398,32 @@ class Trainer:
             "config": self.config(),
         })
 
+    def _diverged(self, what: str) -> TrainingDiverged:
+        last = self._path("last.npz")
+        kept = ""
+        if last is not None:
+            kept = (f"the last good checkpoint {last} was kept. " if os.path.isfile(last)
+                    else "no checkpoint was written. ")
+        return TrainingDiverged(
+            f"training diverged: {what} at epoch {self.epoch + 1}, batch {self.batch + 1} "
+            f"(step {self.global_step + 1}); {kept}Try a lower learning rate (--lr).")
+
     def _check_finite_weights(self) -> None:
-        for i, p in enumerate(self.optimizer.params):
+        """Raise TrainingDiverged if a parameter is NaN/inf (a fused ReLU can hide NaNs
+        from the loss, so the weights are checked after every update)."""
+        for p in self.optimizer.params:
             if not np.isfinite(p.data).all():
-                raise TrainingDiverged(
-                    f"training diverged: parameter {i} has NaN/inf values at epoch "
-                    f"{self.epoch + 1}; the last good checkpoint was kept. Try a lower "
-                    "learning rate (--lr).")
+                name = self._param_names.get(id(p), "a parameter")
+                raise self._diverged(f"{name} became NaN/inf")
 
     def save(self, path: str) -> str:
         """Write a checkpoint of the current state (refuses non-finite weights)."""
         self._check_finite_weights()
-        groups = {"model": self.model.state_dict(),
-                  "optimizer": self.optimizer.state_dict()["arrays"]}
+        state = self.model.state_dict()
+        for k, a in state.items():
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise self._diverged(f"{k} became NaN/inf")
+        groups = {"model": state, "optimizer": self.optimizer.state_dict()["arrays"]}
         return ckpt.save(path, groups, self._meta())
 
     def load(self, path: str) -> None:
@@ -418,6 +437,9 @@ class Trainer:
                     f"{path}: checkpoint has {key}={pos[key]}, this run has {own}; "
                     "resume with the same data, batch size and seed")
         opt_state = c.optimizer_state()
+        for key in ("position", "schedule", "epoch_sums"):
+            if key not in c.meta:
+                raise ckpt.CheckpointError(f"{path}: not a training checkpoint (no {key})")
         if opt_state is None:
             raise ckpt.CheckpointError(f"{path}: checkpoint has no optimizer state")
         if c.meta["schedule"].get("name") != self.schedule.state_dict()["name"]:
@@ -430,8 +452,13 @@ class Trainer:
                 or not np.array_equal(np.asarray(norm["std"], np.float32), self.std)):
             raise ckpt.CheckpointError(f"{path}: the checkpoint normalized with other "
                                        "mean/std; resume with the same training data")
+        ckpt.check_model_state(self.model, c.model_state, where=path)
+        try:
+            self.optimizer.check_state_dict(opt_state)
+        except (KeyError, ValueError) as e:
+            raise ckpt.CheckpointError(f"{path}: optimizer state does not fit: {e}") from e
         # Everything below only copies already-verified arrays.
-        ckpt.load_model_state(self.model, c.model_state, where=path)
+        self.model.load_state_dict(dict(c.model_state))
         self.optimizer.load_state_dict(opt_state)
         self.schedule.load_state_dict(c.meta["schedule"])
         self.epoch, self.batch = int(pos["epoch"]), int(pos["batch"])
@@ -439,9 +466,10 @@ class Trainer:
         self._sums = dict(c.meta["epoch_sums"])
         self.history.records = list(c.meta.get("history", []))
         self.best_accuracy = float(c.meta.get("best_accuracy", -1.0))
-        if pos.get("threads") != self.threads and self.verbose:
-            print(f"note: checkpoint ran with threads={pos.get('threads')}, now "
-                  f"{self.threads}; results may differ in the last bits", flush=True)
+        if pos.get("threads") != _threads_now() and self.verbose:
+            print(f"note: the checkpoint ran with {pos.get('threads')} threads, this run "
+                  f"with {_threads_now()}: a resumed run equals an uninterrupted one bit for "
+                  "bit only with the same thread count", flush=True)
 
     def _write_metrics_file(self) -> None:
         path = self._path("metrics.jsonl")
@@ -540,14 +568,11 @@ class Trainer:
                     logits = model(x)
                     loss = float(crit(logits, y))
                     if not math.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"training diverged: loss is {loss} at epoch {self.epoch + 1}, "
-                            f"batch {self.batch + 1} (step {self.global_step + 1}); "
-                            + (f"the last good checkpoint {self._path('last.npz')} was kept. "
-                               if self.out_dir else "") + "Try a lower learning rate (--lr).")
+                        raise self._diverged(f"loss is {loss}")
                     lr = opt.lr
-                    model.backward(crit.backward())
+                    model.backward(crit.backward(), need_dx=False)
                     opt.step()
+                    self._check_finite_weights()
                     sched.step()
                     n = len(y)
                     s["loss"] += loss * n
@@ -580,10 +605,11 @@ class Trainer:
                   "lr": self.schedule.lr_at(max(self.global_step - 1, 0)),  # last step's
                   "images_per_s": s["seen"] / max(s["time"], 1e-9),
                   "epoch_time_s": s["time"]}
-        if partial:
-            record["partial"] = True
         line = (f"epoch {self.epoch + 1}/{self.epochs}: train loss {record['train_loss']:.4f} "
                 f"acc {100 * record['train_acc']:.2f}%")
+        if partial:
+            record["partial"] = True
+            line = f"stopped at max_steps={self.max_steps}: " + line
         if self.test_data is not None:
             res = evaluate(self.model, self.test_data, batch_size=self.eval_batch_size,
                            mean=self.mean, std=self.std)

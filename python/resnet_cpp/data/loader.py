@@ -5,10 +5,12 @@ from SeedSequence([seed, epoch, _SHUFFLE]) and the batch's augmentation seed fro
 SeedSequence([seed, epoch, batch, _AUGMENT]). So ``iter_from(k)`` yields exactly the tail of
 a full epoch, and a run resumed from a checkpoint sees the same data as one never stopped.
 
-Batches are built in a daemon thread and handed over through a bounded queue of
-``prefetch`` batches. The thread stops when the epoch ends, when the iterator is closed,
-or when the iterator is garbage collected (abandoned mid-epoch); an exception raised while
-building a batch is re-raised in the consumer at that batch.
+Batches are gathered and scaled (and normalized, without augmentation) in a daemon thread
+and handed over through a bounded queue of ``prefetch`` batches; augmentation, which runs
+OpenMP threads in C++, happens in the consumer's thread. The thread stops when the epoch
+ends, when the iterator is closed, or when the iterator is garbage collected (abandoned
+mid-epoch); an exception raised while building a batch is re-raised in the consumer at
+that batch.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..functional.augment import random_crop_flip
 from .datasets import Dataset
 
 __all__ = ["DataLoader"]
@@ -85,12 +88,6 @@ class DataLoader:
         self.shuffle, self.augment, self.flip = bool(shuffle), bool(augment), bool(flip)
         self.drop_last = bool(drop_last)
         self.epoch = 0
-        if self.augment:
-            from .. import functional
-            if not hasattr(functional, "random_crop_flip"):
-                raise RuntimeError("augment=True needs resnet_cpp.functional.random_crop_flip, "
-                                   "which this build lacks")
-            self._random_crop_flip = functional.random_crop_flip
         c = dataset.shape[0]
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
@@ -132,9 +129,13 @@ class DataLoader:
         ss = np.random.SeedSequence([self.seed, epoch, batch, _AUGMENT])
         return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
-    def make_batch(self, perm: np.ndarray, epoch: int, batch: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Build batch ``batch`` of the epoch ordered by ``perm``."""
+    def gather_batch(self, perm: np.ndarray, epoch: int, batch: int
+                     ) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """Stage 1 of batch ``batch`` of the epoch ordered by ``perm`` (prefetch thread).
+
+        Gathers the images, scales them to [0,1] and, without augmentation, normalizes.
+        Returns (x, y, augmentation seed or None). NumPy only, no OpenMP.
+        """
         idx = perm[batch * self.batch_size:(batch + 1) * self.batch_size]
         raw = self.dataset.raw[idx]
         y = self.dataset.labels[idx]
@@ -143,12 +144,35 @@ class DataLoader:
         else:
             x = raw  # already a float32 copy made by the fancy index
         if self.augment:
-            x = self._random_crop_flip(x, padding=self.padding, flip=self.flip,
-                                       seed=self.augment_seed(epoch, batch), layout="NCHW")
+            return x, y, self.augment_seed(epoch, batch)
+        self._normalize(x)
+        return x, y, None
+
+    def finish_batch(self, item: tuple[np.ndarray, np.ndarray, int | None]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 2 (consumer thread): random crop/flip, then normalization.
+
+        random_crop_flip runs an OpenMP team of ``resnet_cpp.num_threads()`` threads; calling
+        it from the training thread keeps one team at a time, where a second team started
+        from the prefetch thread would oversubscribe the cores the model is using.
+        """
+        x, y, seed = item
+        if seed is None:
+            return x, y
+        x = random_crop_flip(x, padding=self.padding, flip=self.flip, seed=seed,
+                             layout="NCHW")
+        self._normalize(x)
+        return x, y
+
+    def make_batch(self, perm: np.ndarray, epoch: int, batch: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``batch`` of the epoch ordered by ``perm``: (x (B,C,H,W), y (B,))."""
+        return self.finish_batch(self.gather_batch(perm, epoch, batch))
+
+    def _normalize(self, x: np.ndarray) -> None:
         if self._scale is not None:
             x *= self._scale
             x += self._shift
-        return x, y
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self.iter_from(0)
@@ -160,15 +184,15 @@ class DataLoader:
             raise ValueError(f"batch_index {start} is past the end of the epoch "
                              f"({len(self)} batches)")
         epoch, perm = self.epoch, self.permutation()
-        build = self.make_batch
-
-        def produce(b: int) -> tuple[np.ndarray, np.ndarray]:
-            return build(perm, epoch, b)
-
         batches = range(start, len(self))
         if self.prefetch == 0:
-            return (produce(b) for b in batches)
-        return _PrefetchIterator(produce, batches, self.prefetch)
+            return (self.make_batch(perm, epoch, b) for b in batches)
+        gather = self.gather_batch
+
+        def produce(b: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+            return gather(perm, epoch, b)
+
+        return _PrefetchIterator(produce, self.finish_batch, batches, self.prefetch)
 
     def __repr__(self) -> str:
         return (f"DataLoader({self.dataset.name!r}, batch_size={self.batch_size}, "
@@ -225,9 +249,14 @@ def _shutdown(stop: threading.Event, q: queue.Queue, thread: threading.Thread) -
 
 
 class _PrefetchIterator:
-    """Consumer side of the prefetch queue; ``close()`` (or GC) stops the worker."""
+    """Consumer side of the prefetch queue; ``close()`` (or GC) stops the worker.
 
-    def __init__(self, produce: Callable[[int], Any], batches: range, depth: int) -> None:
+    The worker runs ``produce(b)`` for each batch index; ``finish`` runs on each item in
+    the consumer's thread.
+    """
+
+    def __init__(self, produce: Callable[[int], Any], finish: Callable[[Any], Any],
+                 batches: range, depth: int) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=_worker, name="resnet_cpp-prefetch",
@@ -236,6 +265,7 @@ class _PrefetchIterator:
         self._thread.start()
         self._finalizer = weakref.finalize(self, _shutdown, self._stop, self._queue,
                                            self._thread)
+        self._finish = finish
         self._done = False
 
     def __iter__(self) -> _PrefetchIterator:
@@ -259,7 +289,11 @@ class _PrefetchIterator:
         if isinstance(item, _Failure):
             self.close()
             raise item.exc
-        return item
+        try:
+            return self._finish(item)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Stop the background thread and drop prefetched batches (idempotent)."""

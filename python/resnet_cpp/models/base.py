@@ -50,9 +50,10 @@ class ResNetBase(Module):
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != self.in_channels:
             got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
             raise ValueError(f"x must be (N, {self.in_channels}, H, W) NCHW, got {got}")
-        if x.dtype != np.float32:
-            x = x.astype(np.float32)
-        h = F.to_nhwc(x)
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        n, c, hh, ww = x.shape
+        h = F.to_nhwc(x, out=self._buffer("x", (n, hh, ww, c)))
         for name in self._trunk:
             h = getattr(self, name)(h)
         return self.fc(self.avgpool(h))

@@ -17,8 +17,8 @@ __all__ = ["ShortcutA", "BasicBlock", "Bottleneck", "PreActBottleneck", "conv", 
 
 
 def conv(cin: int, cout: int, k: int, stride: int = 1, bias: bool = False) -> Conv2d:
-    """k x k NHWC conv with 'same' padding for odd k (models re-initialize the weights)."""
-    return Conv2d(cin, cout, k, stride, k // 2, bias=bias, layout="NHWC", rng=0)
+    """k x k NHWC conv with 'same' padding for odd k, uninitialized (ResNetBase does it)."""
+    return Conv2d(cin, cout, k, stride, k // 2, bias=bias, layout="NHWC", init=False)
 
 
 def bn(c: int, relu: bool = False) -> BatchNorm2d:

@@ -43,7 +43,7 @@ class ImageNetResNet(ResNetBase):
         self.depth = depth
         widths = tuple(int(w) for w in widths)
         self.conv1 = Conv2d(self.in_channels, widths[0], 7, 2, 3, bias=False, layout="NHWC",
-                            rng=0)
+                            init=False)
         self.bn1 = bn(widths[0], relu=True)
         self.maxpool = MaxPool2d(3, 2, 1, layout="NHWC")
         cin = widths[0]

@@ -23,14 +23,14 @@ def kaiming_normal_(w: np.ndarray, rng: np.random.Generator, mode: str = "fan_ou
     """He normal init with ReLU gain: N(0, 2 / fan), torchvision's choice for ResNet convs."""
     fan_in, fan_out = _fans(w.shape)
     fan = fan_out if mode == "fan_out" else fan_in
-    w[...] = rng.standard_normal(w.shape, dtype=np.float32)
+    rng.standard_normal(dtype=np.float32, out=w)
     w *= np.float32(math.sqrt(2.0 / fan))
 
 
 def default_uniform_(w: np.ndarray, rng: np.random.Generator, fan_in: int) -> None:
     """PyTorch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-    w[...] = rng.random(w.shape, dtype=np.float32)
+    rng.random(dtype=np.float32, out=w)
     w *= np.float32(2.0 * bound)
     w -= np.float32(bound)
 

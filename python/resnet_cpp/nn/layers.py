@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from . import init
+from . import init as _init
 from .module import Module, Parameter
 
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "GlobalAvgPool2d", "Linear", "Flatten"]
@@ -62,30 +62,28 @@ class _Cached(Module):
 class Conv2d(_Cached):
     """2-D convolution, weight (out_channels, in_channels, k, k), optional bias (out_channels,).
 
-    Initialized like PyTorch's default (uniform +-1/sqrt(fan_in)); models re-initialize
-    with He normal. ``backward(dy, need_dx=False)`` skips the input gradient (first layer).
+    Initialized like PyTorch's default (uniform +-1/sqrt(fan_in)) from ``rng`` (None, a
+    seed or a Generator); ``init=False`` leaves zeros for a caller that initializes itself
+    (the models: He normal). ``backward(dy, need_dx=False)`` skips the input gradient.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 bias: bool = True, *, layout: str = "NCHW", rng=None):
+                 bias: bool = True, *, layout: str = "NCHW", rng=None, init: bool = True):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair_int(kernel_size, "kernel_size")
         self.stride = _pair_int(stride, "stride")
         self.padding = _pair_int(padding, "padding")
         self.layout = _check_layout(layout)
-        rng = init.as_rng(rng)
         k = self.kernel_size
-        w = np.empty((self.out_channels, self.in_channels, k, k), np.float32)
-        fan_in = self.in_channels * k * k
-        init.default_uniform_(w, rng, fan_in)
-        self.weight = Parameter(w, decay=True)
-        if bias:
-            b = np.empty((self.out_channels,), np.float32)
-            init.default_uniform_(b, rng, fan_in)
-            self.bias = Parameter(b, decay=False)
-        else:
-            self.bias = None
+        self.weight = Parameter.zeros((self.out_channels, self.in_channels, k, k), decay=True)
+        self.bias = Parameter.zeros((self.out_channels,), decay=False) if bias else None
+        if init:
+            rng = _init.as_rng(rng)
+            fan_in = self.in_channels * k * k
+            _init.default_uniform_(self.weight.data, rng, fan_in)
+            if bias:
+                _init.default_uniform_(self.bias.data, rng, fan_in)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -124,8 +122,9 @@ class BatchNorm2d(_Cached):
         self.eps, self.momentum = float(eps), float(momentum)
         self.relu = bool(relu)
         self.layout = _check_layout(layout)
-        self.weight = Parameter(np.ones(self.num_features, np.float32), decay=False)
-        self.bias = Parameter(np.zeros(self.num_features, np.float32), decay=False)
+        self.weight = Parameter.zeros((self.num_features,), decay=False)
+        self.weight.data.fill(1.0)
+        self.bias = Parameter.zeros((self.num_features,), decay=False)
         self.register_buffer("running_mean", np.zeros(self.num_features, np.float32))
         self.register_buffer("running_var", np.ones(self.num_features, np.float32))
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
@@ -220,16 +219,13 @@ class Linear(_Cached):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        rng = init.as_rng(rng)
-        w = np.empty((self.out_features, self.in_features), np.float32)
-        init.default_uniform_(w, rng, self.in_features)
-        self.weight = Parameter(w, decay=True)
+        rng = _init.as_rng(rng)
+        self.weight = Parameter.zeros((self.out_features, self.in_features), decay=True)
+        _init.default_uniform_(self.weight.data, rng, self.in_features)
+        self.bias = None
         if bias:
-            b = np.empty((self.out_features,), np.float32)
-            init.default_uniform_(b, rng, self.in_features)
-            self.bias = Parameter(b, decay=False)
-        else:
-            self.bias = None
+            self.bias = Parameter.zeros((self.out_features,), decay=False)
+            _init.default_uniform_(self.bias.data, rng, self.in_features)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"

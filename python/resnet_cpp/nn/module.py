@@ -25,6 +25,15 @@ _MAX_SCRATCH = 8
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+def _canonical(a: np.ndarray) -> np.ndarray:
+    """The same memory viewed with NumPy's builtin dtype object.
+
+    Unpickling gives arrays an equal but distinct dtype instance, which the C++ bindings
+    (they compare dtype identity) reject as "expected float32, got float32".
+    """
+    return a.view(a.dtype.type) if a.dtype.isnative else a
+
+
 class Parameter:
     """A trainable float32 array and its gradient.
 
@@ -36,9 +45,26 @@ class Parameter:
     __slots__ = ("data", "grad", "decay")
 
     def __init__(self, data, decay: bool = True):
-        self.data = np.array(data, dtype=np.float32, order="C", copy=True)
-        self.grad = np.zeros_like(self.data)
+        self.data = _canonical(np.array(data, dtype=np.float32, order="C", copy=True))
+        self.grad = np.zeros(self.data.shape, np.float32)
         self.decay = bool(decay)
+
+    @classmethod
+    def zeros(cls, shape, decay: bool = True) -> Parameter:
+        """A zero-filled float32 parameter (no copy; layers fill it in place)."""
+        p = cls.__new__(cls)
+        p.data = np.zeros(shape, np.float32)
+        p.grad = np.zeros(shape, np.float32)
+        p.decay = bool(decay)
+        return p
+
+    def __getstate__(self):
+        return {"data": self.data, "grad": self.grad, "decay": self.decay}
+
+    def __setstate__(self, state) -> None:
+        self.data = _canonical(state["data"])
+        self.grad = _canonical(state["grad"])
+        self.decay = state["decay"]
 
     @property
     def shape(self) -> tuple:
@@ -212,7 +238,8 @@ class Module:
                 errors.append(f"{k}: dtype {src.dtype} is not numeric")
             elif src.shape != dst.shape and not (dst.ndim == 0 and src.size == 1):
                 errors.append(f"{k}: checkpoint shape {src.shape} != model shape {dst.shape}")
-            elif dst.dtype.kind in "iu" and src.dtype.kind == "f" and not np.all(src == np.round(src)):
+            elif dst.dtype.kind in "iu" and src.dtype.kind == "f" \
+                    and not np.all(src == np.round(src)):
                 errors.append(f"{k}: expected integer values, got {src}")
             else:
                 staged.append((dst, src.reshape(dst.shape)))
@@ -221,6 +248,20 @@ class Module:
         for dst, src in staged:
             np.copyto(dst, src, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
+
+    def __getstate__(self) -> dict:
+        """Pickle/deepcopy without activation buffers or forward caches (rebuilt on use)."""
+        state = self.__dict__.copy()
+        state["_scratch"] = {}
+        if "_cache" in state:
+            state["_cache"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name in state["_buffers"]:
+            buf = _canonical(state[name])
+            state[name] = state["_buffers"][name] = buf
+        self.__dict__.update(state)
 
     # -- printing ------------------------------------------------------------------------
     def extra_repr(self) -> str:
