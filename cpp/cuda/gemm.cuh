@@ -35,6 +35,9 @@
 namespace rc::cuda {
 
 constexpr int kGemmBM = 64, kGemmBN = 64, kGemmBK = 16, kGemmThreads = 256;
+// Launch bounds (256 threads, >= 2 blocks/SM, i.e. <= 128 registers): with the thread count
+// alone, ptxas for sm_90 capped the SIMT kernel at 48 registers and spilled.
+#define RC_GEMM_LAUNCH_BOUNDS __launch_bounds__(kGemmThreads, 2)
 
 // The 4 A-tile rows of thread tid: tile rows tid/16 + 16*i (A element e = tid + 256*i of the
 // 64x16 tile sits at row e/16, column e%16 = tid%16).
@@ -79,7 +82,7 @@ __device__ __forceinline__ void load_tiles(float (*As)[LDA], float (*Bs)[kGemmBN
 }
 
 template <class ALoad, class BLoad, class Store>
-__global__ void __launch_bounds__(kGemmThreads)
+__global__ void RC_GEMM_LAUNCH_BOUNDS
 gemm_kernel(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
     // +1 column: the A-tile stores (16 k-columns per 16 threads) hit distinct banks.
     __shared__ float As[kGemmBK][kGemmBM + 1];
@@ -130,7 +133,7 @@ gemm_kernel(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
 constexpr int kTf32LdA = kGemmBM + 4, kTf32LdC = kGemmBN + 4;
 
 template <class ALoad, class BLoad, class Store>
-__global__ void __launch_bounds__(kGemmThreads)
+__global__ void RC_GEMM_LAUNCH_BOUNDS
 gemm_kernel_tf32(int M, int N, int K, int k_per_split, ALoad a, BLoad b, Store st) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     namespace wmma = nvcuda::wmma;
