@@ -5,7 +5,8 @@
 #   PYTHONPATH=build/cuda-emu/pkg python3 -m pytest -q tests/test_cuda.py -k "not graph and not tf32"
 # Needs: g++, the CUDA toolkit headers (for cuda_runtime.h), pybind11, and a built _core in
 # python/resnet_cpp (the package is copied). The TF32 kernel runs on a fake wmma with the
-# documented fragment layouts. Not emulated: CUDA graphs, asynchrony between streams.
+# documented fragment layouts; graph capture records and replays launches. Not emulated:
+# asynchrony between streams and blocks.
 # Slow (every thread is a fiber): for correctness only.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,7 +33,7 @@ for f in "$out"/src/*.cpp; do
   g++ "${cf[@]}" -include "$here/emu.h" -I"$out/src" -I"$here" -x c++ -c "$f" -o "$out/obj/$(basename "$f" .cpp).o" & pids+=($!)
 done
 g++ "${cf[@]}" -I"$here" -c "$here/emu.cpp" -o "$out/obj/emu_runtime.o" & pids+=($!)
-g++ "${cf[@]}" -c "$here/fake_cudart.cpp" -o "$out/obj/fake_cudart.o" & pids+=($!)
+g++ "${cf[@]}" -I"$here" -c "$here/fake_cudart.cpp" -o "$out/obj/fake_cudart.o" & pids+=($!)
 g++ "${cf[@]}" -I"$pyinc" -I"$pbinc" -I"$root/cpp/cuda" -c "$root/cpp/cuda/bindings_cuda.cpp" \
     -o "$out/obj/bindings_cuda.o" & pids+=($!)
 for p in "${pids[@]}"; do wait "$p"; done

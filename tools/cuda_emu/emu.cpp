@@ -45,7 +45,29 @@ float emu_shfl_xor(float v, int lane_mask) {
     return r;
 }
 
+namespace {
+std::vector<std::function<void()>>* capture = nullptr;
+void run_launch(dim3 grid, dim3 block, const std::function<void()>& body);
+}  // namespace
+
+bool emu_capturing() { return capture != nullptr; }
+void emu_capture_begin() { capture = new std::vector<std::function<void()>>; }
+std::vector<std::function<void()>>* emu_capture_end() {
+    auto* ops = capture;
+    capture = nullptr;
+    return ops;
+}
+void emu_record(std::function<void()> op) { capture->push_back(std::move(op)); }
+
 void emu_launch(dim3 grid, dim3 block, const std::function<void()>& body) {
+    if (capture)
+        capture->push_back([grid, block, body] { run_launch(grid, block, body); });
+    else
+        run_launch(grid, block, body);
+}
+
+namespace {
+void run_launch(dim3 grid, dim3 block, const std::function<void()>& body) {
     const int nt = block.x * block.y * block.z;
     if (nt > 1024) {
         std::fprintf(stderr, "emu_launch: block of %d threads\n", nt);
@@ -83,3 +105,4 @@ void emu_launch(dim3 grid, dim3 block, const std::function<void()>& body) {
                 }
             }
 }
+}  // namespace

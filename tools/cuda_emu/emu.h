@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <tuple>
 #include <vector>
 
 #undef __shared__
@@ -31,7 +32,20 @@ extern thread_local dim3 blockDim, gridDim;
 
 void emu_yield();
 float emu_shfl_xor(float v, int lane_mask);
+// Runs a launch now, or records it while a stream capture is active (emu_capture_*).
 void emu_launch(dim3 grid, dim3 block, const std::function<void()>& body);
+template <class F, class... A>
+void emu_launch_args(dim3 grid, dim3 block, F kernel, A... args) {
+    std::tuple<A...> t(args...);
+    emu_launch(grid, block, [kernel, t] { std::apply(kernel, t); });
+}
+
+// Graph capture: while active, launches and async memsets/copies are recorded in order;
+// end returns them as one replayable list.
+bool emu_capturing();
+void emu_capture_begin();
+std::vector<std::function<void()>>* emu_capture_end();
+void emu_record(std::function<void()> op);
 
 inline void __syncthreads() { emu_yield(); }
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask) { return emu_shfl_xor(v, lane_mask); }

@@ -1,5 +1,7 @@
 """rewrite.py SRC DST: turns ``kernel<<<grid, block, smem, stream>>>(args);`` into
-``emu_launch(dim3(grid), dim3(block), [&] { kernel(args); });`` for the CPU emulation."""
+``emu_launch_args(dim3(grid), dim3(block), [](auto... a) { kernel(a...); }, args);`` for the
+CPU emulation (arguments are evaluated and copied at launch, as CUDA does, so a launch can
+be recorded by graph capture and replayed later)."""
 from __future__ import annotations
 
 import sys
@@ -46,7 +48,8 @@ def rewrite(src: str) -> str:
             if depth == 0:
                 break
             p += 1
-        out += [src[i:k], f"emu_launch(dim3({grid}), dim3({block}), [&] {{ {name}({src[e + 4:p]}); }})"]
+        out += [src[i:k], f"emu_launch_args(dim3({grid}), dim3({block}), "
+                          f"[](auto... a) {{ {name}(a...); }}, {src[e + 4:p]})"]
         i = p + 1
     return "".join(out) + src[i:]
 
