@@ -396,6 +396,23 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
     run_engine<Mk>(e, phases, dy, dx);
 }
 
+// out[k] += sum_i d[i*K + k] for i < rows: 16 columns at a time in a register accumulator
+// (a plain loop would carry each out[k] through memory from one row to the next).
+inline void sum_rows(const float* d, int64_t rows, int64_t K, float* out) {
+    for (int64_t k0 = 0; k0 < K; k0 += kVec) {
+        float acc[kVec] = {};
+        const float* p = d + k0;
+        if (K - k0 >= kVec) {
+            for (int64_t i = 0; i < rows; ++i, p += K)
+                for (int l = 0; l < kVec; ++l) acc[l] += p[l];
+        } else {
+            for (int64_t i = 0; i < rows; ++i, p += K)
+                for (int64_t l = 0; l < K - k0; ++l) acc[l] += p[l];
+        }
+        for (int64_t l = 0; l < std::min<int64_t>(kVec, K - k0); ++l) out[k0 + l] += acc[l];
+    }
+}
+
 template <class Mk>
 void backward_weight(const float* x, const float* dy, float* dw, float* db, const ConvShape& s) {
     int64_t st = s.stride, R = s.R, S = s.S, C = s.C, K = s.K, pad = s.pad;
@@ -469,11 +486,7 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
                         }
                     }
             }
-            if (db) {
-                float* mdb = mine + R * U * Kp;
-                for (int64_t i = 0; i < P * Q; ++i)
-                    for (int64_t k = 0; k < K; ++k) mdb[k] += dyn[i * K + k];
-            }
+            if (db) sum_rows(dyn, P * Q, K, mine + R * U * Kp);
         }
 #pragma omp barrier
         // Fixed-order reduction over the private copies: deterministic per thread count.
