@@ -8,13 +8,13 @@
 // All overwrite their outputs. b/db may be null.
 //
 // SIMD design (see benchmarks/NOTES.md for numbers):
-// - Forward: every image is copied (per thread) into a zero-padded, channel-major,
-//   stride-phase-split scratch [C][st*st][Hph][Wph]. A stride-st conv then reads each phase
-//   plane with unit stride, so one micro-kernel serves every stride: it computes a run of
-//   PX consecutive "flat" pixels m = row*Wph + col (columns >= Q are computed and dropped,
-//   PERF.md item 8) times NV vectors of 16 output channels, broadcasting one input value
-//   per (tap, c) from consecutive addresses (immediate offsets) into NV FMAs. Weights are
-//   packed per call into [K block][tap][c][NV*16] so the inner loads are contiguous.
+// - Forward: every image is copied (per thread) into a zero-padded, channel-blocked,
+//   stride-phase-split scratch [C/16][st][st][Hph][Wph][16]. A stride-st conv then reads
+//   each phase with unit stride, so one micro-kernel serves every stride: it computes a run
+//   of PX consecutive pixels of one output row times NV vectors of 16 output channels,
+//   broadcasting one input value per (tap, c) from offset 16*j (an immediate) into NV FMAs.
+//   Weights are packed per call into [K block][tap][c][NV*16] so the inner loads are
+//   contiguous; the whole reduction stays in registers.
 // - Backward-data: split dx by stride phase (h+pad) % st; each phase is a stride-1 conv of
 //   zero-padded dy with a sub-kernel rotated 180 degrees and C/K swapped, run through the
 //   same engine and micro-kernel (stride 1 is the single-phase case).
@@ -253,13 +253,17 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
     const int64_t image = e.H * e.W * e.Cin;
     const int64_t pf_lines = (image / 16 + calls - 1) / std::max<int64_t>(1, calls) + 1;
 
+    // Per-thread scratch, allocated here so that a failed allocation throws to the caller
+    // instead of terminating inside the parallel region.
+    AlignedBuffer scratch_all(size_t(T) * e.scratch_len);
+
 #pragma omp parallel num_threads(T)
     {
         const int nt = team_size(), t = rc::thread_id();
         const int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
         if (i0 < i1) {
-            AlignedBuffer scratch(e.scratch_len);
-            std::memset(scratch.data(), 0, e.scratch_len * 4);
+            float* scratch = scratch_all.data() + t * e.scratch_len;
+            std::memset(scratch, 0, e.scratch_len * 4);
             int64_t have = -1;
             const float *pf = nullptr, *pf_end = nullptr;
             for (int64_t it = i0; it < i1; ++it) {
@@ -267,7 +271,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                 const Item& item = per_image[it % per];
                 if (n != have) {
                     build_scratch(in + n * image, e.H, e.W, e.Cin, e.st, e.top, e.left, e.Hph,
-                                  e.Wph, e.plane, e.used.data(), scratch.data());
+                                  e.Wph, e.plane, e.used.data(), scratch);
                     have = n;
                     pf = n + 1 < e.N ? in + (n + 1) * image : nullptr;
                     pf_end = pf ? pf + image : nullptr;
@@ -293,7 +297,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                     for (int64_t row = item.r0; row < item.r1; ++row) {
                         float* yrow = outn + ((ph.h0 + row * e.hstep) * e.Wout + ph.w0) * e.Cout +
                                       kb.v0 * kVec;
-                        const float* xrow = scratch.data() + (ph.base + row * e.Wph) * kVec;
+                        const float* xrow = scratch + (ph.base + row * e.Wph) * kVec;
                         for (int64_t i = 0, col = 0; i < nrun; ++i) {
                             const int cnt = int(base + (i < extra));
                             a.y = yrow + col * ystep;
@@ -424,6 +428,9 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
     std::vector<KBlock> blocks = plan_kblocks(K, Mk::kMaxNV);
     int T = rc::num_threads();
     AlignedBuffer priv(size_t(T) * priv_len);
+    // Per-thread zero-padded copy of one image (padding zeroed once; images fill the inside).
+    const int64_t pad_len = pad ? (Hp * Wp * C + 15) / 16 * 16 : 0;
+    AlignedBuffer padded(size_t(T) * pad_len);
     // Output rows per band: a band's dy (and x rows) stay in L2 across the R * blocks sweeps.
     int64_t band = std::max<int64_t>(1, (256 << 10) / (Q * K * 4));
     int used = 1;
@@ -442,9 +449,8 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
         float* mine = priv.data() + t * priv_len;
         std::memset(mine, 0, priv_len * 4);
         int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
-        // Zero-padded copy of one image (padding is zeroed once; each image fills the inside).
-        AlignedBuffer scratch(pad ? size_t(Hp * Wp * C) : 1);
-        if (pad) std::memset(scratch.data(), 0, Hp * Wp * C * 4);
+        float* scratch = padded.data() + t * pad_len;
+        std::memset(scratch, 0, pad_len * 4);
         for (int64_t n = n0; n < n1; ++n) {
             const float* xn = x + n * H * W * C;
             const float* img = xn;
@@ -454,9 +460,8 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
             const float* pfd_end = pfd ? pfd + P * Q * K : nullptr;
             if (pad) {
                 for (int64_t h = 0; h < H; ++h)
-                    std::memcpy(scratch.data() + ((h + pad) * Wp + pad) * C, xn + h * W * C,
-                                W * C * 4);
-                img = scratch.data();
+                    std::memcpy(scratch + ((h + pad) * Wp + pad) * C, xn + h * W * C, W * C * 4);
+                img = scratch;
             }
             const float* dyn = dy + n * P * Q * K;
             for (int64_t p0 = 0; p0 < P; p0 += band) {
