@@ -1,6 +1,115 @@
-// bindings/eltwise.cpp: Python bindings for the eltwise kernels (cpp/eltwise.cpp).
+// bindings/eltwise.cpp: Python bindings for the elementwise kernels (cpp/eltwise.cpp).
+// relu/add take float32 C-contiguous arrays of any shape (ndim >= 1, no empty dimension);
+// the layout conversions take 4-d activations.
 #include "checks.h"
+#include "simd/eltwise_kernels.h"
 
 namespace py = pybind11;
+using rc::py_checks::cptr;
+using rc::py_checks::Dims;
+using rc::py_checks::output_f32;
+using rc::py_checks::ptr;
+using rc::py_checks::require_f32;
 
-void bind_eltwise(py::module_& m) {}
+namespace {
+
+// Any-shape float32 array: the dims pattern is taken from its own ndim (all sizes >= 1).
+py::array_t<float> require_any(const py::handle& obj, const char* name) {
+    py::ssize_t nd = py::isinstance<py::array>(obj) ? py::reinterpret_borrow<py::array>(obj).ndim() : 1;
+    if (nd == 0) throw py::value_error(std::string(name) + ": expected an array with ndim >= 1, got a 0-d array");
+    return require_f32(obj, name, Dims(nd, -1));
+}
+
+Dims dims_of(const py::array& a) { return Dims(a.shape(), a.shape() + a.ndim()); }
+
+}  // namespace
+
+void bind_eltwise(py::module_& m) {
+    m.def(
+        "relu_forward",
+        [](py::handle x_, py::object out) {
+            auto x = require_any(x_, "x");
+            auto y = output_f32(out, "out", dims_of(x));
+            {
+                py::gil_scoped_release nogil;
+                rc::relu_forward(cptr(x), ptr(y), x.size());
+            }
+            return y;
+        },
+        py::arg("x"), py::arg("out") = py::none(), "y = max(x, 0), any shape.");
+
+    m.def(
+        "relu_backward",
+        [](py::handle dy_, py::handle y_, py::object out) {
+            auto dy = require_any(dy_, "dy");
+            auto y = require_f32(y_, "y", dims_of(dy));
+            auto dx = output_f32(out, "out", dims_of(dy));
+            {
+                py::gil_scoped_release nogil;
+                rc::relu_backward(cptr(dy), cptr(y), ptr(dx), dy.size());
+            }
+            return dx;
+        },
+        py::arg("dy"), py::arg("y"), py::arg("out") = py::none(),
+        "dx = dy * (y > 0), y the forward output; dy and y have the same shape.");
+
+    auto add = [](py::handle a_, py::handle b_, py::object out, bool relu) {
+        auto a = require_any(a_, "a");
+        auto b = require_f32(b_, "b", dims_of(a));
+        auto y = output_f32(out, "out", dims_of(a));
+        {
+            py::gil_scoped_release nogil;
+            rc::add_forward(cptr(a), cptr(b), ptr(y), a.size(), relu);
+        }
+        return y;
+    };
+    m.def(
+        "add_forward", [add](py::handle a, py::handle b, py::object out) { return add(a, b, out, false); },
+        py::arg("a"), py::arg("b"), py::arg("out") = py::none(), "y = a + b (same shapes).");
+    m.def(
+        "add_relu_forward",
+        [add](py::handle a, py::handle b, py::object out) { return add(a, b, out, true); },
+        py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
+        "y = max(a + b, 0) (same shapes): the residual join of a ResNet block.");
+    m.def(
+        "add_relu_backward",
+        [](py::handle dy_, py::handle y_, py::object out) {
+            auto dy = require_any(dy_, "dy");
+            auto y = require_f32(y_, "y", dims_of(dy));
+            auto d = output_f32(out, "out", dims_of(dy));
+            {
+                py::gil_scoped_release nogil;
+                rc::relu_backward(cptr(dy), cptr(y), ptr(d), dy.size());
+            }
+            return d;
+        },
+        py::arg("dy"), py::arg("y"), py::arg("out") = py::none(),
+        "d = dy * (y > 0), the gradient of add_relu for both a and b.");
+
+    m.def(
+        "nchw_to_nhwc",
+        [](py::handle x_, py::object out) {
+            auto x = require_f32(x_, "x", {-1, -1, -1, -1});
+            const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+            auto y = output_f32(out, "out", {N, H, W, C});
+            {
+                py::gil_scoped_release nogil;
+                rc::nchw_to_nhwc(cptr(x), ptr(y), N, C, H * W);
+            }
+            return y;
+        },
+        py::arg("x"), py::arg("out") = py::none(), "x (N,C,H,W) -> (N,H,W,C).");
+    m.def(
+        "nhwc_to_nchw",
+        [](py::handle x_, py::object out) {
+            auto x = require_f32(x_, "x", {-1, -1, -1, -1});
+            const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
+            auto y = output_f32(out, "out", {N, C, H, W});
+            {
+                py::gil_scoped_release nogil;
+                rc::nhwc_to_nchw(cptr(x), ptr(y), N, C, H * W);
+            }
+            return y;
+        },
+        py::arg("x"), py::arg("out") = py::none(), "x (N,H,W,C) -> (N,C,H,W).");
+}

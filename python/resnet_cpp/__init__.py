@@ -15,13 +15,22 @@ from ._core import (
     set_num_threads,
 )
 
+from . import checkpoint, data, functional, models, nn, optim, train  # noqa: E402
+
 __version__ = _core.__version__
 
 __all__ = [
     "__version__",
     "active_isa",
     "build_info",
+    "checkpoint",
     "compiled_isas",
+    "data",
+    "functional",
+    "models",
+    "nn",
+    "optim",
+    "train",
     "detected_isa",
     "num_threads",
     "set_max_isa",

@@ -1,4 +1,36 @@
-"""augment ops (kernels in cpp/augment.cpp)."""
+"""Training-time augmentation: zero-padded random crop and random horizontal flip.
+
+Kernel: cpp/augment.cpp (threads split images). Each image's random choices depend only on
+(seed, image index), through a counter-based splitmix64 generator, so a given seed gives
+the same batch for any thread count. Use a fresh seed per batch (e.g. hash of epoch, step).
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+import operator
+
+import numpy as np
+
+from .. import _core
+
+__all__ = ["random_crop_flip"]
+
+
+def random_crop_flip(x: np.ndarray, *, padding: int = 4, flip: bool = True, seed: int,
+                     layout: str = "NCHW", out: np.ndarray | None = None) -> np.ndarray:
+    """Randomly crop (and flip) every image of a float32 batch.
+
+    x: (N,C,H,W) (or (N,H,W,C) with layout="NHWC"), C-contiguous float32. For each image:
+    zero-pad by `padding` on each side, take an HxW crop at a uniformly random offset, and
+    if flip, mirror it left-right with probability 1/2. Returns y with x's shape (written
+    into `out` if given; `out` must not overlap x). padding=0 and flip=False copy x.
+    seed: any int (taken modulo 2**64).
+    """
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout: expected 'NCHW' or 'NHWC', got {layout!r}")
+    try:
+        pad = operator.index(padding)
+        s = operator.index(seed)
+    except TypeError:
+        raise TypeError(f"padding/seed: expected ints, got {type(padding).__name__}, "
+                        f"{type(seed).__name__}") from None
+    return _core.random_crop_flip(x, pad, bool(flip), s, layout == "NHWC", out)

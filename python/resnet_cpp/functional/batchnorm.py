@@ -1,4 +1,96 @@
-"""batchnorm ops (kernels in cpp/batchnorm.cpp)."""
+"""Batch normalization (2-d, per channel), optionally fused with the following ReLU.
+
+Kernels: ``cpp/batchnorm.cpp`` (NHWC). ``layout="NCHW"`` (the default, like PyTorch) is the
+slow path: x is transposed to NHWC, normalized, and transposed back (two extra passes each
+way); models call with ``layout="NHWC"`` and keep activations channels-last.
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from .. import _core
+
+__all__ = ["BatchNormCache", "batch_norm2d", "batch_norm2d_backward"]
+
+_LAYOUTS = ("NCHW", "NHWC")
+
+
+class BatchNormCache(NamedTuple):
+    """What ``batch_norm2d_backward`` needs. Arrays are NHWC (the kernel layout).
+
+    x: the input (N,H,W,C); y: the output (N,H,W,C) when relu was fused (its > 0 mask is the
+    ReLU backward), else None; gamma (C,); mean, rstd (C,): the batch statistics in training,
+    the running ones (copied at forward time) in eval; training, layout: as passed.
+    """
+
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    gamma: np.ndarray
+    mean: np.ndarray
+    rstd: np.ndarray
+    training: bool
+    layout: str
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout: expected 'NCHW' or 'NHWC', got {layout!r}")
+
+
+def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = True,
+                 momentum: float = 0.1, eps: float = 1e-5, relu: bool = False,
+                 layout: str = "NCHW", out=None):
+    """Batch norm over (N, H, W) for each channel, optionally followed by ReLU.
+
+    Args:
+        x: float32 (N,C,H,W) if layout == "NCHW", (N,H,W,C) if "NHWC"; C-contiguous.
+        gamma, beta: float32 (C,) scale and shift.
+        running_mean, running_var: float32 (C,). In training they are updated IN PLACE:
+            r = (1 - momentum) * r + momentum * batch_stat, the variance unbiased (PyTorch).
+        training: normalize with the batch statistics (biased variance; needs N*H*W > 1),
+            else with the running statistics.
+        momentum: in [0, 1]. eps: > 0, added to the variance.
+        relu: return relu(batch_norm(x)) in the same pass.
+        out: optional float32 array of x's shape to write y into.
+
+    Returns:
+        (y, cache): y has x's shape and layout; pass cache to ``batch_norm2d_backward``.
+    """
+    _check_layout(layout)
+    nchw = layout == "NCHW"
+    xt = _core.nchw_to_nhwc(x) if nchw else x
+    if training:
+        yt, mean, rstd = _core.batch_norm_forward_train(
+            xt, gamma, beta, running_mean, running_var, momentum, eps, relu,
+            out=None if nchw else out)
+    else:
+        yt = _core.batch_norm_forward_eval(xt, gamma, beta, running_mean, running_var, eps,
+                                           relu, out=None if nchw else out)
+        mean = np.array(running_mean, dtype=np.float32)
+        rstd = (1.0 / np.sqrt(np.asarray(running_var, np.float64) + eps)).astype(np.float32)
+    y = _core.nhwc_to_nchw(yt, out=out) if nchw else yt
+    cache = BatchNormCache(xt, yt if relu else None, gamma, mean, rstd, bool(training), layout)
+    return y, cache
+
+
+def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None):
+    """Backward of ``batch_norm2d`` (training or eval cache; fused ReLU included).
+
+    Args:
+        dy: float32 gradient of y, same shape and layout as y.
+        cache: from ``batch_norm2d``.
+        out: optional float32 array of dy's shape to write dx into.
+
+    Returns:
+        (dx, dgamma, dbeta): dx like dy; dgamma, dbeta float32 (C,). In eval mode the
+        statistics are constants, so dx = dy * gamma * rstd (frozen BN).
+    """
+    nchw = cache.layout == "NCHW"
+    dyt = _core.nchw_to_nhwc(dy) if nchw else dy
+    dxt, dgamma, dbeta = _core.batch_norm_backward(
+        dyt, cache.x, cache.gamma, cache.mean, cache.rstd, y=cache.y, train=cache.training,
+        out=None if nchw else out)
+    dx = _core.nhwc_to_nchw(dxt, out=out) if nchw else dxt
+    return dx, dgamma, dbeta

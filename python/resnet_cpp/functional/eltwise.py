@@ -1,4 +1,51 @@
-"""eltwise ops (kernels in cpp/eltwise.cpp)."""
+"""ReLU, the residual add (optionally fused with ReLU), and NCHW<->NHWC conversion.
+
+Kernels: ``cpp/eltwise.cpp``. relu/add work on float32 C-contiguous arrays of any shape and
+layout (elementwise); the ReLU caches only its output y, whose > 0 mask is the backward.
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+from .. import _core
+
+__all__ = ["relu", "relu_backward", "add", "add_relu", "add_relu_backward", "to_nhwc",
+           "to_nchw"]
+
+
+def relu(x, *, out=None):
+    """y = max(x, 0). x: float32, any shape. Returns (y, cache); cache is y."""
+    y = _core.relu_forward(x, out=out)
+    return y, y
+
+
+def relu_backward(dy, cache):
+    """dx = dy * (y > 0); dy has y's shape. Returns dx."""
+    return _core.relu_backward(dy, cache)
+
+
+def add(a, b, *, out=None):
+    """y = a + b for float32 arrays of the same shape (no broadcasting). Returns y.
+
+    The backward is the identity for both inputs, so there is no cache.
+    """
+    return _core.add_forward(a, b, out=out)
+
+
+def add_relu(a, b, *, out=None):
+    """y = max(a + b, 0), the residual join of a ResNet block. Returns (y, cache)."""
+    y = _core.add_relu_forward(a, b, out=out)
+    return y, y
+
+
+def add_relu_backward(dy, cache):
+    """d = dy * (y > 0): the gradient for both a and b. Returns d."""
+    return _core.add_relu_backward(dy, cache)
+
+
+def to_nhwc(x, *, out=None):
+    """float32 (N,C,H,W) -> a new (N,H,W,C) array (threaded, cache-blocked transpose)."""
+    return _core.nchw_to_nhwc(x, out=out)
+
+
+def to_nchw(x, *, out=None):
+    """float32 (N,H,W,C) -> a new (N,C,H,W) array (threaded, cache-blocked transpose)."""
+    return _core.nhwc_to_nchw(x, out=out)

@@ -1,4 +1,32 @@
-"""linear ops (kernels in cpp/linear.cpp)."""
+"""Fully connected layer: y = x W^T + b (PyTorch nn.Linear layout).
+
+Kernels: cpp/linear.cpp (register-blocked AVX-512/AVX2 GEMMs, no BLAS).
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+import numpy as np
+
+from .. import _core
+
+__all__ = ["linear", "linear_backward"]
+
+
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *,
+           out: np.ndarray | None = None):
+    """Forward: x (N,F) float32, w (O,F), b (O,) or None -> (y (N,O), cache).
+
+    `out`, if given, is a writeable float32 (N,O) array that receives y (and is returned).
+    The cache holds references to x and w (not copies) for linear_backward.
+    """
+    y = _core.linear_forward(x, w, b, out)
+    return y, (x, w, b is not None)
+
+
+def linear_backward(dy: np.ndarray, cache, *, need_dx: bool = True):
+    """Backward: dy (N,O) -> (dx (N,F) or None, dw (O,F), db (O,) or None).
+
+    dx = dy W, dw = dy^T x, db = sum over the batch of dy. Pass need_dx=False for the first
+    layer of a network (saves one GEMM); db is None when the forward had no bias.
+    """
+    x, w, with_bias = cache
+    return _core.linear_backward(dy, x, w, bool(need_dx), with_bias)

@@ -1,4 +1,115 @@
-"""pool ops (kernels in cpp/pool.cpp)."""
+"""Pooling ops: max pooling (3x3/2 in the ResNet stem) and global average pooling.
+
+Kernels: cpp/pool.cpp (NHWC). Arrays here are float32, NCHW by default; ``layout="NHWC"``
+passes channels-last arrays straight to the kernels with no transposes.
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+import operator
+
+import numpy as np
+
+from .. import _core
+
+__all__ = ["max_pool2d", "max_pool2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward"]
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout: expected 'NCHW' or 'NHWC', got {layout!r}")
+
+
+def _check_4d(x, name: str) -> None:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy float32 array, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected a 4-d array, got shape {x.shape}")
+
+
+def _to_nhwc(x: np.ndarray) -> np.ndarray:
+    """(N,C,H,W) -> C-contiguous (N,H,W,C); dtype is left for the kernel to check."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def _to_nchw(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _int_arg(v, name: str, lo: int) -> int:
+    try:
+        i = operator.index(v)
+    except TypeError:
+        raise TypeError(f"{name}: expected an int, got {type(v).__name__}") from None
+    if i < lo:
+        raise ValueError(f"{name}: expected an int >= {lo}, got {i}")
+    return i
+
+
+def _check_out(out, shape: tuple, name: str = "out") -> None:
+    """NCHW outputs are copied into `out` from an NHWC result, so check `out` up front."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+        raise TypeError(f"{name}: expected a float32 NumPy array")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: expected a writeable array")
+
+
+def max_pool2d(x: np.ndarray, kernel_size: int = 3, stride: int = 2, padding: int = 1, *,
+               layout: str = "NCHW", out: np.ndarray | None = None):
+    """Max pooling over square windows with -inf padding.
+
+    x: float32 (N,C,H,W) (or (N,H,W,C) with layout="NHWC"). Needs padding <= kernel_size//2.
+    Returns (y, cache): y is (N,C,P,Q) (or (N,P,Q,C)), P = (H + 2*padding - kernel_size)
+    // stride + 1. The cache keeps the int32 argmax (first maximum in row-major window order,
+    as PyTorch) for max_pool2d_backward. `out`, if given, receives y (same layout as x).
+    """
+    _check_layout(layout)
+    _check_4d(x, "x")
+    k = _int_arg(kernel_size, "kernel_size", 1)
+    s = _int_arg(stride, "stride", 1)
+    p = _int_arg(padding, "padding", 0)
+    if p > k // 2:
+        raise ValueError(f"padding: expected <= kernel_size // 2 = {k // 2}, got {p}")
+    xh = _to_nhwc(x) if layout == "NCHW" else x
+    N, H, W, C = xh.shape
+    if layout == "NHWC":
+        y, argmax = _core.max_pool2d_forward(xh, k, s, p, out)
+    else:
+        if out is not None:
+            P, Q = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+            _check_out(out, (N, C, P, Q))
+        yh, argmax = _core.max_pool2d_forward(xh, k, s, p)
+        y = _to_nchw(yh)
+        if out is not None:
+            np.copyto(out, y)
+            y = out
+    return y, (argmax, H, W, layout)
+
+
+def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """Gradient of max_pool2d: dy (N,C,P,Q) (layout as in forward) -> dx (N,C,H,W).
+
+    Each dy element goes to the position of its window's first maximum; overlapping
+    windows accumulate.
+    """
+    argmax, H, W, layout = cache
+    _check_4d(dy, "dy")
+    dyh = _to_nhwc(dy) if layout == "NCHW" else dy
+    dx = _core.max_pool2d_backward(dyh, argmax, H, W)
+    return _to_nchw(dx) if layout == "NCHW" else dx
+
+
+def global_avg_pool2d(x: np.ndarray, *, layout: str = "NCHW"):
+    """Mean over the spatial dims: x (N,C,H,W) (or (N,H,W,C)) -> (y (N,C), cache)."""
+    _check_layout(layout)
+    _check_4d(x, "x")
+    xh = _to_nhwc(x) if layout == "NCHW" else x
+    return _core.global_avg_pool_forward(xh), (xh.shape[1], xh.shape[2], layout)
+
+
+def global_avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """Gradient of global_avg_pool2d: dy (N,C) -> dx (N,C,H,W) = dy / (H*W) (layout as in forward)."""
+    H, W, layout = cache
+    dx = _core.global_avg_pool_backward(dy, H, W)
+    return _to_nchw(dx) if layout == "NCHW" else dx

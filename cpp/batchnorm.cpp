@@ -1,0 +1,266 @@
+// batchnorm.cpp: batch norm over NHWC activations seen as (M, C), M = N*H*W.
+// Holds the baseline (scalar) instance of the shared range kernels, the ISA dispatch, and the
+// whole-tensor drivers: threads take contiguous row slices, each writes float64 partial sums
+// to its own 64-byte-padded slot, and the slots are combined in a fixed order (deterministic
+// for a given thread count). Train forward = one statistics pass + one apply pass; train
+// backward = one reduction pass + one dx pass; eval forward/backward = one pass each.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "common.h"
+#include "dispatch.h"
+#include "simd/batchnorm_kernels.h"
+
+namespace rc::scalar {
+namespace {
+
+constexpr int64_t VL = 1;
+using V = float;
+
+inline V vzero() { return 0.0f; }
+inline V vload(const float* p) { return *p; }
+inline void vstore(float* p, V v) { *p = v; }
+inline V vloadn(const float* p, int64_t n) { return n > 0 ? *p : 0.0f; }
+inline void vstoren(float* p, V v, int64_t n) {
+    if (n > 0) *p = v;
+}
+inline V vadd(V a, V b) { return a + b; }
+inline V vsub(V a, V b) { return a - b; }
+inline V vmul(V a, V b) { return a * b; }
+inline V vfma(V a, V b, V c) { return a * b + c; }
+// Branch-free selects (random signs would mispredict a branch half the time), giving +0
+// for masked lanes exactly like the AVX paths.
+inline V keep_if(bool keep, V v) {
+    uint32_t b;
+    std::memcpy(&b, &v, 4);
+    b &= 0u - (uint32_t)keep;
+    std::memcpy(&v, &b, 4);
+    return v;
+}
+inline V vrelu(V v) { return keep_if(v > 0.0f, v); }
+inline V vmask_pos(V v, V y) { return keep_if(y > 0.0f, v); }
+inline void vacc_double(double* d, V v) { *d += v; }
+
+}  // namespace
+
+#include "simd/batchnorm_body.h"
+
+}  // namespace rc::scalar
+
+namespace rc {
+namespace {
+
+struct BnKernels {
+    decltype(&scalar::bn_stats) stats;
+    decltype(&scalar::bn_apply) apply;
+    decltype(&scalar::bn_bwd_reduce) bwd_reduce;
+    decltype(&scalar::bn_bwd_apply) bwd_apply;
+};
+
+BnKernels pick_kernels() {
+    switch (active_isa()) {
+#ifdef RESNET_CPP_HAVE_AVX512
+        case Isa::avx512:
+            return {avx512::bn_stats, avx512::bn_apply, avx512::bn_bwd_reduce, avx512::bn_bwd_apply};
+#endif
+#ifdef RESNET_CPP_HAVE_AVX2
+        case Isa::avx2:
+            return {avx2::bn_stats, avx2::bn_apply, avx2::bn_bwd_reduce, avx2::bn_bwd_apply};
+#endif
+        default:
+            return {scalar::bn_stats, scalar::bn_apply, scalar::bn_bwd_reduce, scalar::bn_bwd_apply};
+    }
+}
+
+// Below this many elements per thread the fork/join costs more than the pass (~64 KiB).
+constexpr int64_t kMinPerThread = 16384;
+
+// Row slices for the threads. Slices start on multiples of q = P / C rows so that every
+// slice starts at a pattern-period boundary (flat offset multiple of P).
+struct RowSplit {
+    int64_t M, q, units;
+    int nt;
+    RowSplit(int64_t M_, int64_t C, int64_t P) : M(M_), q(P / C) {
+        units = (M + q - 1) / q;
+        int64_t want = (M * C) / kMinPerThread;
+        want = want < 1 ? 1 : want;
+        int64_t n = num_threads();
+        n = n < want ? n : want;
+        nt = (int)(n < units ? n : units);
+    }
+    int64_t begin(int t) const {
+        int64_t base = units / nt, extra = units % nt;
+        int64_t r = (t * base + (t < extra ? t : extra)) * q;
+        return r < M ? r : M;
+    }
+    int64_t end(int t) const { return begin(t + 1); }
+};
+
+// The pattern period: lcm(C, 16) is a multiple of every ISA's vector width.
+int64_t pattern_period(int64_t C) { return std::lcm(C, (int64_t)16); }
+
+// out[k] = v[k % C] for k < P.
+void expand(const float* v, int64_t C, int64_t P, float* out) {
+    for (int64_t k = 0; k < P; ++k) out[k] = v[k % C];
+}
+
+// k expanded per-channel vectors of P floats. Consecutive vectors are staggered by 128 bytes
+// so that, for P a multiple of 1024, element j of each does not fall in the same L1 set
+// (4 KiB aliasing) as element j of the others.
+class Patterns {
+  public:
+    Patterns(int k, int64_t P) : stride_(P + 32), buf_((size_t)k * (P + 32)) {}
+    float* operator[](int i) { return buf_.data() + (size_t)i * stride_; }
+
+  private:
+    int64_t stride_;
+    AlignedBuffer buf_;
+};
+
+// Per-thread slots: two float64 P-vectors of partial sums, then 2P floats of kernel scratch.
+// A slot is 6P floats, a multiple of 64 bytes (P is a multiple of 16), so threads never
+// share a cache line.
+class Partials {
+  public:
+    Partials(int nt, int64_t P) : P_(P), buf_((size_t)nt * 6 * P) {}
+    double* a(int t) { return reinterpret_cast<double*>(buf_.data() + (size_t)t * 6 * P_); }
+    double* b(int t) { return a(t) + P_; }
+    float* scratch(int t) { return buf_.data() + (size_t)t * 6 * P_ + 4 * P_; }
+    // Sums slot vectors over threads (in order) and over pattern positions k = c (mod C).
+    void combine(int nt, int64_t C, double* sa, double* sb) {
+        for (int64_t c = 0; c < C; ++c) sa[c] = sb[c] = 0.0;
+        for (int t = 0; t < nt; ++t)
+            for (int64_t k = 0; k < P_; ++k) {
+                sa[k % C] += a(t)[k];
+                sb[k % C] += b(t)[k];
+            }
+    }
+
+  private:
+    int64_t P_;
+    AlignedBuffer buf_;  // per slot: 2P doubles (as 4P floats), then 2P floats
+};
+
+}  // namespace
+
+void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
+                              float* running_mean, float* running_var, float* y, float* mean,
+                              float* rstd, int64_t M, int64_t C, double momentum, double eps,
+                              bool relu) {
+    RC_CHECK(M > 1, "batch_norm_forward_train: need more than one value per channel (N*H*W > 1)");
+    const BnKernels k = pick_kernels();
+    const int64_t P = pattern_period(C);
+    const RowSplit split(M, C, P);
+    const int nt = split.nt;
+
+    // Pass 1: sums of (x - pivot) and its square; the pivot (row 0) avoids cancellation
+    // in E[d^2] - E[d]^2 when |mean| >> std.
+    Patterns pat(4, P);
+    float *piv = pat[0], *mean_e = pat[1], *scale_e = pat[2], *beta_e = pat[3];
+    expand(x, C, P, piv);
+    Partials part(nt, P);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int t = 0; t < nt; ++t) {
+        const int64_t r0 = split.begin(t), r1 = split.end(t);
+        k.stats(x + r0 * C, (r1 - r0) * C, P, piv, part.scratch(t), part.a(t), part.b(t));
+    }
+
+    std::vector<double> s1(C), s2(C), scale(C);
+    part.combine(nt, C, s1.data(), s2.data());
+    for (int64_t c = 0; c < C; ++c) {
+        const double d = s1[c] / M;
+        const double var = std::max(s2[c] / M - d * d, 0.0);  // biased
+        const double m = x[c] + d, r = 1.0 / std::sqrt(var + eps);
+        running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * m);
+        running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var * M / (M - 1));
+        mean[c] = (float)m;
+        rstd[c] = (float)r;
+        scale[c] = gamma[c] * r;
+    }
+
+    // Pass 2: y = relu?((x - mean) * gamma * rstd + beta).
+    for (int64_t j = 0; j < P; ++j) {
+        mean_e[j] = mean[j % C];
+        scale_e[j] = (float)scale[j % C];
+        beta_e[j] = beta[j % C];
+    }
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int t = 0; t < nt; ++t) {
+        const int64_t r0 = split.begin(t), r1 = split.end(t);
+        k.apply(x + r0 * C, y + r0 * C, (r1 - r0) * C, P, mean_e, scale_e, beta_e, relu);
+    }
+}
+
+void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
+                             const float* running_mean, const float* running_var, float* y,
+                             int64_t M, int64_t C, double eps, bool relu) {
+    const BnKernels k = pick_kernels();
+    const int64_t P = pattern_period(C);
+    const RowSplit split(M, C, P);
+    Patterns pat(3, P);
+    float *mean_e = pat[0], *scale_e = pat[1], *beta_e = pat[2];
+    for (int64_t j = 0; j < P; ++j) {
+        const int64_t c = j % C;
+        mean_e[j] = running_mean[c];
+        scale_e[j] = (float)(gamma[c] / std::sqrt((double)running_var[c] + eps));
+        beta_e[j] = beta[c];
+    }
+#pragma omp parallel for schedule(static) num_threads(split.nt)
+    for (int t = 0; t < split.nt; ++t) {
+        const int64_t r0 = split.begin(t), r1 = split.end(t);
+        k.apply(x + r0 * C, y + r0 * C, (r1 - r0) * C, P, mean_e, scale_e, beta_e, relu);
+    }
+}
+
+void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
+                         const float* rstd, const float* y, float* dx, float* dgamma,
+                         float* dbeta, int64_t M, int64_t C, bool train) {
+    const BnKernels k = pick_kernels();
+    const int64_t P = pattern_period(C);
+    const RowSplit split(M, C, P);
+    const int nt = split.nt;
+    Patterns pat(4, P);
+    float *mean_e = pat[0], *k1_e = pat[1], *k2_e = pat[2], *k3_e = pat[3];
+    for (int64_t j = 0; j < P; ++j) {
+        mean_e[j] = mean[j % C];
+        k1_e[j] = (float)((double)gamma[j % C] * rstd[j % C]);
+    }
+
+    // Pass 1: sum dy' and sum dy' * (x - mean); in eval mode dx = gamma * rstd * dy' is
+    // written in the same pass because it does not depend on the sums.
+    Partials part(nt, P);
+    float* dx_now = train ? nullptr : dx;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int t = 0; t < nt; ++t) {
+        const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
+        k.bwd_reduce(dy + o, x + o, y ? y + o : y, dx_now ? dx_now + o : dx_now, (r1 - r0) * C,
+                     P, mean_e, k1_e, part.scratch(t), part.a(t), part.b(t));
+    }
+    std::vector<double> sdy(C), sdyx(C);
+    part.combine(nt, C, sdy.data(), sdyx.data());
+    for (int64_t c = 0; c < C; ++c) {
+        dbeta[c] = (float)sdy[c];
+        dgamma[c] = (float)(sdyx[c] * rstd[c]);
+    }
+    if (!train) return;
+
+    // Pass 2: dx = gamma*rstd * (dy' - dbeta/M - xhat * dgamma/M), xhat = (x - mean) * rstd,
+    // written as k1 * dy' + k2 * (x - mean) + k3.
+    for (int64_t j = 0; j < P; ++j) {
+        const int64_t c = j % C;
+        const double g = gamma[c], r = rstd[c];
+        k2_e[j] = (float)(-g * r * r * (sdyx[c] * r) / M);
+        k3_e[j] = (float)(-g * r * sdy[c] / M);
+    }
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int t = 0; t < nt; ++t) {
+        const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
+        k.bwd_apply(dy + o, x + o, y ? y + o : y, dx + o, (r1 - r0) * C, P, mean_e, k1_e, k2_e,
+                    k3_e);
+    }
+}
+
+}  // namespace rc

@@ -1,0 +1,16 @@
+// loss.h: softmax cross-entropy entry points (cpp/loss.cpp).
+#pragma once
+#include <cstdint>
+
+namespace rc {
+
+// logits (N,K), labels (N,) in [0,K) (checked by the caller), smoothing ls in [0,1).
+// Target q = (1-ls) * onehot(label) + ls/K. Writes dlogits (N,K) = (softmax - q) / N and
+// returns the mean over the batch of -sum_k q_k log softmax_k. Each row is max-subtracted
+// (log-sum-exp), so logits of any finite size give finite results.
+double softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* labels,
+                             int64_t N, int64_t K, double ls);
+double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
+                             int64_t N, int64_t K, double ls);
+
+}  // namespace rc

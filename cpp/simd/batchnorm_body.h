@@ -1,0 +1,405 @@
+// batchnorm_body.h: the batch-norm range kernels (declared in batchnorm_kernels.h), written
+// once over a few vector primitives and included by three translation units, each inside its
+// own namespace (rc::scalar in cpp/batchnorm.cpp, rc::avx2, rc::avx512 in cpp/simd/), after
+// defining in an anonymous namespace:
+//   VL (lanes), V (vector type), vzero, vload, vstore, vloadn/vstoren (first n lanes, the
+//   rest zero / untouched), vadd, vsub, vmul, vfma(a,b,c) = a*b+c, vrelu (max(v,0)),
+//   vmask_pos(v, y) = (y > 0 ? v : 0), vacc_double(double* d, V v): d[0..VL) += v.
+// Memory-bound: each kernel is one streaming pass; per-channel vectors are expanded to the
+// pattern period P (a multiple of VL), so element i of a slice uses lane data [i % P].
+// No include guard on purpose: it is meant to be included once per ISA namespace.
+
+namespace {
+
+// p + o, leaving an absent (null) optional array null.
+inline const float* opt_off(const float* p, int64_t o) { return p ? p + o : p; }
+inline float* opt_off(float* p, int64_t o) { return p ? p + o : p; }
+
+// Two walks, chosen by the row length P (a row = one pattern period):
+//  - short rows (P <= 64 floats): blocks of B = 4096/P rows (one contiguous 16 KiB run),
+//    one column chunk at a time, per-channel values and float32 partial sums in registers,
+//    sums flushed to float64 once per block (<= 256 float32 terms);
+//  - long rows: every row front to back (a chunk-by-chunk walk across rows jumps P*4
+//    bytes inside a page and defeats the hardware prefetchers: measured 3-4x slower);
+//    float32 partial sums live in a 2P-float scratch (L1/L2) and are flushed to float64
+//    every kFlushRows rows.
+//    Rows of at least a page (P >= 1024) go two per sweep, which loads the per-channel
+//    values and the scratch once per two rows; shorter rows go one at a time, because two
+//    streams inside one page were measured to defeat the prefetchers again (2-3x slower).
+constexpr int64_t kShortRow = 64;
+constexpr int64_t kFlushRows = 16;
+inline bool two_rows(int64_t P) { return P >= 1024; }
+inline int64_t short_block_rows(int64_t P) { return 4096 / P; }
+
+// Statistics over gb rows for U adjacent vectors of the pattern, with R interleaved
+// accumulator sets over the rows (U*R = 4 dependency chains per sum hide FMA latency).
+template <int U, int R>
+inline void stats_chunk(const float* x, int64_t gb, int64_t P, const float* piv, double* s1,
+                        double* s2) {
+    V a[R][U], b[R][U], p[U];
+    for (int u = 0; u < U; ++u) {
+        p[u] = vload(piv + u * VL);
+        for (int r = 0; r < R; ++r) a[r][u] = b[r][u] = vzero();
+    }
+    int64_t g = 0;
+    for (; g + R <= gb; g += R)
+        for (int r = 0; r < R; ++r)
+            for (int u = 0; u < U; ++u) {
+                V d = vsub(vload(x + (g + r) * P + u * VL), p[u]);
+                a[r][u] = vadd(a[r][u], d);
+                b[r][u] = vfma(d, d, b[r][u]);
+            }
+    for (; g < gb; ++g)
+        for (int u = 0; u < U; ++u) {
+            V d = vsub(vload(x + g * P + u * VL), p[u]);
+            a[0][u] = vadd(a[0][u], d);
+            b[0][u] = vfma(d, d, b[0][u]);
+        }
+    for (int u = 0; u < U; ++u) {
+        for (int r = 1; r < R; ++r) {
+            a[0][u] = vadd(a[0][u], a[r][u]);
+            b[0][u] = vadd(b[0][u], b[r][u]);
+        }
+        vacc_double(s1 + u * VL, a[0][u]);
+        vacc_double(s2 + u * VL, b[0][u]);
+    }
+}
+
+// Long rows: rows [0, G) into float scratch a1, a2 (P each), flushed every kFlushRows.
+// Two rows per sweep for page-long rows (two_rows).
+void stats_long(const float* x, int64_t G, int64_t P, const float* piv, float* a1, float* a2,
+                double* s1, double* s2) {
+    for (int64_t g0 = 0; g0 < G; g0 += kFlushRows) {
+        const int64_t g1 = g0 + kFlushRows < G ? g0 + kFlushRows : G;
+        for (int64_t j = 0; j < P; j += VL) {
+            vstore(a1 + j, vzero());
+            vstore(a2 + j, vzero());
+        }
+        int64_t g = g0;
+        for (; two_rows(P) && g + 2 <= g1; g += 2)
+            for (int64_t j = 0; j < P; j += VL) {
+                const V p = vload(piv + j);
+                const V d0 = vsub(vload(x + g * P + j), p), d1 = vsub(vload(x + (g + 1) * P + j), p);
+                vstore(a1 + j, vadd(vload(a1 + j), vadd(d0, d1)));
+                vstore(a2 + j, vfma(d1, d1, vfma(d0, d0, vload(a2 + j))));
+            }
+        for (; g < g1; ++g)
+            for (int64_t j = 0; j < P; j += VL) {
+                V d = vsub(vload(x + g * P + j), vload(piv + j));
+                vstore(a1 + j, vadd(vload(a1 + j), d));
+                vstore(a2 + j, vfma(d, d, vload(a2 + j)));
+            }
+        for (int64_t j = 0; j < P; j += VL) {
+            vacc_double(s1 + j, vload(a1 + j));
+            vacc_double(s2 + j, vload(a2 + j));
+        }
+    }
+}
+
+// Backward sums over gb rows (same blocking as stats_chunk). MASK: dy' = dy * (y > 0).
+// DX (eval mode): also dx = k1 * dy' in the same pass.
+template <int U, int R, bool MASK, bool DX>
+inline void bwd_chunk(const float* dy, const float* x, const float* y, float* dx, int64_t gb,
+                      int64_t P, const float* mean, const float* k1, double* sdy, double* sdyx) {
+    V a[R][U], b[R][U], m[U], k[U];
+    for (int u = 0; u < U; ++u) {
+        m[u] = vload(mean + u * VL);
+        k[u] = DX ? vload(k1 + u * VL) : vzero();
+        for (int r = 0; r < R; ++r) a[r][u] = b[r][u] = vzero();
+    }
+    auto step = [&](int64_t off, int r, int u) {
+        V g = vload(dy + off);
+        if (MASK) g = vmask_pos(g, vload(y + off));
+        if (DX) vstore(dx + off, vmul(g, k[u]));
+        a[r][u] = vadd(a[r][u], g);
+        b[r][u] = vfma(g, vsub(vload(x + off), m[u]), b[r][u]);
+    };
+    int64_t g = 0;
+    for (; g + R <= gb; g += R)
+        for (int r = 0; r < R; ++r)
+            for (int u = 0; u < U; ++u) step((g + r) * P + u * VL, r, u);
+    for (; g < gb; ++g)
+        for (int u = 0; u < U; ++u) step(g * P + u * VL, 0, u);
+    for (int u = 0; u < U; ++u) {
+        for (int r = 1; r < R; ++r) {
+            a[0][u] = vadd(a[0][u], a[r][u]);
+            b[0][u] = vadd(b[0][u], b[r][u]);
+        }
+        vacc_double(sdy + u * VL, a[0][u]);
+        vacc_double(sdyx + u * VL, b[0][u]);
+    }
+}
+
+// One vector of the long-row backward sums at flat offset o: sd += dy', se += dy' (x - m).
+template <bool MASK, bool DX>
+inline void bwd_long_step(const float* dy, const float* x, const float* y, float* dx,
+                          int64_t o, V m, V k, V& sd, V& se) {
+    V d = vload(dy + o);
+    if (MASK) d = vmask_pos(d, vload(y + o));
+    if (DX) vstore(dx + o, vmul(d, k));
+    sd = vadd(sd, d);
+    se = vfma(d, vsub(vload(x + o), m), se);
+}
+
+// Long rows: the backward sums through float scratch a1, a2 (P each), like stats_long.
+template <bool MASK, bool DX>
+void bwd_long(const float* dy, const float* x, const float* y, float* dx, int64_t G, int64_t P,
+              const float* mean, const float* k1, float* a1, float* a2, double* sdy,
+              double* sdyx) {
+    for (int64_t g0 = 0; g0 < G; g0 += kFlushRows) {
+        const int64_t g1 = g0 + kFlushRows < G ? g0 + kFlushRows : G;
+        for (int64_t j = 0; j < P; j += VL) {
+            vstore(a1 + j, vzero());
+            vstore(a2 + j, vzero());
+        }
+        int64_t g = g0;
+        for (; two_rows(P) && g + 2 <= g1; g += 2)
+            for (int64_t j = 0; j < P; j += VL) {
+                const V m = vload(mean + j), k = DX ? vload(k1 + j) : vzero();
+                V sd = vload(a1 + j), se = vload(a2 + j);
+                bwd_long_step<MASK, DX>(dy, x, y, dx, g * P + j, m, k, sd, se);
+                bwd_long_step<MASK, DX>(dy, x, y, dx, (g + 1) * P + j, m, k, sd, se);
+                vstore(a1 + j, sd);
+                vstore(a2 + j, se);
+            }
+        for (; g < g1; ++g)
+            for (int64_t j = 0; j < P; j += VL) {
+                const V m = vload(mean + j), k = DX ? vload(k1 + j) : vzero();
+                V sd = vload(a1 + j), se = vload(a2 + j);
+                bwd_long_step<MASK, DX>(dy, x, y, dx, g * P + j, m, k, sd, se);
+                vstore(a1 + j, sd);
+                vstore(a2 + j, se);
+            }
+        for (int64_t j = 0; j < P; j += VL) {
+            vacc_double(sdy + j, vload(a1 + j));
+            vacc_double(sdyx + j, vload(a2 + j));
+        }
+    }
+}
+
+template <bool MASK, bool DX>
+void bwd_reduce_impl(const float* dy, const float* x, const float* y, float* dx, int64_t n,
+                     int64_t P, const float* mean, const float* k1, float* scratch, double* sdy,
+                     double* sdyx) {
+    const int64_t G = n / P;
+    if (P > kShortRow) {
+        bwd_long<MASK, DX>(dy, x, y, dx, G, P, mean, k1, scratch, scratch + P, sdy, sdyx);
+    } else {
+        const int64_t B = short_block_rows(P);
+        for (int64_t g0 = 0; g0 < G; g0 += B) {
+            const int64_t gb = G - g0 < B ? G - g0 : B, o = g0 * P;
+            int64_t j = 0;
+            for (; j + 4 * VL <= P; j += 4 * VL)
+                bwd_chunk<4, 1, MASK, DX>(dy + o + j, x + o + j, opt_off(y, o + j),
+                                          opt_off(dx, o + j), gb, P, mean + j, k1 + j, sdy + j,
+                                          sdyx + j);
+            for (; j < P; j += VL)
+                bwd_chunk<1, 4, MASK, DX>(dy + o + j, x + o + j, opt_off(y, o + j),
+                                          opt_off(dx, o + j), gb, P, mean + j, k1 + j, sdy + j,
+                                          sdyx + j);
+        }
+    }
+    // Tail: fewer than P elements (a partial pattern period), masked loads give zeros.
+    const int64_t o = G * P, rem = n - o;
+    for (int64_t j = 0; j < rem; j += VL) {
+        const int64_t c = rem - j < VL ? rem - j : VL;
+        V g = vloadn(dy + o + j, c);
+        if (MASK) g = vmask_pos(g, vloadn(y + o + j, c));
+        if (DX) vstoren(dx + o + j, vmul(g, vload(k1 + j)), c);
+        vacc_double(sdy + j, g);
+        vacc_double(sdyx + j, vmul(g, vsub(vloadn(x + o + j, c), vloadn(mean + j, c))));
+    }
+}
+
+// y = relu?((x - mean) * scale + beta) over gb rows for U adjacent pattern vectors, whose
+// per-channel values stay in registers for the whole block.
+template <int U, bool RELU>
+inline void apply_chunk(const float* x, float* y, int64_t gb, int64_t P, const float* mean,
+                        const float* scale, const float* beta) {
+    V m[U], s[U], b[U];
+    for (int u = 0; u < U; ++u) {
+        m[u] = vload(mean + u * VL);
+        s[u] = vload(scale + u * VL);
+        b[u] = vload(beta + u * VL);
+    }
+    for (int64_t g = 0; g < gb; ++g)
+        for (int u = 0; u < U; ++u) {
+            const int64_t o = g * P + u * VL;
+            V v = vfma(vsub(vload(x + o), m[u]), s[u], b[u]);
+            vstore(y + o, RELU ? vrelu(v) : v);
+        }
+}
+
+// Long rows, front to back (two per sweep for page-long rows).
+template <bool RELU>
+void apply_long(const float* x, float* y, int64_t G, int64_t P, const float* mean,
+                const float* scale, const float* beta) {
+    int64_t g = 0;
+    for (; two_rows(P) && g + 2 <= G; g += 2)
+        for (int64_t j = 0; j < P; j += VL) {
+            const V m = vload(mean + j), s = vload(scale + j), b = vload(beta + j);
+            const int64_t o0 = g * P + j, o1 = o0 + P;
+            V v0 = vfma(vsub(vload(x + o0), m), s, b), v1 = vfma(vsub(vload(x + o1), m), s, b);
+            vstore(y + o0, RELU ? vrelu(v0) : v0);
+            vstore(y + o1, RELU ? vrelu(v1) : v1);
+        }
+    for (; g < G; ++g)
+        for (int64_t j = 0; j < P; j += VL)
+            apply_chunk<1, RELU>(x + g * P + j, y + g * P + j, 1, P, mean + j, scale + j, beta + j);
+}
+
+template <bool RELU>
+void apply_impl(const float* x, float* y, int64_t n, int64_t P, const float* mean,
+                const float* scale, const float* beta) {
+    const int64_t G = n / P;
+    if (P > kShortRow) {
+        apply_long<RELU>(x, y, G, P, mean, scale, beta);
+    } else {
+        const int64_t B = short_block_rows(P);
+        for (int64_t g0 = 0; g0 < G; g0 += B) {
+            const int64_t gb = G - g0 < B ? G - g0 : B, o = g0 * P;
+            int64_t j = 0;
+            for (; j + 4 * VL <= P; j += 4 * VL)
+                apply_chunk<4, RELU>(x + o + j, y + o + j, gb, P, mean + j, scale + j, beta + j);
+            for (; j < P; j += VL)
+                apply_chunk<1, RELU>(x + o + j, y + o + j, gb, P, mean + j, scale + j, beta + j);
+        }
+    }
+    const int64_t o = G * P, rem = n - o;
+    for (int64_t j = 0; j < rem; j += VL) {
+        const int64_t c = rem - j < VL ? rem - j : VL;
+        V v = vfma(vsub(vloadn(x + o + j, c), vload(mean + j)), vload(scale + j), vload(beta + j));
+        vstoren(y + o + j, RELU ? vrelu(v) : v, c);
+    }
+}
+
+// dx = k1 * dy' + k2 * (x - mean) + k3 over gb rows for U adjacent pattern vectors.
+template <int U, bool MASK>
+inline void bwd_apply_chunk(const float* dy, const float* x, const float* y, float* dx,
+                            int64_t gb, int64_t P, const float* mean, const float* k1,
+                            const float* k2, const float* k3) {
+    V m[U], a[U], b[U], c[U];
+    for (int u = 0; u < U; ++u) {
+        m[u] = vload(mean + u * VL);
+        a[u] = vload(k1 + u * VL);
+        b[u] = vload(k2 + u * VL);
+        c[u] = vload(k3 + u * VL);
+    }
+    for (int64_t g = 0; g < gb; ++g)
+        for (int u = 0; u < U; ++u) {
+            const int64_t o = g * P + u * VL;
+            V d = vload(dy + o);
+            if (MASK) d = vmask_pos(d, vload(y + o));
+            vstore(dx + o, vfma(d, a[u], vfma(vsub(vload(x + o), m[u]), b[u], c[u])));
+        }
+}
+
+// Long rows, front to back (two per sweep for page-long rows).
+template <bool MASK>
+void bwd_apply_long(const float* dy, const float* x, const float* y, float* dx, int64_t G,
+                    int64_t P, const float* mean, const float* k1, const float* k2,
+                    const float* k3) {
+    int64_t g = 0;
+    for (; two_rows(P) && g + 2 <= G; g += 2)
+        for (int64_t j = 0; j < P; j += VL) {
+            const V m = vload(mean + j), a = vload(k1 + j), b = vload(k2 + j), c = vload(k3 + j);
+            for (int64_t o = g * P + j; o < (g + 2) * P; o += P) {
+                V d = vload(dy + o);
+                if (MASK) d = vmask_pos(d, vload(y + o));
+                vstore(dx + o, vfma(d, a, vfma(vsub(vload(x + o), m), b, c)));
+            }
+        }
+    for (; g < G; ++g)
+        for (int64_t j = 0; j < P; j += VL)
+            bwd_apply_chunk<1, MASK>(dy + g * P + j, x + g * P + j, opt_off(y, g * P + j),
+                                     dx + g * P + j, 1, P, mean + j, k1 + j, k2 + j, k3 + j);
+}
+
+template <bool MASK>
+void bwd_apply_impl(const float* dy, const float* x, const float* y, float* dx, int64_t n,
+                    int64_t P, const float* mean, const float* k1, const float* k2,
+                    const float* k3) {
+    const int64_t G = n / P;
+    if (P > kShortRow) {
+        bwd_apply_long<MASK>(dy, x, y, dx, G, P, mean, k1, k2, k3);
+    } else {
+        const int64_t B = short_block_rows(P);
+        for (int64_t g0 = 0; g0 < G; g0 += B) {
+            const int64_t gb = G - g0 < B ? G - g0 : B, o = g0 * P;
+            int64_t j = 0;
+            for (; j + 4 * VL <= P; j += 4 * VL)
+                bwd_apply_chunk<4, MASK>(dy + o + j, x + o + j, opt_off(y, o + j), dx + o + j, gb,
+                                         P, mean + j, k1 + j, k2 + j, k3 + j);
+            for (; j < P; j += VL)
+                bwd_apply_chunk<1, MASK>(dy + o + j, x + o + j, opt_off(y, o + j), dx + o + j, gb,
+                                         P, mean + j, k1 + j, k2 + j, k3 + j);
+        }
+    }
+    const int64_t o = G * P, rem = n - o;
+    for (int64_t j = 0; j < rem; j += VL) {
+        const int64_t c = rem - j < VL ? rem - j : VL;
+        V d = vloadn(dy + o + j, c);
+        if (MASK) d = vmask_pos(d, vloadn(y + o + j, c));
+        V t = vfma(vsub(vloadn(x + o + j, c), vload(mean + j)), vload(k2 + j), vload(k3 + j));
+        vstoren(dx + o + j, vfma(d, vload(k1 + j), t), c);
+    }
+}
+
+}  // namespace
+
+void bn_stats(const float* x, int64_t n, int64_t P, const float* piv, float* scratch, double* s1,
+              double* s2) {
+    for (int64_t k = 0; k < P; ++k) s1[k] = s2[k] = 0.0;
+    const int64_t G = n / P;
+    if (P > kShortRow) {
+        stats_long(x, G, P, piv, scratch, scratch + P, s1, s2);
+    } else {
+        const int64_t B = short_block_rows(P);
+        for (int64_t g0 = 0; g0 < G; g0 += B) {
+            const int64_t gb = G - g0 < B ? G - g0 : B;
+            const float* xb = x + g0 * P;
+            int64_t j = 0;
+            for (; j + 4 * VL <= P; j += 4 * VL)
+                stats_chunk<4, 1>(xb + j, gb, P, piv + j, s1 + j, s2 + j);
+            for (; j < P; j += VL) stats_chunk<1, 4>(xb + j, gb, P, piv + j, s1 + j, s2 + j);
+        }
+    }
+    const int64_t o = G * P, rem = n - o;
+    for (int64_t j = 0; j < rem; j += VL) {
+        const int64_t c = rem - j < VL ? rem - j : VL;
+        V d = vsub(vloadn(x + o + j, c), vloadn(piv + j, c));
+        vacc_double(s1 + j, d);
+        vacc_double(s2 + j, vmul(d, d));
+    }
+}
+
+void bn_apply(const float* x, float* y, int64_t n, int64_t P, const float* mean,
+              const float* scale, const float* beta, bool relu) {
+    if (relu)
+        apply_impl<true>(x, y, n, P, mean, scale, beta);
+    else
+        apply_impl<false>(x, y, n, P, mean, scale, beta);
+}
+
+void bn_bwd_reduce(const float* dy, const float* x, const float* y, float* dx, int64_t n,
+                   int64_t P, const float* mean, const float* k1, float* scratch, double* sdy,
+                   double* sdyx) {
+    for (int64_t k = 0; k < P; ++k) sdy[k] = sdyx[k] = 0.0;
+    if (y && dx)
+        bwd_reduce_impl<true, true>(dy, x, y, dx, n, P, mean, k1, scratch, sdy, sdyx);
+    else if (y)
+        bwd_reduce_impl<true, false>(dy, x, y, dx, n, P, mean, k1, scratch, sdy, sdyx);
+    else if (dx)
+        bwd_reduce_impl<false, true>(dy, x, y, dx, n, P, mean, k1, scratch, sdy, sdyx);
+    else
+        bwd_reduce_impl<false, false>(dy, x, y, dx, n, P, mean, k1, scratch, sdy, sdyx);
+}
+
+void bn_bwd_apply(const float* dy, const float* x, const float* y, float* dx, int64_t n,
+                  int64_t P, const float* mean, const float* k1, const float* k2,
+                  const float* k3) {
+    if (y)
+        bwd_apply_impl<true>(dy, x, y, dx, n, P, mean, k1, k2, k3);
+    else
+        bwd_apply_impl<false>(dy, x, y, dx, n, P, mean, k1, k2, k3);
+}

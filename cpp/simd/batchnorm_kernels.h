@@ -1,0 +1,70 @@
+// batchnorm_kernels.h: batch norm over NHWC activations viewed as (M, C), M = N*H*W rows.
+// Two levels:
+//  - rc::batch_norm_* (cpp/batchnorm.cpp): whole-tensor kernels that thread, combine
+//    per-thread partials in float64 and dispatch on rc::active_isa();
+//  - rc::<isa>::bn_* (one shared body, cpp/simd/batchnorm_body.h, compiled once per ISA):
+//    single-thread range kernels over a flat slice of x that starts on a row whose flat
+//    offset is a multiple of the pattern period P = lcm(C, 16). Per-channel vectors arrive
+//    "expanded" to P floats (channel of element k is k % C), so every ISA vectorizes over the
+//    flat array whatever C is (C=3 or 17 included), with one masked tail per slice.
+#pragma once
+#include <cstdint>
+
+namespace rc {
+
+// Training forward. x, y (M,C); gamma, beta, running_mean, running_var, mean, rstd (C,).
+// Normalizes with the biased batch variance, caches mean and rstd = 1/sqrt(var+eps), and
+// updates running stats in place (unbiased variance, PyTorch momentum). Needs M > 1.
+// y = relu?((x - mean) * gamma * rstd + beta).
+void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
+                              float* running_mean, float* running_var, float* y, float* mean,
+                              float* rstd, int64_t M, int64_t C, double momentum, double eps,
+                              bool relu);
+
+// Eval forward with running stats: y = relu?((x - rm) * gamma / sqrt(rv + eps) + beta).
+void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
+                             const float* running_mean, const float* running_var, float* y,
+                             int64_t M, int64_t C, double eps, bool relu);
+
+// Backward. dy, x, dx (M,C); y (M,C) or nullptr; gamma, mean, rstd, dgamma, dbeta (C,).
+// With y, dy is masked by y > 0 on the fly (fused ReLU backward). train: mean/rstd are the
+// cached batch stats and dx includes the batch-statistics terms; !train: they are the
+// running stats (frozen BN) and dx = dy * gamma * rstd.
+void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
+                         const float* rstd, const float* y, float* dx, float* dgamma,
+                         float* dbeta, int64_t M, int64_t C, bool train);
+
+}  // namespace rc
+
+// Range kernels, one set per ISA namespace. n = elements in the slice; P = pattern period;
+// scratch = 2P floats of per-thread workspace (the reductions' float32 partial sums).
+//  bn_stats:      s1[k] = sum (x - piv)[k + iP], s2[k] = sum of squares (k < P, float64 out)
+//  bn_apply:      y = relu?((x - mean) * scale + beta)
+//  bn_bwd_reduce: sdy[k] = sum dy', sdyx[k] = sum dy' * (x - mean), dy' = dy masked by y > 0
+//                 when y != nullptr; when dx != nullptr also writes dx = k1 * dy' (eval mode)
+//  bn_bwd_apply:  dx = k1 * dy' + k2 * (x - mean) + k3
+#define RC_BN_RANGE_KERNELS                                                                     \
+    void bn_stats(const float* x, int64_t n, int64_t P, const float* piv, float* scratch,      \
+                  double* s1, double* s2);                                                      \
+    void bn_apply(const float* x, float* y, int64_t n, int64_t P, const float* mean,           \
+                  const float* scale, const float* beta, bool relu);                            \
+    void bn_bwd_reduce(const float* dy, const float* x, const float* y, float* dx, int64_t n,  \
+                       int64_t P, const float* mean, const float* k1, float* scratch,           \
+                       double* sdy, double* sdyx);                                              \
+    void bn_bwd_apply(const float* dy, const float* x, const float* y, float* dx, int64_t n,   \
+                      int64_t P, const float* mean, const float* k1, const float* k2,           \
+                      const float* k3);
+
+namespace rc::scalar {
+RC_BN_RANGE_KERNELS
+}
+#ifdef RESNET_CPP_HAVE_AVX2
+namespace rc::avx2 {
+RC_BN_RANGE_KERNELS
+}
+#endif
+#ifdef RESNET_CPP_HAVE_AVX512
+namespace rc::avx512 {
+RC_BN_RANGE_KERNELS
+}
+#endif

@@ -1,0 +1,51 @@
+"""Datasets and batching: readers, ``load_dataset``, ``channel_stats``, ``DataLoader``.
+
+    train, test = load_dataset("bundled")            # small Fashion-MNIST subset, shipped
+    mean, std = channel_stats(train)
+    loader = DataLoader(train, 128, augment=True, mean=mean, std=std, seed=0)
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for x, y in loader:                             # x float32 (B,C,H,W), y int64 (B,)
+            ...
+"""
+from __future__ import annotations
+
+from .datasets import (
+    BUNDLED_PATH,
+    DATASET_NAMES,
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    Dataset,
+    channel_stats,
+    load_dataset,
+)
+from .loader import DataLoader
+from .readers import (
+    RestrictedUnpickler,
+    UnsafePickleError,
+    read_cifar_batch,
+    read_cifar_meta,
+    read_idx,
+    read_idx_pair,
+    read_npz,
+    restricted_load,
+)
+
+__all__ = [
+    "BUNDLED_PATH",
+    "DATASET_NAMES",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "DataLoader",
+    "Dataset",
+    "RestrictedUnpickler",
+    "UnsafePickleError",
+    "channel_stats",
+    "load_dataset",
+    "read_cifar_batch",
+    "read_cifar_meta",
+    "read_idx",
+    "read_idx_pair",
+    "read_npz",
+    "restricted_load",
+]

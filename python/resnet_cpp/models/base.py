@@ -1,0 +1,70 @@
+"""ResNetBase: NCHW input -> one NHWC conversion -> trunk -> global pool -> fc -> logits."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..nn import BatchNorm2d, Conv2d, Module, init
+
+__all__ = ["ResNetBase"]
+
+
+class ResNetBase(Module):
+    """Shared forward/backward and init for every model in the zoo.
+
+    Subclasses create their modules and list the trunk's attribute names in ``_trunk``
+    (forward order, the stem conv first), then call ``_finish(rng)``. Everything between
+    the entry conversion and the global average pool runs NHWC; the head sees (N, C).
+    ``config`` holds the ``create`` arguments that rebuild the architecture.
+    """
+
+    _trunk: tuple = ()
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        if int(in_channels) < 1 or int(num_classes) < 1:
+            raise ValueError(f"in_channels and num_classes must be >= 1, "
+                             f"got {in_channels} and {num_classes}")
+        self.in_channels = int(in_channels)
+        self.num_classes = int(num_classes)
+        self.config: dict = {}
+
+    def _finish(self, rng, zero_init_residual: bool = False) -> None:
+        """He normal (fan_out, ReLU gain) for every conv, zero conv biases, BN (1, 0)."""
+        for m in self.modules():
+            if isinstance(m, Conv2d):
+                init.kaiming_normal_(m.weight.data, rng, mode="fan_out")
+                if m.bias is not None:
+                    m.bias.data.fill(0.0)
+            elif isinstance(m, BatchNorm2d):
+                m.weight.data.fill(1.0)
+                m.bias.data.fill(0.0)
+        if zero_init_residual:
+            # Each residual branch starts at zero, so each block starts as the identity.
+            for m in self.modules():
+                if hasattr(m, "residual_bn"):
+                    m.residual_bn().weight.data.fill(0.0)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, in_channels, H, W) float32 -> logits (N, num_classes), a fresh array."""
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != self.in_channels:
+            got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+            raise ValueError(f"x must be (N, {self.in_channels}, H, W) NCHW, got {got}")
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        n, c, hh, ww = x.shape
+        h = F.to_nhwc(x, out=self._buffer("x", (n, hh, ww, c)))
+        for name in self._trunk:
+            h = getattr(self, name)(h)
+        return self.fc(self.avgpool(h))
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True):
+        """dlogits (N, num_classes) -> dx (N, C, H, W), filling every parameter's .grad.
+
+        ``need_dx=False`` skips the input gradient (training never needs it) and returns None.
+        """
+        d = self.avgpool.backward(self.fc.backward(dy))
+        for name in reversed(self._trunk[1:]):
+            d = getattr(self, name).backward(d)
+        d = getattr(self, self._trunk[0]).backward(d, need_dx=need_dx)
+        return None if d is None else F.to_nchw(d)

@@ -1,0 +1,28 @@
+"""Modules with explicit backward over resnet_cpp.functional (PyTorch-like names, no autograd).
+
+    import resnet_cpp.nn as nn
+    layer = nn.Conv2d(3, 16, 3, padding=1)
+    y = layer(x); dx = layer.backward(dy)   # fills layer.weight.grad
+"""
+from __future__ import annotations
+
+from . import init
+from .layers import BatchNorm2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU
+from .loss import CrossEntropyLoss
+from .module import IncompatibleKeys, Module, Parameter, Sequential
+
+__all__ = [
+    "BatchNorm2d",
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Flatten",
+    "GlobalAvgPool2d",
+    "IncompatibleKeys",
+    "Linear",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "init",
+]

@@ -1,0 +1,257 @@
+"""Layers over resnet_cpp.functional: each forward caches, each backward fills .grad.
+
+All arithmetic runs in the C++ kernels behind ``resnet_cpp.functional``; these classes
+only hold parameters, pick buffers and route gradients. Spatial layers take
+``layout="NCHW"`` (default, like PyTorch) or ``"NHWC"`` (what the models use inside, with
+no per-layer transposes). Conv weights are (K, C, R, S) in both layouts.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from . import init as _init
+from .module import Module, Parameter
+
+__all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "GlobalAvgPool2d", "Linear", "Flatten"]
+
+_LAYOUTS = ("NCHW", "NHWC")
+
+
+def _check_layout(layout: str) -> str:
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def _pair_int(v, name: str) -> int:
+    """Square kernels/strides only: accept k or (k, k)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2 or v[0] != v[1]:
+            raise ValueError(f"{name} must be an int or a square pair, got {v!r}")
+        v = v[0]
+    return int(v)
+
+
+def _spatial_out(x: np.ndarray, layout: str, channels_out: int, k: int, stride: int, pad: int):
+    """Output shape of a k x k window op, or None when x is malformed (the kernel reports it)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        return None
+    n, h, w = (x.shape[0], x.shape[2], x.shape[3]) if layout == "NCHW" else x.shape[:3]
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if n < 1 or ho < 1 or wo < 1:
+        return None
+    return (n, channels_out, ho, wo) if layout == "NCHW" else (n, ho, wo, channels_out)
+
+
+def _channels(x: np.ndarray, layout: str) -> int:
+    return x.shape[1] if layout == "NCHW" else x.shape[3]
+
+
+class _Cached(Module):
+    """Shared guard: backward needs the cache of a forward."""
+
+    _cache = None
+
+    def _need_cache(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return self._cache
+
+
+class Conv2d(_Cached):
+    """2-D convolution, weight (out_channels, in_channels, k, k), optional bias (out_channels,).
+
+    Initialized like PyTorch's default (uniform +-1/sqrt(fan_in)) from ``rng`` (None, a
+    seed or a Generator); ``init=False`` leaves zeros for a caller that initializes itself
+    (the models: He normal). ``backward(dy, need_dx=False)`` skips the input gradient.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 bias: bool = True, *, layout: str = "NCHW", rng=None, init: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair_int(kernel_size, "kernel_size")
+        self.stride = _pair_int(stride, "stride")
+        self.padding = _pair_int(padding, "padding")
+        self.layout = _check_layout(layout)
+        k = self.kernel_size
+        self.weight = Parameter(np.zeros((self.out_channels, self.in_channels, k, k), np.float32), decay=True)
+        self.bias = Parameter(np.zeros(self.out_channels, np.float32), decay=False) if bias else None
+        if init:
+            rng = _init.as_rng(rng)
+            fan_in = self.in_channels * k * k
+            _init.default_uniform_(self.weight.data, rng, fan_in)
+            if bias:
+                _init.default_uniform_(self.bias.data, rng, fan_in)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, "
+                f"layout={self.layout!r}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        shape = _spatial_out(x, self.layout, self.out_channels, self.kernel_size,
+                             self.stride, self.padding)
+        out = None if shape is None else self._buffer("y", shape)
+        b = None if self.bias is None else self.bias.data
+        y, self._cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding,
+                                  layout=self.layout, out=out)
+        return y
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True):
+        dx, dw, db = F.conv2d_backward(dy, self._need_cache(), need_dx=need_dx)
+        np.copyto(self.weight.grad, dw)
+        if self.bias is not None:
+            np.copyto(self.bias.grad, db)
+        return dx
+
+
+class BatchNorm2d(_Cached):
+    """Batch norm over (N, H, W) per channel, PyTorch semantics; ``relu=True`` fuses a ReLU.
+
+    Parameters ``weight`` (gamma, ones) and ``bias`` (beta, zeros); buffers
+    ``running_mean``, ``running_var`` (float32) and ``num_batches_tracked`` (int64 0-d),
+    updated in place in training mode. Eval mode normalizes with the running stats.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *,
+                 relu: bool = False, layout: str = "NCHW"):
+        super().__init__()
+        self.num_features = int(num_features)
+        self.eps, self.momentum = float(eps), float(momentum)
+        self.relu = bool(relu)
+        self.layout = _check_layout(layout)
+        self.weight = Parameter(np.ones(self.num_features, np.float32), decay=False)
+        self.bias = Parameter(np.zeros(self.num_features, np.float32), decay=False)
+        self.register_buffer("running_mean", np.zeros(self.num_features, np.float32))
+        self.register_buffer("running_var", np.ones(self.num_features, np.float32))
+        self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"relu={self.relu}, layout={self.layout!r}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        ok = isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[0] > 0
+        out = self._buffer("y", x.shape) if ok else None
+        y, self._cache = F.batch_norm2d(
+            x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
+            training=self.training, momentum=self.momentum, eps=self.eps, relu=self.relu,
+            layout=self.layout, out=out)
+        if self.training:
+            self.num_batches_tracked[...] += 1
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        cache = self._need_cache()
+        dx, dgamma, dbeta = F.batch_norm2d_backward(dy, cache, out=self._buffer("dx", dy.shape))
+        np.copyto(self.weight.grad, dgamma)
+        np.copyto(self.bias.grad, dbeta)
+        return dx
+
+
+class ReLU(_Cached):
+    """max(x, 0) for any shape (models fuse it into BatchNorm2d / add_relu instead)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out = self._buffer("y", x.shape) if isinstance(x, np.ndarray) else None
+        y, self._cache = F.relu(x, out=out)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return F.relu_backward(dy, self._need_cache())
+
+
+class MaxPool2d(_Cached):
+    """k x k max pooling with -inf padding (stride defaults to kernel_size, like PyTorch)."""
+
+    def __init__(self, kernel_size=3, stride=None, padding=0, *, layout: str = "NCHW"):
+        super().__init__()
+        self.kernel_size = _pair_int(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else _pair_int(stride, "stride")
+        self.padding = _pair_int(padding, "padding")
+        self.layout = _check_layout(layout)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, layout={self.layout!r}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        shape = None
+        if isinstance(x, np.ndarray) and x.ndim == 4:
+            shape = _spatial_out(x, self.layout, _channels(x, self.layout), self.kernel_size,
+                                 self.stride, self.padding)
+        out = None if shape is None else self._buffer("y", shape)
+        y, self._cache = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                      layout=self.layout, out=out)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return F.max_pool2d_backward(dy, self._need_cache())
+
+
+class GlobalAvgPool2d(_Cached):
+    """Mean over H and W: (N, C, H, W) or (N, H, W, C) -> (N, C)."""
+
+    def __init__(self, *, layout: str = "NCHW"):
+        super().__init__()
+        self.layout = _check_layout(layout)
+
+    def extra_repr(self) -> str:
+        return f"layout={self.layout!r}"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y, self._cache = F.global_avg_pool2d(x, layout=self.layout)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return F.global_avg_pool2d_backward(dy, self._need_cache())
+
+
+class Linear(_Cached):
+    """y = x @ weight.T + bias, weight (out_features, in_features).
+
+    The output is freshly allocated (it is usually the model's logits, which callers keep).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        rng = _init.as_rng(rng)
+        self.weight = Parameter(np.zeros((self.out_features, self.in_features), np.float32), decay=True)
+        _init.default_uniform_(self.weight.data, rng, self.in_features)
+        self.bias = None
+        if bias:
+            self.bias = Parameter(np.zeros(self.out_features, np.float32), decay=False)
+            _init.default_uniform_(self.bias.data, rng, self.in_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        b = None if self.bias is None else self.bias.data
+        y, self._cache = F.linear(x, self.weight.data, b)
+        return y
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True):
+        dx, dw, db = F.linear_backward(dy, self._need_cache(), need_dx=need_dx)
+        np.copyto(self.weight.grad, dw)
+        if self.bias is not None:
+            np.copyto(self.bias.grad, db)
+        return dx
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...)) in C order; backward restores the shape."""
+
+    _shape = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._shape = x.shape
+        return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._shape is None:
+            raise RuntimeError("Flatten.backward called before forward")
+        return np.ascontiguousarray(dy).reshape(self._shape)
