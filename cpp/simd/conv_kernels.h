@@ -67,13 +67,13 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
 
 namespace {
 
-using rc::AlignedBuffer;
 using rc::ConvShape;
 
 constexpr int kVec = 16;  // output channels per "vector group" (one zmm, two ymm)
 
-// TU-local owning array. std::vector<float> would be a template instance shared with the
-// other ISA translation units, and the linker may keep a copy compiled with wider ISA flags.
+// TU-local owning, zero-initialized array. std::vector<float> (or any inline function from a
+// shared header) would be an instance shared with the other ISA translation units, and the
+// linker may keep a copy compiled with wider ISA flags.
 template <class T>
 class Arr {
   public:
@@ -103,6 +103,13 @@ inline int team_size() {
     return omp_get_num_threads();
 #else
     return 1;
+#endif
+}
+inline int team_rank() {
+#ifdef RESNET_CPP_HAVE_OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
 #endif
 }
 
@@ -253,17 +260,16 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
     const int64_t image = e.H * e.W * e.Cin;
     const int64_t pf_lines = (image / 16 + calls - 1) / std::max<int64_t>(1, calls) + 1;
 
-    // Per-thread scratch, allocated here so that a failed allocation throws to the caller
-    // instead of terminating inside the parallel region.
-    AlignedBuffer scratch_all(size_t(T) * e.scratch_len);
+    // Per-thread scratch (zeroed: padding stays zero), allocated here so that a failed
+    // allocation throws to the caller instead of terminating inside the parallel region.
+    Arr<float> scratch_all(T * e.scratch_len);
 
 #pragma omp parallel num_threads(T)
     {
-        const int nt = team_size(), t = rc::thread_id();
+        const int nt = team_size(), t = team_rank();
         const int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
         if (i0 < i1) {
             float* scratch = scratch_all.data() + t * e.scratch_len;
-            std::memset(scratch, 0, e.scratch_len * 4);
             int64_t have = -1;
             const float *pf = nullptr, *pf_end = nullptr;
             for (int64_t it = i0; it < i1; ++it) {
@@ -427,10 +433,10 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
     int64_t priv_len = R * U * Kp + Kp;
     std::vector<KBlock> blocks = plan_kblocks(K, Mk::kMaxNV);
     int T = rc::num_threads();
-    AlignedBuffer priv(size_t(T) * priv_len);
+    Arr<float> priv(T * priv_len);  // zeroed
     // Per-thread zero-padded copy of one image (padding zeroed once; images fill the inside).
     const int64_t pad_len = pad ? (Hp * Wp * C + 15) / 16 * 16 : 0;
-    AlignedBuffer padded(size_t(T) * pad_len);
+    Arr<float> padded(T * pad_len);
     // Output rows per band: a band's dy (and x rows) stay in L2 across the R * blocks sweeps.
     int64_t band = std::max<int64_t>(1, (256 << 10) / (Q * K * 4));
     int used = 1;
@@ -443,14 +449,12 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
 
 #pragma omp parallel num_threads(T)
     {
-        int nt = team_size(), t = rc::thread_id();
+        int nt = team_size(), t = team_rank();
 #pragma omp single
         used = nt;
         float* mine = priv.data() + t * priv_len;
-        std::memset(mine, 0, priv_len * 4);
         int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
         float* scratch = padded.data() + t * pad_len;
-        std::memset(scratch, 0, pad_len * 4);
         for (int64_t n = n0; n < n1; ++n) {
             const float* xn = x + n * H * W * C;
             const float* img = xn;
