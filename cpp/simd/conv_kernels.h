@@ -113,7 +113,7 @@ inline int team_rank() {
 #endif
 }
 
-// Arguments of one forward micro-kernel call: PX flat pixels x NV groups of 16 outputs.
+// Arguments of one forward micro-kernel call: PX pixels of a row x NV groups of 16 outputs.
 struct FwdArgs {
     const float* x;        // scratch, channel block 0, at the run's first pixel
     const int64_t* tap;    // ntaps offsets (floats) of each tap inside a channel block
