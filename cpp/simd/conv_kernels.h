@@ -58,6 +58,8 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
 // including this header). It is wrapped in an anonymous namespace so each ISA keeps its own
 // copy; the TU supplies `struct Micro` (micro-kernel tables, see conv_avx512.cpp) first.
 #ifdef RC_CONV_DRIVER
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -311,7 +313,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                             Mk::fwd(kb.nv, cnt)(a);
                             col += cnt;
                             for (int64_t l = 0; l < pf_lines && pf < pf_end; ++l, pf += 16)
-                                __builtin_prefetch(pf, 0, 2);
+                                _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T1);
                         }
                     }
                 }
@@ -489,9 +491,9 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
                             a.dw = mine + (r * U + u0) * Kp + kb.v0 * kVec;
                             Mk::bww(kb.nv, cnt)(a);
                             for (int64_t l = 0; l < pf_x && pfx < pfx_end; ++l, pfx += 16)
-                                __builtin_prefetch(pfx, 0, 2);
+                                _mm_prefetch(reinterpret_cast<const char*>(pfx), _MM_HINT_T1);
                             for (int64_t l = 0; l < pf_dy && pfd < pfd_end; ++l, pfd += 16)
-                                __builtin_prefetch(pfd, 0, 2);
+                                _mm_prefetch(reinterpret_cast<const char*>(pfd), _MM_HINT_T1);
                         }
                     }
             }
