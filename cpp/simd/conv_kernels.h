@@ -181,6 +181,7 @@ void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, 
 // the image are written: the caller zeroes the scratch once, and padding never changes.
 // Lanes past C in the last block are never read; phases with used[ph*st + pw] == 0 (read by
 // no tap) are skipped.
+template <class Mk>
 void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, int64_t top,
                    int64_t left, int64_t Hph, int64_t Wph, int64_t plane, const char* used,
                    float* out) {
@@ -206,9 +207,9 @@ void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, 
                     if (n == kVec)
                         for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
                             std::memcpy(d, sp, kVec * 4);
-                    else
+                    else  // C tail: a masked load (not a memcpy call per pixel)
                         for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
-                            std::memcpy(d, sp, n * 4);
+                            Mk::copy_tail(d, sp, int(n));
                 }
             }
         }
@@ -278,7 +279,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                 const int64_t n = it / per;
                 const Item& item = per_image[it % per];
                 if (n != have) {
-                    build_scratch(in + n * image, e.H, e.W, e.Cin, e.st, e.top, e.left, e.Hph,
+                    build_scratch<Mk>(in + n * image, e.H, e.W, e.Cin, e.st, e.top, e.left, e.Hph,
                                   e.Wph, e.plane, e.used.data(), scratch);
                     have = n;
                     pf = n + 1 < e.N ? in + (n + 1) * image : nullptr;
