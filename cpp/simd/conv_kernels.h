@@ -160,19 +160,31 @@ inline std::vector<KBlock> plan_kblocks(int64_t kout, int maxnv) {
     return b;
 }
 
-// Packs weights get(tap, ci, co) into [block][tap][ci][nv*16], zero-padding co >= kout.
-template <class Get>
+// Packs w[toff[t] + ci*s_ci + co*s_co] into dst [block][tap][ci][nv*16] (dst is zeroed, so
+// lanes co >= kout stay zero). Either co (forward, RSCK) or ci (backward-data: C and K
+// swapped) is contiguous in w; the loops read w contiguously in both cases.
 void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, int64_t cin,
-                  int64_t kout, Get get) {
+                  int64_t kout, const float* w, const int64_t* toff, int64_t s_ci,
+                  int64_t s_co) {
     for (const KBlock& b : blocks) {
-        int64_t width = int64_t(b.nv) * kVec;
-        float* d = dst + int64_t(b.v0) * kVec * ntaps * cin;
-        for (int64_t t = 0; t < ntaps; ++t)
-            for (int64_t ci = 0; ci < cin; ++ci)
-                for (int64_t j = 0; j < width; ++j) {
-                    int64_t co = int64_t(b.v0) * kVec + j;
-                    d[(t * cin + ci) * width + j] = co < kout ? get(t, ci, co) : 0.0f;
+        const int64_t width = int64_t(b.nv) * kVec, c0 = int64_t(b.v0) * kVec;
+        const int64_t ncol = std::min(width, kout - c0);
+        for (int64_t t = 0; t < ntaps; ++t) {
+            const float* wt = w + toff[t] + c0 * s_co;
+            float* d = dst + c0 * ntaps * cin + t * cin * width;
+            if (s_co == 1) {
+                for (int64_t ci = 0; ci < cin; ++ci)
+                    std::memcpy(d + ci * width, wt + ci * s_ci, ncol * 4);
+            } else {
+                // ci contiguous in w: 64-channel slabs keep the written lines in L1.
+                for (int64_t ci0 = 0; ci0 < cin; ci0 += 64) {
+                    const int64_t ci1 = std::min(cin, ci0 + 64);
+                    for (int64_t j = 0; j < ncol; ++j)
+                        for (int64_t ci = ci0; ci < ci1; ++ci)
+                            d[ci * width + j] = wt[j * s_co + ci * s_ci];
                 }
+            }
+        }
     }
 }
 
@@ -353,8 +365,9 @@ void forward(const float* x, const float* w, const float* b, float* y, const Con
     ph.rows = s.P; ph.ncols = s.Q; ph.h0 = 0; ph.w0 = 0;
     ph.wpk = Arr<float>(kv * kVec * s.R * s.S * s.C);
     int64_t C = s.C, K = s.K;
-    pack_weights(ph.wpk.data(), e.blocks, s.R * s.S, C, K,
-                 [&](int64_t t, int64_t ci, int64_t co) { return w[(t * C + ci) * K + co]; });
+    Arr<int64_t> toff(s.R * s.S);
+    for (int64_t t = 0; t < s.R * s.S; ++t) toff[t] = t * C * K;
+    pack_weights(ph.wpk.data(), e.blocks, s.R * s.S, C, K, w, toff.data(), K, 1);
     run_engine<Mk>(e, phases, x, y);
 }
 
@@ -399,11 +412,12 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
                 for (int64_t tw = 0; tw < nsw; ++tw)
                     ph.tap[th * nsw + tw] = ((top - th) * Ws + (left - tw)) * kVec;
             ph.wpk = Arr<float>(std::max<int64_t>(1, cv * kVec * ph.tap.size() * K));
-            pack_weights(ph.wpk.data(), e.blocks, ph.tap.size(), K, C,
-                         [&](int64_t t, int64_t ci, int64_t co) {
-                             int64_t r = ah + st * (t / nsw), q = aw + st * (t % nsw);
-                             return w[((r * S + q) * C + co) * K + ci];
-                         });
+            // Tap (th, tw) is kernel entry (ah + st*th, aw + st*tw); input channel ci = k,
+            // output channel co = c.
+            Arr<int64_t> toff(nrh * nsw);
+            for (int64_t t = 0; t < nrh * nsw; ++t)
+                toff[t] = ((ah + st * (t / nsw)) * S + aw + st * (t % nsw)) * C * K;
+            pack_weights(ph.wpk.data(), e.blocks, ph.tap.size(), K, C, w, toff.data(), 1, K);
             phases.push_back(std::move(ph));
         }
     run_engine<Mk>(e, phases, dy, dx);
