@@ -163,8 +163,9 @@ CASES: list[Case] = conv_cases()
 
 # ------------------------------------------------------------------------ runner
 
-def median_time(fn, repeats: int, warmup: int, clock=time.perf_counter, div: int = 1) -> float:
-    """Median seconds per call. With clock=time.process_time it is CPU seconds / div
+def time_call(fn, repeats: int, warmup: int, clock=time.perf_counter, div: int = 1,
+                stat=statistics.median) -> float:
+    """Median (or stat) seconds per call. With clock=time.process_time it is CPU seconds / div
     (threads), and each sample loops the call until >= 50 ms so tick-based accounting of
     the other threads' CPU time averages out."""
     for _ in range(warmup):
@@ -179,7 +180,17 @@ def median_time(fn, repeats: int, warmup: int, clock=time.perf_counter, div: int
         for _ in range(inner):
             fn()
         ts.append((clock() - t0) / div / inner)
-    return statistics.median(ts)
+    return stat(ts)
+
+
+def measure_peak(threads: int, cpu_time: bool) -> float:
+    """FMA peak (GFLOP/s) of the active ISA on `threads` threads, on the same clock as the
+    timings: with cpu_time, per CPU second of each thread (a loaded machine then still shows
+    the core's peak)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    g = _core.fma_peak_gflops(30_000_000)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return g * wall * threads / cpu if cpu_time and cpu > 0 else g
 
 
 def main(argv=None) -> int:
@@ -194,6 +205,8 @@ def main(argv=None) -> int:
                     help="GFLOP/s peak per thread instead of measuring (e.g. 115)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="min: best of the repeats (less sensitive to other load on the machine)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with process CPU time / threads (robust on a shared, loaded "
                          "machine; assumes every thread is busy for the whole call)")
@@ -214,12 +227,13 @@ def main(argv=None) -> int:
     old_isa, old_threads = _core.max_isa(), _core.num_threads()
 
     def clock(t):
-        return (time.process_time, t) if args.cpu_time else (time.perf_counter, 1)
+        stat = min if args.stat == "min" else statistics.median
+        return (time.process_time, t, stat) if args.cpu_time else (time.perf_counter, 1, stat)
 
     header = (f"{'case':<28}{'op':<11}{'isa':<7}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
               f"{'torch NCHW':>11}{'torch CL':>10}{'speedup':>8}")
     if not args.json:
-        print(f"# batch {args.batch}, median of {args.repeats}"
+        print(f"# batch {args.batch}, {args.stat} of {args.repeats}"
               f"{' (CPU time / threads)' if args.cpu_time else ''}; speedup = best torch ms / our ms")
         print(header)
     try:
@@ -230,17 +244,17 @@ def main(argv=None) -> int:
                 torch.set_num_threads(t)
             for isa in isas:
                 resnet_cpp.set_max_isa(isa)
-                peak = args.peak * t if args.peak else _core.fma_peak_gflops(30_000_000)
+                peak = args.peak * t if args.peak else measure_peak(t, args.cpu_time)
                 for case in cases:
                     bound = case.build(args.batch, torch)
                     err = bound.validate()
                     if not err < 1e-4:
                         raise SystemExit(f"{case.name} {case.op} {isa}: validation failed, rel err {err:.2e}")
                     reps = max(1, args.repeats // 3) if isa == "scalar" else args.repeats
-                    sec = median_time(bound.ours, reps, args.warmup, *clock(t))
+                    sec = time_call(bound.ours, reps, args.warmup, *clock(t))
                     key = (case.name, case.op)
                     if torch is not None and key not in torch_ms:
-                        torch_ms[key] = {k: 1e3 * median_time(f, args.repeats, args.warmup, *clock(t))
+                        torch_ms[key] = {k: 1e3 * time_call(f, args.repeats, args.warmup, *clock(t))
                                          for k, f in bound.torch.items()}
                     tm = torch_ms.get(key, {})
                     gf = bound.flops / sec * 1e-9

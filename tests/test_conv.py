@@ -41,6 +41,7 @@ RESNET_IMAGENET = [
     (2, 3, 56, 56, 64, 7, 2, 3),    # ResNet-18/50 stem (on a 56x56 crop)
     (2, 256, 14, 14, 64, 1, 1, 0),  # ResNet-50 bottleneck reduce
     (1, 64, 14, 14, 64, 3, 1, 1),   # ResNet-18 layer1-like 3x3
+    (1, 32, 48, 48, 64, 3, 1, 1),   # big enough for several cache-sized row bands per image
 ]
 
 

@@ -124,6 +124,13 @@ struct Micro {
     static constexpr int kMaxNV = 1;
     static int fwd_px(int) { return 6; }
     static int bww_ub(int) { return 6; }
+    // d[0..n) = s[0..n) for n < 16; d's other lanes get zeros (never read).
+    static void copy_tail(float* d, const float* s, int n) {
+        __m256i lo, hi;
+        tail_masks(n, lo, hi);
+        _mm256_storeu_ps(d, _mm256_maskload_ps(s, lo));
+        _mm256_storeu_ps(d + 8, _mm256_maskload_ps(s + 8, hi));
+    }
     static FwdFn fwd(int, int px) { return Row<1, std::make_integer_sequence<int, 6>>::fwd[px - 1]; }
     static BwwFn bww(int, int ub) { return Row<1, std::make_integer_sequence<int, 6>>::bww[ub - 1]; }
 };

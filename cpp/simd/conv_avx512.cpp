@@ -109,6 +109,10 @@ struct Micro {
     static constexpr int kMaxNV = 2;
     static int fwd_px(int nv) { return kPx[nv]; }
     static int bww_ub(int nv) { return kPx[nv]; }
+    // d[0..n) = s[0..n) for n < 16; d's other lanes get zeros (never read).
+    static void copy_tail(float* d, const float* s, int n) {
+        _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1u), s));
+    }
     static FwdFn fwd(int nv, int px) {
         return nv == 1 ? Row<1, std::make_integer_sequence<int, 28>>::fwd[px - 1]
                        : Row<2, std::make_integer_sequence<int, 14>>::fwd[px - 1];

@@ -8,13 +8,13 @@
 // All overwrite their outputs. b/db may be null.
 //
 // SIMD design (see benchmarks/NOTES.md for numbers):
-// - Forward: every image is copied (per thread) into a zero-padded, channel-major,
-//   stride-phase-split scratch [C][st*st][Hph][Wph]. A stride-st conv then reads each phase
-//   plane with unit stride, so one micro-kernel serves every stride: it computes a run of
-//   PX consecutive "flat" pixels m = row*Wph + col (columns >= Q are computed and dropped,
-//   PERF.md item 8) times NV vectors of 16 output channels, broadcasting one input value
-//   per (tap, c) from consecutive addresses (immediate offsets) into NV FMAs. Weights are
-//   packed per call into [K block][tap][c][NV*16] so the inner loads are contiguous.
+// - Forward: every image is copied (per thread) into a zero-padded, channel-blocked,
+//   stride-phase-split scratch [C/16][st][st][Hph][Wph][16]. A stride-st conv then reads
+//   each phase with unit stride, so one micro-kernel serves every stride: it computes a run
+//   of PX consecutive pixels of one output row times NV vectors of 16 output channels,
+//   broadcasting one input value per (tap, c) from offset 16*j (an immediate) into NV FMAs.
+//   Weights are packed per call into [K block][tap][c][NV*16] so the inner loads are
+//   contiguous; the whole reduction stays in registers.
 // - Backward-data: split dx by stride phase (h+pad) % st; each phase is a stride-1 conv of
 //   zero-padded dy with a sub-kernel rotated 180 degrees and C/K swapped, run through the
 //   same engine and micro-kernel (stride 1 is the single-phase case).
@@ -58,6 +58,8 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
 // including this header). It is wrapped in an anonymous namespace so each ISA keeps its own
 // copy; the TU supplies `struct Micro` (micro-kernel tables, see conv_avx512.cpp) first.
 #ifdef RC_CONV_DRIVER
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -67,13 +69,13 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
 
 namespace {
 
-using rc::AlignedBuffer;
 using rc::ConvShape;
 
 constexpr int kVec = 16;  // output channels per "vector group" (one zmm, two ymm)
 
-// TU-local owning array. std::vector<float> would be a template instance shared with the
-// other ISA translation units, and the linker may keep a copy compiled with wider ISA flags.
+// TU-local owning, zero-initialized array. std::vector<float> (or any inline function from a
+// shared header) would be an instance shared with the other ISA translation units, and the
+// linker may keep a copy compiled with wider ISA flags.
 template <class T>
 class Arr {
   public:
@@ -105,8 +107,15 @@ inline int team_size() {
     return 1;
 #endif
 }
+inline int team_rank() {
+#ifdef RESNET_CPP_HAVE_OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
-// Arguments of one forward micro-kernel call: PX flat pixels x NV groups of 16 outputs.
+// Arguments of one forward micro-kernel call: PX pixels of a row x NV groups of 16 outputs.
 struct FwdArgs {
     const float* x;        // scratch, channel block 0, at the run's first pixel
     const int64_t* tap;    // ntaps offsets (floats) of each tap inside a channel block
@@ -151,19 +160,31 @@ inline std::vector<KBlock> plan_kblocks(int64_t kout, int maxnv) {
     return b;
 }
 
-// Packs weights get(tap, ci, co) into [block][tap][ci][nv*16], zero-padding co >= kout.
-template <class Get>
+// Packs w[toff[t] + ci*s_ci + co*s_co] into dst [block][tap][ci][nv*16] (dst is zeroed, so
+// lanes co >= kout stay zero). Either co (forward, RSCK) or ci (backward-data: C and K
+// swapped) is contiguous in w; the loops read w contiguously in both cases.
 void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, int64_t cin,
-                  int64_t kout, Get get) {
+                  int64_t kout, const float* w, const int64_t* toff, int64_t s_ci,
+                  int64_t s_co) {
     for (const KBlock& b : blocks) {
-        int64_t width = int64_t(b.nv) * kVec;
-        float* d = dst + int64_t(b.v0) * kVec * ntaps * cin;
-        for (int64_t t = 0; t < ntaps; ++t)
-            for (int64_t ci = 0; ci < cin; ++ci)
-                for (int64_t j = 0; j < width; ++j) {
-                    int64_t co = int64_t(b.v0) * kVec + j;
-                    d[(t * cin + ci) * width + j] = co < kout ? get(t, ci, co) : 0.0f;
+        const int64_t width = int64_t(b.nv) * kVec, c0 = int64_t(b.v0) * kVec;
+        const int64_t ncol = std::min(width, kout - c0);
+        for (int64_t t = 0; t < ntaps; ++t) {
+            const float* wt = w + toff[t] + c0 * s_co;
+            float* d = dst + c0 * ntaps * cin + t * cin * width;
+            if (s_co == 1) {
+                for (int64_t ci = 0; ci < cin; ++ci)
+                    std::memcpy(d + ci * width, wt + ci * s_ci, ncol * 4);
+            } else {
+                // ci contiguous in w: 64-channel slabs keep the written lines in L1.
+                for (int64_t ci0 = 0; ci0 < cin; ci0 += 64) {
+                    const int64_t ci1 = std::min(cin, ci0 + 64);
+                    for (int64_t j = 0; j < ncol; ++j)
+                        for (int64_t ci = ci0; ci < ci1; ++ci)
+                            d[ci * width + j] = wt[j * s_co + ci * s_ci];
                 }
+            }
+        }
     }
 }
 
@@ -172,6 +193,7 @@ void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, 
 // the image are written: the caller zeroes the scratch once, and padding never changes.
 // Lanes past C in the last block are never read; phases with used[ph*st + pw] == 0 (read by
 // no tap) are skipped.
+template <class Mk>
 void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, int64_t top,
                    int64_t left, int64_t Hph, int64_t Wph, int64_t plane, const char* used,
                    float* out) {
@@ -197,9 +219,9 @@ void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, 
                     if (n == kVec)
                         for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
                             std::memcpy(d, sp, kVec * 4);
-                    else
+                    else  // C tail: a masked load (not a memcpy call per pixel)
                         for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
-                            std::memcpy(d, sp, n * 4);
+                            Mk::copy_tail(d, sp, int(n));
                 }
             }
         }
@@ -253,21 +275,24 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
     const int64_t image = e.H * e.W * e.Cin;
     const int64_t pf_lines = (image / 16 + calls - 1) / std::max<int64_t>(1, calls) + 1;
 
+    // Per-thread scratch (zeroed: padding stays zero), allocated here so that a failed
+    // allocation throws to the caller instead of terminating inside the parallel region.
+    Arr<float> scratch_all(T * e.scratch_len);
+
 #pragma omp parallel num_threads(T)
     {
-        const int nt = team_size(), t = rc::thread_id();
+        const int nt = team_size(), t = team_rank();
         const int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
         if (i0 < i1) {
-            AlignedBuffer scratch(e.scratch_len);
-            std::memset(scratch.data(), 0, e.scratch_len * 4);
+            float* scratch = scratch_all.data() + t * e.scratch_len;
             int64_t have = -1;
             const float *pf = nullptr, *pf_end = nullptr;
             for (int64_t it = i0; it < i1; ++it) {
                 const int64_t n = it / per;
                 const Item& item = per_image[it % per];
                 if (n != have) {
-                    build_scratch(in + n * image, e.H, e.W, e.Cin, e.st, e.top, e.left, e.Hph,
-                                  e.Wph, e.plane, e.used.data(), scratch.data());
+                    build_scratch<Mk>(in + n * image, e.H, e.W, e.Cin, e.st, e.top, e.left, e.Hph,
+                                  e.Wph, e.plane, e.used.data(), scratch);
                     have = n;
                     pf = n + 1 < e.N ? in + (n + 1) * image : nullptr;
                     pf_end = pf ? pf + image : nullptr;
@@ -293,7 +318,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                     for (int64_t row = item.r0; row < item.r1; ++row) {
                         float* yrow = outn + ((ph.h0 + row * e.hstep) * e.Wout + ph.w0) * e.Cout +
                                       kb.v0 * kVec;
-                        const float* xrow = scratch.data() + (ph.base + row * e.Wph) * kVec;
+                        const float* xrow = scratch + (ph.base + row * e.Wph) * kVec;
                         for (int64_t i = 0, col = 0; i < nrun; ++i) {
                             const int cnt = int(base + (i < extra));
                             a.y = yrow + col * ystep;
@@ -301,7 +326,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                             Mk::fwd(kb.nv, cnt)(a);
                             col += cnt;
                             for (int64_t l = 0; l < pf_lines && pf < pf_end; ++l, pf += 16)
-                                __builtin_prefetch(pf, 0, 2);
+                                _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T1);
                         }
                     }
                 }
@@ -340,8 +365,9 @@ void forward(const float* x, const float* w, const float* b, float* y, const Con
     ph.rows = s.P; ph.ncols = s.Q; ph.h0 = 0; ph.w0 = 0;
     ph.wpk = Arr<float>(kv * kVec * s.R * s.S * s.C);
     int64_t C = s.C, K = s.K;
-    pack_weights(ph.wpk.data(), e.blocks, s.R * s.S, C, K,
-                 [&](int64_t t, int64_t ci, int64_t co) { return w[(t * C + ci) * K + co]; });
+    Arr<int64_t> toff(s.R * s.S);
+    for (int64_t t = 0; t < s.R * s.S; ++t) toff[t] = t * C * K;
+    pack_weights(ph.wpk.data(), e.blocks, s.R * s.S, C, K, w, toff.data(), K, 1);
     run_engine<Mk>(e, phases, x, y);
 }
 
@@ -386,14 +412,32 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
                 for (int64_t tw = 0; tw < nsw; ++tw)
                     ph.tap[th * nsw + tw] = ((top - th) * Ws + (left - tw)) * kVec;
             ph.wpk = Arr<float>(std::max<int64_t>(1, cv * kVec * ph.tap.size() * K));
-            pack_weights(ph.wpk.data(), e.blocks, ph.tap.size(), K, C,
-                         [&](int64_t t, int64_t ci, int64_t co) {
-                             int64_t r = ah + st * (t / nsw), q = aw + st * (t % nsw);
-                             return w[((r * S + q) * C + co) * K + ci];
-                         });
+            // Tap (th, tw) is kernel entry (ah + st*th, aw + st*tw); input channel ci = k,
+            // output channel co = c.
+            Arr<int64_t> toff(nrh * nsw);
+            for (int64_t t = 0; t < nrh * nsw; ++t)
+                toff[t] = ((ah + st * (t / nsw)) * S + aw + st * (t % nsw)) * C * K;
+            pack_weights(ph.wpk.data(), e.blocks, ph.tap.size(), K, C, w, toff.data(), 1, K);
             phases.push_back(std::move(ph));
         }
     run_engine<Mk>(e, phases, dy, dx);
+}
+
+// out[k] += sum_i d[i*K + k] for i < rows: 16 columns at a time in a register accumulator
+// (a plain loop would carry each out[k] through memory from one row to the next).
+inline void sum_rows(const float* d, int64_t rows, int64_t K, float* out) {
+    for (int64_t k0 = 0; k0 < K; k0 += kVec) {
+        float acc[kVec] = {};
+        const float* p = d + k0;
+        if (K - k0 >= kVec) {
+            for (int64_t i = 0; i < rows; ++i, p += K)
+                for (int l = 0; l < kVec; ++l) acc[l] += p[l];
+        } else {
+            for (int64_t i = 0; i < rows; ++i, p += K)
+                for (int64_t l = 0; l < K - k0; ++l) acc[l] += p[l];
+        }
+        for (int64_t l = 0; l < std::min<int64_t>(kVec, K - k0); ++l) out[k0 + l] += acc[l];
+    }
 }
 
 template <class Mk>
@@ -406,7 +450,10 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
     int64_t priv_len = R * U * Kp + Kp;
     std::vector<KBlock> blocks = plan_kblocks(K, Mk::kMaxNV);
     int T = rc::num_threads();
-    AlignedBuffer priv(size_t(T) * priv_len);
+    Arr<float> priv(T * priv_len);  // zeroed
+    // Per-thread zero-padded copy of one image (padding zeroed once; images fill the inside).
+    const int64_t pad_len = pad ? (Hp * Wp * C + 15) / 16 * 16 : 0;
+    Arr<float> padded(T * pad_len);
     // Output rows per band: a band's dy (and x rows) stay in L2 across the R * blocks sweeps.
     int64_t band = std::max<int64_t>(1, (256 << 10) / (Q * K * 4));
     int used = 1;
@@ -419,15 +466,12 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
 
 #pragma omp parallel num_threads(T)
     {
-        int nt = team_size(), t = rc::thread_id();
+        int nt = team_size(), t = team_rank();
 #pragma omp single
         used = nt;
         float* mine = priv.data() + t * priv_len;
-        std::memset(mine, 0, priv_len * 4);
         int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
-        // Zero-padded copy of one image (padding is zeroed once; each image fills the inside).
-        AlignedBuffer scratch(pad ? size_t(Hp * Wp * C) : 1);
-        if (pad) std::memset(scratch.data(), 0, Hp * Wp * C * 4);
+        float* scratch = padded.data() + t * pad_len;
         for (int64_t n = n0; n < n1; ++n) {
             const float* xn = x + n * H * W * C;
             const float* img = xn;
@@ -437,9 +481,8 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
             const float* pfd_end = pfd ? pfd + P * Q * K : nullptr;
             if (pad) {
                 for (int64_t h = 0; h < H; ++h)
-                    std::memcpy(scratch.data() + ((h + pad) * Wp + pad) * C, xn + h * W * C,
-                                W * C * 4);
-                img = scratch.data();
+                    std::memcpy(scratch + ((h + pad) * Wp + pad) * C, xn + h * W * C, W * C * 4);
+                img = scratch;
             }
             const float* dyn = dy + n * P * Q * K;
             for (int64_t p0 = 0; p0 < P; p0 += band) {
@@ -463,17 +506,13 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
                             a.dw = mine + (r * U + u0) * Kp + kb.v0 * kVec;
                             Mk::bww(kb.nv, cnt)(a);
                             for (int64_t l = 0; l < pf_x && pfx < pfx_end; ++l, pfx += 16)
-                                __builtin_prefetch(pfx, 0, 2);
+                                _mm_prefetch(reinterpret_cast<const char*>(pfx), _MM_HINT_T1);
                             for (int64_t l = 0; l < pf_dy && pfd < pfd_end; ++l, pfd += 16)
-                                __builtin_prefetch(pfd, 0, 2);
+                                _mm_prefetch(reinterpret_cast<const char*>(pfd), _MM_HINT_T1);
                         }
                     }
             }
-            if (db) {
-                float* mdb = mine + R * U * Kp;
-                for (int64_t i = 0; i < P * Q; ++i)
-                    for (int64_t k = 0; k < K; ++k) mdb[k] += dyn[i * K + k];
-            }
+            if (db) sum_rows(dyn, P * Q, K, mine + R * U * Kp);
         }
 #pragma omp barrier
         // Fixed-order reduction over the private copies: deterministic per thread count.
