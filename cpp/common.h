@@ -29,6 +29,19 @@ struct ConvShape {
     int64_t P, Q;        // output height, width
 };
 
+// Inline code below is also compiled into cpp/simd/ files built with ISA flags. Each flag
+// set gets its own inline namespace (distinct symbols), so the linker can never hand baseline
+// code a copy compiled with AVX-512 instructions. Plain structs stay outside: they cross
+// translation units in kernel signatures.
+#if defined(__AVX512F__)
+#define RC_ISA_NAMESPACE isa_avx512
+#elif defined(__AVX2__)
+#define RC_ISA_NAMESPACE isa_avx2
+#else
+#define RC_ISA_NAMESPACE isa_baseline
+#endif
+inline namespace RC_ISA_NAMESPACE {
+
 inline ConvShape make_conv_shape(int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
                                  int64_t R, int64_t S, int64_t stride, int64_t pad) {
     ConvShape s{N, H, W, C, K, R, S, stride, pad, 0, 0};
@@ -73,4 +86,5 @@ class AlignedBuffer {
     size_t n_;
 };
 
+}  // inline namespace RC_ISA_NAMESPACE
 }  // namespace rc
