@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -288,7 +287,11 @@ def run_rss_child(a):
                            a.rss_child == "torch_cl")
     for _ in range(3):
         fn()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across execve, so a child
+    # would report its parent's peak if that was higher.
+    with open("/proc/self/status") as f:
+        hwm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    print(hwm_kib / 1024)
 
 
 def main(argv=None):
