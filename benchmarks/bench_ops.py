@@ -35,7 +35,8 @@ class Bound:
     ours: Callable[[], object]                 # the timed call
     validate: Callable[[], float]              # max relative error on a slice vs float64
     torch: dict                                # layout name -> timed torch callable
-    flops: float                               # per call (0: report GB/s-free rows)
+    flops: float                               # per call (0 for memory-bound ops)
+    bytes: float = 0.0                         # memory traffic per call (memory-bound ops)
 
 
 @dataclass
@@ -157,8 +158,98 @@ def conv_cases():
             for op in ("fwd", "bwd_data", "bwd_weight")]
 
 
-# The case list: other op families (batch norm, ...) append their cases here.
-CASES: list[Case] = conv_cases()
+# ------------------------------------------------------------------------ batch norm
+
+def bn_case(C, H, op):
+    """Batch norm + ReLU over NHWC (N,H,H,C), the fused kernels a ResNet block runs.
+
+    Bytes per call count one read or write of each tensor per pass (T = N*H*H*C*4):
+    train forward = statistics pass (1T) + apply pass (2T); eval forward 2T; train backward
+    with the ReLU mask = reduction pass over dy, x, y (3T) + dx pass (4T).
+    """
+    name = f"bn+relu {H}x{H}x{C}"
+
+    def build(N, torch):
+        g = np.random.default_rng(0)
+        x = g.standard_normal((N, H, H, C)).astype(np.float32)
+        dy = g.standard_normal((N, H, H, C)).astype(np.float32)
+        gamma = g.uniform(0.5, 1.5, C).astype(np.float32)
+        beta = g.standard_normal(C).astype(np.float32)
+        rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+        T = x.nbytes
+        n = min(N, 2)
+        y, mean, rstd = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy(), 0.1, 1e-5, True)
+        out = np.empty_like(x)
+
+        def ref_fwd(xs):  # float64, NHWC, biased variance
+            xs = xs.astype(np.float64)
+            m, v = xs.mean(axis=(0, 1, 2)), xs.var(axis=(0, 1, 2))
+            return np.maximum((xs - m) / np.sqrt(v + 1e-5) * gamma + beta, 0)
+
+        if op == "fwd_train":
+            ours = lambda: _core.batch_norm_forward_train(x, gamma, beta, rm, rv, 0.1, 1e-5, True, out)  # noqa: E731
+            validate = lambda: _relerr(  # noqa: E731
+                _core.batch_norm_forward_train(x[:n], gamma, beta, rm.copy(), rv.copy(), 0.1, 1e-5, True)[0],
+                ref_fwd(x[:n]))
+            nbytes = 3 * T
+        elif op == "fwd_eval":
+            ours = lambda: _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, 1e-5, True, out)  # noqa: E731
+            validate = lambda: _relerr(  # noqa: E731
+                _core.batch_norm_forward_eval(x[:n], gamma, beta, rm, rv, 1e-5, True),
+                np.maximum((x[:n].astype(np.float64) - rm) / np.sqrt(rv.astype(np.float64) + 1e-5) * gamma + beta, 0))
+            nbytes = 2 * T
+        else:
+            ours = lambda: _core.batch_norm_backward(dy, x, gamma, mean, rstd, y, True, out)  # noqa: E731
+
+            def validate():
+                ys, ms, rs = _core.batch_norm_forward_train(x[:n], gamma, beta, rm.copy(), rv.copy(), 0.1, 1e-5, True)
+                dx = _core.batch_norm_backward(dy[:n], x[:n], gamma, ms, rs, ys, True)[0]
+                xs, d = x[:n].astype(np.float64), dy[:n] * (ys > 0)
+                xhat = (xs - xs.mean(axis=(0, 1, 2))) / np.sqrt(xs.var(axis=(0, 1, 2)) + 1e-5)
+                m = xs.size // C
+                ref = gamma / np.sqrt(xs.var(axis=(0, 1, 2)) + 1e-5) * (
+                    d - d.sum(axis=(0, 1, 2)) / m - xhat * (d * xhat).sum(axis=(0, 1, 2)) / m)
+                return _relerr(dx, ref)
+            nbytes = 7 * T
+        tfns = {}
+        if torch is not None:
+            F = torch.nn.functional
+            tg, tb = torch.from_numpy(gamma), torch.from_numpy(beta)
+            for layout in ("nchw", "channels_last"):
+                fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+                tdy = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+                trm, trv = torch.zeros(C), torch.ones(C)
+                if op == "fwd_train":
+                    f = lambda tx=tx, trm=trm, trv=trv: F.relu(  # noqa: E731
+                        F.batch_norm(tx, trm, trv, tg, tb, True, 0.1, 1e-5))
+                elif op == "fwd_eval":
+                    f = lambda tx=tx, trm=trm, trv=trv: F.relu(  # noqa: E731
+                        F.batch_norm(tx, trm, trv, tg, tb, False, 0.1, 1e-5))
+                else:
+                    ty, tm_, tr_ = torch.ops.aten.native_batch_norm(tx, tg, tb, trm, trv, True, 0.1, 1e-5)
+                    ty = F.relu(ty)
+
+                    def f(tx=tx, tdy=tdy, ty=ty, tm_=tm_, tr_=tr_, trm=trm, trv=trv):
+                        d = torch.ops.aten.threshold_backward(tdy, ty, 0.0)
+                        return torch.ops.aten.native_batch_norm_backward(
+                            d, tx, tg, trm, trv, tm_, tr_, True, 1e-5, [True, True, True])
+                tfns[layout] = f
+        return Bound(ours, validate, tfns, 0.0, nbytes)
+
+    return Case(name, op, build)
+
+
+# ResNet-20's three activation shapes (per stage).
+RESNET20_BN = [(16, 32), (32, 16), (64, 8)]
+
+
+def bn_cases():
+    return [bn_case(C, H, op) for C, H in RESNET20_BN for op in ("fwd_train", "bwd_train", "fwd_eval")]
+
+
+# The case list: one entry per op family.
+CASES: list[Case] = conv_cases() + bn_cases()
 
 
 # ------------------------------------------------------------------------ runner
@@ -231,7 +322,7 @@ def main(argv=None) -> int:
         return (time.process_time, t, stat) if args.cpu_time else (time.perf_counter, 1, stat)
 
     header = (f"{'case':<28}{'op':<11}{'isa':<7}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
-              f"{'torch NCHW':>11}{'torch CL':>10}{'speedup':>8}")
+              f"{'GB/s':>7}{'torch NCHW':>11}{'torch CL':>10}{'speedup':>8}")
     if not args.json:
         print(f"# batch {args.batch}, {args.stat} of {args.repeats}"
               f"{' (CPU time / threads)' if args.cpu_time else ''}; speedup = best torch ms / our ms")
@@ -257,10 +348,11 @@ def main(argv=None) -> int:
                         torch_ms[key] = {k: 1e3 * time_call(f, args.repeats, args.warmup, *clock(t))
                                          for k, f in bound.torch.items()}
                     tm = torch_ms.get(key, {})
-                    gf = bound.flops / sec * 1e-9
+                    gf = bound.flops / sec * 1e-9 if bound.flops else None
+                    gbs = bound.bytes / sec * 1e-9 if bound.bytes else None
                     row = dict(case=case.name, op=case.op, isa=isa, threads=t, batch=args.batch,
-                               ms=1e3 * sec, gflops=gf, peak_gflops=peak,
-                               pct_peak=100 * gf / peak, max_rel_err=err,
+                               ms=1e3 * sec, gflops=gf, peak_gflops=peak, gb_per_s=gbs,
+                               pct_peak=100 * gf / peak if gf else None, max_rel_err=err,
                                torch_nchw_ms=tm.get("nchw"), torch_cl_ms=tm.get("channels_last"))
                     best_t = min(tm.values()) if tm else None
                     row["speedup_vs_torch"] = best_t / row["ms"] if best_t else None
@@ -268,8 +360,8 @@ def main(argv=None) -> int:
                         print(json.dumps(row), flush=True)
                     else:
                         f = lambda v, w, p: f"{v:>{w}.{p}f}" if v is not None else " " * (w - 1) + "-"  # noqa: E731
-                        print(f"{case.name:<28}{case.op:<11}{isa:<7}{t:>3}{row['ms']:>9.2f}{gf:>9.1f}"
-                              f"{row['pct_peak']:>7.1f}{f(row['torch_nchw_ms'], 11, 2)}"
+                        print(f"{case.name:<28}{case.op:<11}{isa:<7}{t:>3}{row['ms']:>9.2f}{f(gf, 9, 1)}"
+                              f"{f(row['pct_peak'], 7, 1)}{f(gbs, 7, 0)}{f(row['torch_nchw_ms'], 11, 2)}"
                               f"{f(row['torch_cl_ms'], 10, 2)}{f(row['speedup_vs_torch'], 8, 2)}",
                               flush=True)
     finally:
