@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (default: ResNet-20 on the bundled data)",
                        description="Train a ResNet. Unset options come from --recipe "
                        "(default he2015: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, lr /10 "
-                       "at 50%% and 75%%) or, with --resume, from the resumed run.")
+                       "at 50% and 75%) or, with --resume, from the resumed run.")
     t.add_argument("--dataset", choices=DATASETS, help="default: bundled")
     t.add_argument("--data-dir", help="dataset directory (for npz: the .npz file)")
     t.add_argument("--model", help="model name (default resnet20; resnet29 for --version 2)")
