@@ -143,3 +143,12 @@ def test_load_model_state_checks_everything_first():
     assert (m.sd["w"] == 1).all()
     ckpt.load_model_state(m, {"w": np.full((2, 3), 2, np.float32), "b": np.ones(3)})
     assert (m.sd["w"] == 2).all() and (m.sd["b"] == 1).all()
+
+
+def test_checkpoint_file_mode_follows_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = ckpt.save(tmp_path / "c.npz", {"model": {"w": np.zeros(2, np.float32)}}, {})
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
