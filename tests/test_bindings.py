@@ -11,9 +11,14 @@ def test_unpickled_arrays_are_accepted():
     # Unpickling gives an equal but distinct dtype object; the check compares by value.
     x = pickle.loads(pickle.dumps(np.arange(-3, 5, dtype=np.float32).reshape(2, 4)))
     assert np.array_equal(_core.relu_forward(x), np.maximum(x, 0))
-    labels = pickle.loads(pickle.dumps(np.array([1, 0], dtype=np.int64)))
-    loss, _ = _core.softmax_cross_entropy(np.zeros((2, 3), np.float32), labels, 0.0)
-    assert np.isclose(loss, np.log(3))
+    logits = np.array([[0, 0, 9], [0, 9, 0]], np.float32)
+    for dtype in (np.int64, np.int32):  # int32 labels must not be read as int64
+        labels = pickle.loads(pickle.dumps(np.array([2, 1], dtype=dtype)))
+        loss, _ = _core.softmax_cross_entropy(logits, labels, 0.0)
+        assert loss < 1e-3
+    y, argmax = _core.max_pool2d_forward(np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1), 2, 2, 0)
+    argmax = pickle.loads(pickle.dumps(argmax))
+    assert _core.max_pool2d_backward(np.ones_like(y), argmax, 4, 4).sum() == 4
 
 
 @pytest.mark.parametrize("bad,err", [([1.0, 2.0], TypeError), (np.zeros(3), TypeError),

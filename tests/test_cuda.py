@@ -7,6 +7,8 @@ tests transpose on the host.
 """
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -77,6 +79,8 @@ def test_device_array_round_trip(rng, dtype):
     assert not host(d).any()
     v = d.reshape(-1, 7)
     assert v.shape == (15, 7) and v.ptr == d.ptr
+    # An unpickled array's dtype is equal to, not the same object as, NumPy's own.
+    np.testing.assert_array_equal(host(dev(pickle.loads(pickle.dumps(a)))), a)
 
 
 def test_device_array_factories_and_errors():

@@ -29,7 +29,7 @@ py::tuple xent(const py::object& logits_, const py::object& labels_, double ls,
     if (!(ls >= 0.0 && ls < 1.0))
         throw py::value_error("label_smoothing: expected a number in [0, 1), got " + std::to_string(ls));
     auto d = output_f32(out, "dlogits_out", {N, K});
-    const bool i32 = lab.dtype().is(py::dtype::of<int32_t>());
+    const bool i32 = lab.dtype().equal(py::dtype::of<int32_t>());
     if (i32)
         check_labels(static_cast<const int32_t*>(lab.data()), N, K);
     else

@@ -20,7 +20,7 @@ constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 py::array_t<int32_t> output_i32(const py::object& out, const char* name, const Dims& dims) {
     if (out.is_none()) return py::array_t<int32_t>(std::vector<py::ssize_t>(dims.begin(), dims.end()));
     py::array a = require_int(out, name, dims, /*writable=*/true);
-    if (!a.dtype().is(py::dtype::of<int32_t>()))
+    if (!a.dtype().equal(py::dtype::of<int32_t>()))
         throw py::type_error(std::string(name) + ": expected dtype int32, got " +
                              std::string(py::str(a.dtype())));
     return py::reinterpret_borrow<py::array_t<int32_t>>(a);
@@ -52,7 +52,7 @@ py::array max_pool_bwd(const py::object& dy_, const py::object& argmax_, int64_t
     auto dy = require_f32(dy_, "dy", {-1, -1, -1, -1});
     const int64_t N = dy.shape(0), P = dy.shape(1), Q = dy.shape(2), C = dy.shape(3);
     py::array am = require_int(argmax_, "argmax", {N, P, Q, C});
-    if (!am.dtype().is(py::dtype::of<int32_t>()))
+    if (!am.dtype().equal(py::dtype::of<int32_t>()))
         throw py::type_error("argmax: expected dtype int32, got " + std::string(py::str(am.dtype())));
     require_range(H, "H", 1, kMaxDim);
     require_range(W, "W", 1, kMaxDim);

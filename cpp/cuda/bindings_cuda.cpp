@@ -137,9 +137,9 @@ const char* dtype_typestr(DType t) {
 
 DType parse_dtype(const py::handle& obj, const char* name = "dtype") {
     py::dtype d = py::dtype::from_args(py::reinterpret_borrow<py::object>(obj));
-    if (d.is(py::dtype::of<float>())) return DType::f32;
-    if (d.is(py::dtype::of<int32_t>())) return DType::i32;
-    if (d.is(py::dtype::of<int64_t>())) return DType::i64;
+    if (d.equal(py::dtype::of<float>())) return DType::f32;
+    if (d.equal(py::dtype::of<int32_t>())) return DType::i32;
+    if (d.equal(py::dtype::of<int64_t>())) return DType::i64;
     throw py::type_error(std::string(name) + ": expected dtype float32, int32 or int64, got " +
                          std::string(py::str(d)));
 }
