@@ -82,7 +82,7 @@ def ours_step_fn(a, rc, model, x, y):
         logits = model(x)
         crit(logits, y)
         opt.zero_grad()
-        model.backward(crit.backward())
+        model.backward(crit.backward(), need_dx=False)
         opt.step()
     return step
 

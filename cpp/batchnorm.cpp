@@ -40,7 +40,7 @@ inline V keep_if(bool keep, V v) {
     std::memcpy(&v, &b, 4);
     return v;
 }
-inline V vrelu(V v) { return keep_if(v > 0.0f, v); }
+inline V vrelu(V v) { return keep_if(!(v <= 0.0f), v); }  // NaN passes through, as in PyTorch
 inline V vmask_pos(V v, V y) { return keep_if(y > 0.0f, v); }
 inline void vacc_double(double* d, V v) { *d += v; }
 

@@ -184,3 +184,19 @@ def test_bad_inputs(case):
     fn, exc, name = _CASES[case]
     with pytest.raises(exc, match=name):
         fn()
+
+
+def test_relu_family_propagates_nan(isa_threads):
+    import resnet_cpp.functional as F
+
+    # A NaN activation must reach the loss (PyTorch's relu(NaN) is NaN), so training that
+    # diverges is detected at the loss instead of being silently masked to zero.
+    x = np.full((2, 3, 3, 17), 0.5, np.float32)
+    x[1, 2, 0, 16] = np.nan
+    x[0, 0, 0, 0] = -1.0
+    for y in (F.relu(x)[0], F.add_relu(x, np.zeros_like(x))[0]):
+        assert np.isnan(y[1, 2, 0, 16]) and np.isnan(y).sum() == 1 and y[0, 0, 0, 0] == 0
+    g, b = np.ones(17, np.float32), np.zeros(17, np.float32)
+    y, _ = F.batch_norm2d(x, g, b, np.zeros(17, np.float32), np.ones(17, np.float32),
+                          training=False, relu=True, layout="NHWC")
+    assert np.isnan(y[1, 2, 0, 16]) and y[0, 0, 0, 0] == 0

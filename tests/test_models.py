@@ -358,24 +358,24 @@ def _randomize(model, rng):
             b[...] = rng.uniform(0.5, 2.0, b.shape)
 
 
-def _check_against_reference(model, ref_fn, rng, x_shape):
+def _check_against_reference(model, ref_fn, rng, x_shape, tol=BACKWARD):
     _randomize(model, rng)
     x = rng.standard_normal(x_shape).astype(np.float32)
     net = RefNet(model.state_dict())
     logits_ref, back_ref = ref_fn(net, x)
     logits = model(x)
-    assert_close(logits, logits_ref, **BACKWARD, name="logits")
+    assert_close(logits, logits_ref, **tol, name="logits")
     for name, (rm, rv) in net.running.items():
-        assert_close(getattr_path(model, name).running_mean, rm, **BACKWARD, name=name + " rm")
-        assert_close(getattr_path(model, name).running_var, rv, **BACKWARD, name=name + " rv")
+        assert_close(getattr_path(model, name).running_mean, rm, **tol, name=name + " rm")
+        assert_close(getattr_path(model, name).running_var, rv, **tol, name=name + " rv")
     dy = rng.standard_normal(logits.shape)
     dx_ref = back_ref(dy)
     dx = model.backward(dy.astype(np.float32))
-    assert_close(dx, dx_ref, **BACKWARD, name="dx")
+    assert_close(dx, dx_ref, **tol, name="dx")
     names = [n for n, _ in model.named_parameters()]
     assert sorted(names) == sorted(net.grads)
     for name, p in model.named_parameters():
-        assert_close(p.grad, net.grads[name], **BACKWARD, name=name + ".grad")
+        assert_close(p.grad, net.grads[name], **tol, name=name + ".grad")
 
 
 def getattr_path(module, dotted):
@@ -416,9 +416,12 @@ def test_narrow_imagenet_resnet_matches_reference(rng, depth):
     model = models.ImageNetResNet(depth, num_classes=3, in_channels=3, widths=(4, 4, 8, 8),
                                   seed=0)
     block, counts = models.IMAGENET_DEPTHS[depth]
+    # ResNet-50's 53 BN backward passes compound float32 error: the stem's weight gradient
+    # reaches 0.8 of the BACKWARD bound (measured), so allow 3x for kernel changes.
+    tol = BACKWARD if depth == 18 else dict(rtol=3e-3, atol=3e-4)
     _check_against_reference(
         model, lambda net, x: ref_imagenet(net, x, counts, block is models.Bottleneck),
-        rng, (2, 3, 29, 29))
+        rng, (2, 3, 29, 29), tol)
 
 
 def test_need_dx_false_gives_same_parameter_grads(rng):
@@ -432,6 +435,55 @@ def test_need_dx_false_gives_same_parameter_grads(rng):
     assert model.backward(dy, need_dx=False) is None
     for g, p in zip(grads, model.parameters()):
         np.testing.assert_array_equal(p.grad, g)
+
+
+def test_tiny_models_on_every_isa(isa_threads, rng):
+    """The model-level compositions hold on every compiled kernel path and thread count."""
+    model = models.CifarResNet(8, num_classes=3, in_channels=3, shortcut="A",
+                               widths=(4, 8, 12), seed=0)
+    _check_against_reference(model, lambda net, x: ref_cifar_v1(net, x, 1, "A"),
+                             rng, (2, 3, 8, 8))
+    model = models.PreActResNet(11, num_classes=3, in_channels=1, width="keras", seed=0)
+    _check_against_reference(model, lambda net, x: ref_preact_v2(net, x, 1, "keras"),
+                             rng, (2, 1, 8, 8))
+
+
+def test_five_sgd_steps_follow_the_reference_trajectory():
+    """Five SGD steps (momentum, weight decay on conv/fc weights only) on a fixed batch:
+    losses and final weights track the float64 reference composition step by step."""
+    rng = np.random.default_rng(7)
+    model = models.CifarResNet(8, num_classes=4, in_channels=2, shortcut="B",
+                               widths=(4, 6, 8), seed=3)
+    x = rng.standard_normal((8, 2, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, size=8).astype(np.int64)
+    crit = nn.CrossEntropyLoss()
+    params = model.named_parameters()
+    bufs = {n: np.zeros_like(p.data) for n, p in params}
+    ref_p = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+    ref_buf = {n: np.zeros(p.shape) for n, p in params}
+    hyper = dict(lr=0.1, momentum=0.9, nesterov=False)
+    for step in range(5):
+        loss = crit(model(x), labels)
+        model.backward(crit.backward(), need_dx=False)
+        net = RefNet(ref_p)
+        logits, back = ref_cifar_v1(net, x, 1, "B")
+        ref_loss = R.cross_entropy_forward(logits, labels)
+        back(R.cross_entropy_backward(logits, labels))
+        assert_close(loss, ref_loss, **BACKWARD, name=f"loss at step {step}")
+        for n, p in params:
+            wd = 5e-4 if p.decay else 0.0
+            F.sgd_step(p.data, p.grad, bufs[n], weight_decay=wd, **hyper)
+            ref_p[n], ref_buf[n] = R.sgd_step(ref_p[n], net.grads[n], ref_buf[n],
+                                              hyper["lr"], hyper["momentum"], wd, False)
+        for name, (rm, rv) in net.running.items():
+            ref_p[name + ".running_mean"], ref_p[name + ".running_var"] = rm, rv
+    for n, p in params:
+        assert_close(p.data, ref_p[n], **BACKWARD, name=n + " after 5 steps")
+    for n, b in model.named_buffers():
+        if n.endswith("num_batches_tracked"):
+            assert int(b) == 5, n
+        else:
+            assert_close(b, ref_p[n], **BACKWARD, name=n + " after 5 steps")
 
 
 # ---------------------------------------------------------------- finite differences
@@ -663,9 +715,9 @@ def _torch_resnet(depth, widths, num_classes):
 
 
 @pytest.mark.parametrize("depth", [18, 50])
-def test_torch_state_dict_loads_and_matches(rng, depth):
-    """A PyTorch state_dict converted to NumPy loads as is (same keys, same order), and the
-    model then computes what PyTorch computes (train-mode forward, backward, running stats)."""
+def test_torch_state_dict_loads(depth):
+    """A PyTorch state_dict (torchvision structure) converted to NumPy loads as is: the
+    same keys in the same order, the same shapes, int64 num_batches_tracked."""
     torch = pytest.importorskip("torch")
     with torch.device("meta"):  # full size, keys and shapes only: no memory, no init
         _, tmodel = _torch_resnet(depth, (64, 128, 256, 512), 1000)
@@ -675,15 +727,28 @@ def test_torch_state_dict_loads_and_matches(rng, depth):
     assert list(tsd) == list(ours.state_dict())
     ours.load_state_dict(tsd)
 
-    widths = (4, 8, 8, 16)  # numerical comparison on a narrow copy to stay fast
-    torch, tmodel = _torch_resnet(depth, widths, 5)
+
+def test_matches_float64_pytorch(rng):
+    """After loading its state_dict, a narrow ResNet-18 computes what float64 PyTorch does
+    (train-mode forward, backward, running stats, eval forward).
+
+    ResNet-18 only: in deeper nets (narrow ResNet-50) the ~1e-4 float32 forward error of
+    layer3 occasionally flips a ReLU mask on an activation that close to zero, which
+    changes the gradient upstream by O(1) (seen for 2 of 8 torch seeds; PyTorch float32
+    flips too). The reference-composition tests cover the bottleneck path.
+    """
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    widths = (4, 8, 8, 16)
+    _, tmodel = _torch_resnet(18, widths, 5)
     with torch.no_grad():
         for p in tmodel.parameters():
-            p.add_(torch.randn_like(p) * 0.1)  # move BN affine params off (1, 0)
-    ours = models.ImageNetResNet(depth, num_classes=5, widths=widths, seed=0)
+            if p.ndim == 1:  # move BN affine params and fc bias off their defaults
+                p.add_(torch.randn_like(p) * 0.1)
+    ours = models.ImageNetResNet(18, num_classes=5, widths=widths, seed=0)
     ours.load_state_dict({k: v.numpy() for k, v in tmodel.state_dict().items()})
-    # 33x33 -> 2x2 in layer4: BN over N*H*W = 16 values (over 2 it amplifies float32
-    # rounding past the tolerance in either implementation)
+    # 33x33 -> 2x2 in layer4: BN over N*H*W = 16 values (over 2, float32 rounding is
+    # amplified past the tolerance in either implementation)
     x = rng.standard_normal((4, 3, 33, 33)).astype(np.float32)
     dy = rng.standard_normal((4, 5)).astype(np.float32)
     tmodel.double()  # float64 PyTorch: the oracle, so only our float32 error is measured
@@ -692,22 +757,15 @@ def test_torch_state_dict_loads_and_matches(rng, depth):
     yt.backward(torch.tensor(dy, dtype=torch.float64))
     y = ours(x)
     dx = ours.backward(dy)
-
-    def check(actual, ref, name):
-        # Through ResNet-50's 53 float32 BNs the error relative to a tensor's largest entry
-        # reaches ~1e-4 (measured 8e-5 on dx), so small entries need an atol scaled to it.
-        ref = np.asarray(ref)
-        assert_close(actual, ref, rtol=1e-3, atol=1e-3 * max(float(np.abs(ref).max()), 1e-3),
-                     name=name)
-
-    check(y, yt.detach().numpy(), "logits")
-    check(dx, xt.grad.numpy(), "dx")
+    assert_close(y, yt.detach().numpy(), **BACKWARD, name="logits")
+    assert_close(dx, xt.grad.numpy(), **BACKWARD, name="dx")
     tparams = dict(tmodel.named_parameters())
     for name, p in ours.named_parameters():
-        check(p.grad, tparams[name].grad.numpy(), name + ".grad")
+        assert_close(p.grad, tparams[name].grad.numpy(), **BACKWARD, name=name + ".grad")
+    tsd = tmodel.state_dict()
     for name, b in ours.named_buffers():
-        check(b, tmodel.state_dict()[name].numpy(), name)
+        assert_close(b, tsd[name].numpy(), **BACKWARD, name=name)
     tmodel.eval()
     with torch.no_grad():
         y_eval = tmodel(torch.tensor(x, dtype=torch.float64)).numpy()
-    check(ours.eval()(x), y_eval, "eval logits")
+    assert_close(ours.eval()(x), y_eval, **BACKWARD, name="eval logits")

@@ -35,6 +35,21 @@ def test_parameter_is_float32_contiguous_with_zero_grad():
     assert p.decay is False and p.shape == (2, 3) and p.size == 6
 
 
+def test_parameter_from_unpickled_array_works_with_kernels(rng):
+    import pickle
+
+    w = pickle.loads(pickle.dumps(_f32(rng, 2, 3)))  # carries a non-builtin dtype object
+    lin = nn.Linear(3, 2)
+    lin.weight = nn.Parameter(w)
+    assert lin(_f32(rng, 4, 3)).shape == (4, 2)
+
+
+def test_parameter_zeros():
+    p = nn.Parameter.zeros((3, 2), decay=False)
+    assert p.data.dtype == np.float32 and p.data.shape == (3, 2) and not p.data.any()
+    assert p.grad is not p.data and not p.decay
+
+
 def test_decay_flags():
     conv, lin, bn = nn.Conv2d(3, 4, 3), nn.Linear(4, 2), nn.BatchNorm2d(4)
     assert conv.weight.decay and lin.weight.decay

@@ -53,7 +53,7 @@ void check_layout(const py::array& a, const char* name, const Dims& dims, bool w
 py::array_t<float> require_f32(const py::handle& obj, const char* name, const Dims& dims,
                                bool writable) {
     py::array a = as_ndarray(obj, name, "float32");
-    if (!a.dtype().is(py::dtype::of<float>()))
+    if (!a.dtype().equal(py::dtype::of<float>()))
         throw py::type_error(std::string(name) + ": expected dtype float32, got " +
                              std::string(py::str(a.dtype())));
     check_layout(a, name, dims, writable);
@@ -62,7 +62,7 @@ py::array_t<float> require_f32(const py::handle& obj, const char* name, const Di
 
 py::array require_int(const py::handle& obj, const char* name, const Dims& dims, bool writable) {
     py::array a = as_ndarray(obj, name, "int32 or int64");
-    if (!(a.dtype().is(py::dtype::of<int32_t>()) || a.dtype().is(py::dtype::of<int64_t>())))
+    if (!(a.dtype().equal(py::dtype::of<int32_t>()) || a.dtype().equal(py::dtype::of<int64_t>())))
         throw py::type_error(std::string(name) + ": expected dtype int32 or int64, got " +
                              std::string(py::str(a.dtype())));
     check_layout(a, name, dims, writable);

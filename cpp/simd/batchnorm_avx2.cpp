@@ -22,7 +22,8 @@ inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
 inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
 inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
 inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-inline V vrelu(V v) { return _mm256_max_ps(v, _mm256_setzero_ps()); }
+// max(0, v) returns v when v is NaN (MAXPS returns its second operand), as PyTorch does.
+inline V vrelu(V v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
 inline V vmask_pos(V v, V y) {
     return _mm256_and_ps(v, _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ));
 }

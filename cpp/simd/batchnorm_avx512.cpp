@@ -20,7 +20,8 @@ inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 inline V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
 inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
 inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-inline V vrelu(V v) { return _mm512_max_ps(v, _mm512_setzero_ps()); }
+// max(0, v) returns v when v is NaN (MAXPS returns its second operand), as PyTorch does.
+inline V vrelu(V v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
 inline V vmask_pos(V v, V y) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), v);
 }

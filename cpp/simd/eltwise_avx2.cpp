@@ -18,7 +18,8 @@ inline void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
 inline V vloadn(const float* p, int64_t n) { return _mm256_maskload_ps(p, first_n(n)); }
 inline void vstoren(float* p, V v, int64_t n) { _mm256_maskstore_ps(p, first_n(n), v); }
 inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
-inline V vrelu(V v) { return _mm256_max_ps(v, _mm256_setzero_ps()); }
+// max(0, v) returns v when v is NaN (MAXPS returns its second operand), as PyTorch does.
+inline V vrelu(V v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
 inline V vmask_pos(V v, V y) {
     return _mm256_and_ps(v, _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ));
 }

@@ -16,7 +16,8 @@ inline void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
 inline V vloadn(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first_n(n), p); }
 inline void vstoren(float* p, V v, int64_t n) { _mm512_mask_storeu_ps(p, first_n(n), v); }
 inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
-inline V vrelu(V v) { return _mm512_max_ps(v, _mm512_setzero_ps()); }
+// max(0, v) returns v when v is NaN (MAXPS returns its second operand), as PyTorch does.
+inline V vrelu(V v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
 inline V vmask_pos(V v, V y) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), v);
 }

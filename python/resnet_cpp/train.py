@@ -570,7 +570,7 @@ class Trainer:
                     if not math.isfinite(loss):
                         raise self._diverged(f"loss is {loss}")
                     lr = opt.lr
-                    model.backward(crit.backward())
+                    model.backward(crit.backward(), need_dx=False)
                     opt.step()
                     self._check_finite_weights()
                     sched.step()

@@ -76,8 +76,8 @@ class Conv2d(_Cached):
         self.padding = _pair_int(padding, "padding")
         self.layout = _check_layout(layout)
         k = self.kernel_size
-        self.weight = Parameter(np.zeros((self.out_channels, self.in_channels, k, k), np.float32), decay=True)
-        self.bias = Parameter(np.zeros(self.out_channels, np.float32), decay=False) if bias else None
+        self.weight = Parameter.zeros((self.out_channels, self.in_channels, k, k), decay=True)
+        self.bias = Parameter.zeros((self.out_channels,), decay=False) if bias else None
         if init:
             rng = _init.as_rng(rng)
             fan_in = self.in_channels * k * k
@@ -122,8 +122,9 @@ class BatchNorm2d(_Cached):
         self.eps, self.momentum = float(eps), float(momentum)
         self.relu = bool(relu)
         self.layout = _check_layout(layout)
-        self.weight = Parameter(np.ones(self.num_features, np.float32), decay=False)
-        self.bias = Parameter(np.zeros(self.num_features, np.float32), decay=False)
+        self.weight = Parameter.zeros((self.num_features,), decay=False)
+        self.weight.data.fill(1.0)
+        self.bias = Parameter.zeros((self.num_features,), decay=False)
         self.register_buffer("running_mean", np.zeros(self.num_features, np.float32))
         self.register_buffer("running_var", np.ones(self.num_features, np.float32))
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
@@ -219,11 +220,11 @@ class Linear(_Cached):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         rng = _init.as_rng(rng)
-        self.weight = Parameter(np.zeros((self.out_features, self.in_features), np.float32), decay=True)
+        self.weight = Parameter.zeros((self.out_features, self.in_features), decay=True)
         _init.default_uniform_(self.weight.data, rng, self.in_features)
         self.bias = None
         if bias:
-            self.bias = Parameter(np.zeros(self.out_features, np.float32), decay=False)
+            self.bias = Parameter.zeros((self.out_features,), decay=False)
             _init.default_uniform_(self.bias.data, rng, self.in_features)
 
     def extra_repr(self) -> str:

@@ -45,9 +45,18 @@ class Parameter:
     __slots__ = ("data", "grad", "decay")
 
     def __init__(self, data, decay: bool = True):
-        self.data = np.array(data, dtype=np.float32, order="C", copy=True)
-        self.grad = np.zeros_like(self.data)
+        self.data = _canonical(np.array(data, dtype=np.float32, order="C", copy=True))
+        self.grad = np.zeros(self.data.shape, np.float32)
         self.decay = bool(decay)
+
+    @classmethod
+    def zeros(cls, shape, decay: bool = True) -> Parameter:
+        """A zero-filled float32 parameter (no copy; layers fill it in place)."""
+        p = cls.__new__(cls)
+        p.data = np.zeros(shape, np.float32)
+        p.grad = np.zeros(shape, np.float32)
+        p.decay = bool(decay)
+        return p
 
     def __getstate__(self):
         return {"data": self.data, "grad": self.grad, "decay": self.decay}
@@ -229,7 +238,8 @@ class Module:
                 errors.append(f"{k}: dtype {src.dtype} is not numeric")
             elif src.shape != dst.shape and not (dst.ndim == 0 and src.size == 1):
                 errors.append(f"{k}: checkpoint shape {src.shape} != model shape {dst.shape}")
-            elif dst.dtype.kind in "iu" and src.dtype.kind == "f" and not np.all(src == np.round(src)):
+            elif dst.dtype.kind in "iu" and src.dtype.kind == "f" \
+                    and not np.all(src == np.round(src)):
                 errors.append(f"{k}: expected integer values, got {src}")
             else:
                 staged.append((dst, src.reshape(dst.shape)))
