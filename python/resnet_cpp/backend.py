@@ -3,9 +3,10 @@ from __future__ import annotations
 
 
 def cuda_info() -> dict:
-    """``{"cuda_built": bool, "cuda": str}``: the device, or why CUDA is unavailable."""
+    """``cuda_built``, ``cuda_available`` and ``cuda``: the device, or why it cannot be used."""
     try:
-        from . import _cuda  # noqa: F401  (built only with RESNET_CPP_CUDA=ON)
+        from . import _cuda  # built only with RESNET_CPP_CUDA=1
     except ImportError as e:
-        return {"cuda_built": False, "cuda": f"not built ({e})"}
-    return {"cuda_built": True, "cuda": _cuda.device_summary()}
+        return {"cuda_built": False, "cuda_available": False, "cuda": f"not built ({e})"}
+    return {"cuda_built": True, "cuda_available": bool(_cuda.available()),
+            "cuda": _cuda.device_summary()}
