@@ -188,18 +188,19 @@ void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, 
     }
 }
 
-// Copies image x (H,W,C) into the blocked scratch [C/16][st][st][Hph][Wph][16]: element
-// (cb, ph, pw, i, j, l) is x[i*st + ph - top][j*st + pw - left][16*cb + l]. Only pixels inside
-// the image are written: the caller zeroes the scratch once, and padding never changes.
+// Copies rows i in [i0, i1) of image x (H,W,C) into the blocked scratch
+// [C/16][st][st][Hph][Wph][16]: element (cb, ph, pw, i, j, l) is
+// x[i*st + ph - top][j*st + pw - left][16*cb + l]. Only pixels inside the image are
+// written: the caller zeroes the scratch once, and padding never changes.
 // Lanes past C in the last block are never read; phases with used[ph*st + pw] == 0 (read by
 // no tap) are skipped.
 template <class Mk>
 void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, int64_t top,
                    int64_t left, int64_t Hph, int64_t Wph, int64_t plane, const char* used,
-                   float* out) {
+                   int64_t i0, int64_t i1, float* out) {
     const int64_t nblk = (C + kVec - 1) / kVec, rowlen = Wph * kVec;
     for (int64_t ph = 0; ph < st; ++ph)
-        for (int64_t i = 0; i < Hph; ++i) {
+        for (int64_t i = i0; i < i1; ++i) {
             const int64_t h = i * st + ph - top;
             if (h < 0 || h >= H) continue;
             for (int64_t pw = 0; pw < st; ++pw) {
@@ -275,9 +276,22 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
     const int64_t image = e.H * e.W * e.Cin;
     const int64_t pf_lines = (image / 16 + calls - 1) / std::max<int64_t>(1, calls) + 1;
 
-    // Per-thread scratch (zeroed: padding stays zero), allocated here so that a failed
-    // allocation throws to the caller instead of terminating inside the parallel region.
+    // Scratch rows read by a band: from its first output row (plus the phase's base row) to
+    // its last plus the largest tap row offset. Building them per band, just before use,
+    // keeps them cache-hot for big images.
+    const int64_t pp = e.Hph * e.Wph;
+    const int64_t nph = int64_t(phases.size());
+    Arr<int64_t> row0(nph), halo(nph);
+    for (int64_t p = 0; p < nph; ++p) {
+        row0[p] = phases[p].base / e.Wph;
+        for (int64_t t = 0; t < phases[p].tap.size(); ++t)
+            halo[p] = std::max(halo[p], (phases[p].tap.data()[t] / kVec % pp) / e.Wph);
+    }
+    // Per-thread scratch (zeroed: padding stays zero) and built-row flags, allocated here so
+    // that a failed allocation throws to the caller instead of terminating inside the
+    // parallel region.
     Arr<float> scratch_all(T * e.scratch_len);
+    Arr<char> built_all(T * e.Hph);
 
 #pragma omp parallel num_threads(T)
     {
@@ -285,17 +299,27 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
         const int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
         if (i0 < i1) {
             float* scratch = scratch_all.data() + t * e.scratch_len;
+            char* built = built_all.data() + t * e.Hph;
             int64_t have = -1;
             const float *pf = nullptr, *pf_end = nullptr;
             for (int64_t it = i0; it < i1; ++it) {
                 const int64_t n = it / per;
                 const Item& item = per_image[it % per];
                 if (n != have) {
-                    build_scratch<Mk>(in + n * image, e.H, e.W, e.Cin, e.st, e.top, e.left, e.Hph,
-                                  e.Wph, e.plane, e.used.data(), scratch);
+                    std::memset(built, 0, e.Hph);
                     have = n;
                     pf = n + 1 < e.N ? in + (n + 1) * image : nullptr;
                     pf_end = pf ? pf + image : nullptr;
+                }
+                const int64_t lo = row0[item.ph] + item.r0;
+                const int64_t hi = std::min(e.Hph, row0[item.ph] + item.r1 + halo[item.ph]);
+                for (int64_t i = lo; i < hi;) {
+                    if (built[i]) { ++i; continue; }
+                    int64_t j = i;
+                    while (j < hi && !built[j]) built[j++] = 1;
+                    build_scratch<Mk>(in + n * image, e.H, e.W, e.Cin, e.st, e.top, e.left,
+                                      e.Hph, e.Wph, e.plane, e.used.data(), i, j, scratch);
+                    i = j;
                 }
                 const Phase& ph = phases[item.ph];
                 float* outn = out + n * e.Hout * e.Wout * e.Cout;
