@@ -154,6 +154,13 @@ def max_pool2d_backward(dy, x, k: int, stride: int, pad: int):
     return dxp[:, :, pad:pad + H, pad:pad + W]
 
 
+def max_pool2d_argmax(x, k: int, stride: int, pad: int):
+    """(N, C, P, Q) int64: flat index h*W + w in the unpadded input of each window's first
+    maximum, the index the kernels save for the backward pass."""
+    _, (N, C, H, W), arg = _max_pool2d(x, k, stride, pad)
+    return (arg[..., 0] - pad) * W + (arg[..., 1] - pad)
+
+
 def _max_pool2d(x, k, stride, pad):
     """Max over each window of the -inf-padded input; ties go to the first maximum in
     row-major window order (as PyTorch). Returns y, x's shape and the argmax positions."""

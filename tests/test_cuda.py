@@ -378,26 +378,6 @@ POOL_SHAPES = [(1, 3, 7, 7, 3, 2, 1), (2, 5, 9, 9, 3, 1, 1), (1, 17, 9, 9, 2, 2,
                (8, 16, 32, 32, 3, 2, 1)]
 
 
-def first_max_argmax(x, k, stride, pad):
-    """Expected argmax (N,C,P,Q): h*W+w of the first maximum in row-major window order."""
-    N, C, H, W = x.shape
-    P, Q = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
-    out = np.empty((N, C, P, Q), np.int64)
-    for p in range(P):
-        for q in range(Q):
-            best = np.full((N, C), -np.inf)
-            arg = np.full((N, C), -1)
-            for i in range(k):
-                for j in range(k):
-                    h, w = p * stride - pad + i, q * stride - pad + j
-                    if 0 <= h < H and 0 <= w < W:
-                        gt = x[:, :, h, w] > best
-                        best = np.where(gt, x[:, :, h, w], best)
-                        arg = np.where(gt, h * W + w, arg)
-            out[:, :, p, q] = arg
-    return out
-
-
 @pytest.mark.parametrize("shape", POOL_SHAPES, ids=str)
 def test_max_pool(rng, shape):
     N, C, H, W, k, s, p = shape
@@ -405,7 +385,7 @@ def test_max_pool(rng, shape):
     y, am = _cuda.max_pool2d_forward(dev(nhwc(x)), k, s, p)
     assert_close(nchw(host(y)), ref.max_pool2d_forward(x, k, s, p), **FORWARD, name="y")
     assert am.dtype == np.int32
-    np.testing.assert_array_equal(nchw(host(am)), first_max_argmax(x, k, s, p))
+    np.testing.assert_array_equal(nchw(host(am)), ref.max_pool2d_argmax(x, k, s, p))
     dy = f32(rng, *nchw(host(y)).shape)
     dx = _cuda.max_pool2d_backward(dev(nhwc(dy)), am, H, W, k, s, p)
     assert_close(nchw(host(dx)), ref.max_pool2d_backward(dy, x, k, s, p), **BACKWARD, name="dx")

@@ -22,27 +22,6 @@ POOL_SHAPES = [
 ]
 
 
-def first_max_argmax(x, k, stride, pad):
-    """Expected argmax (N,C,P,Q): flat h*W+w of the first maximum in row-major window order."""
-    N, C, H, W = x.shape
-    P, Q = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
-    out = np.empty((N, C, P, Q), np.int64)
-    for p in range(P):
-        for q in range(Q):
-            best = np.full((N, C), -np.inf)
-            arg = np.full((N, C), -1)
-            for i in range(k):
-                for j in range(k):
-                    h, w = p * stride - pad + i, q * stride - pad + j
-                    if 0 <= h < H and 0 <= w < W:
-                        v = x[:, :, h, w]
-                        gt = v > best
-                        best = np.where(gt, v, best)
-                        arg = np.where(gt, h * W + w, arg)
-            out[:, :, p, q] = arg
-    return out
-
-
 @pytest.mark.parametrize("shape", POOL_SHAPES, ids=str)
 def test_max_pool_parity_with_ties(isa_threads, rng, shape):
     N, C, H, W, k, s, p = shape
@@ -52,7 +31,7 @@ def test_max_pool_parity_with_ties(isa_threads, rng, shape):
     assert y.dtype == np.float32 and y.flags.c_contiguous
     assert_close(y, ref.max_pool2d_forward(x, k, s, p), **FORWARD, name="y")
     argmax = cache[0].transpose(0, 3, 1, 2)
-    np.testing.assert_array_equal(argmax, first_max_argmax(x, k, s, p))
+    np.testing.assert_array_equal(argmax, ref.max_pool2d_argmax(x, k, s, p))
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = F.max_pool2d_backward(dy, cache)
     assert_close(dx, ref.max_pool2d_backward(dy, x, k, s, p), **BACKWARD, name="dx")

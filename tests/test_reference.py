@@ -90,6 +90,9 @@ def test_max_pool_ties_go_to_first():
     x = np.ones((1, 1, 2, 2))
     dx = ref.max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 2, 2, 0)
     assert dx[0, 0].tolist() == [[1, 0], [0, 0]]
+    # Indices are into the unpadded plane: with pad 1 the first window's maximum is (0, 0).
+    x = np.arange(9.0).reshape(1, 1, 3, 3)[:, :, ::-1, ::-1].copy()  # 8 at (0, 0)
+    assert ref.max_pool2d_argmax(x, 3, 2, 1)[0, 0].tolist() == [[0, 1], [3, 4]]
 
 
 def test_global_avg_pool(rng):

@@ -38,19 +38,19 @@ void bind_eltwise(py::module_& m) {
         },
         py::arg("x"), py::arg("out") = py::none(), "y = max(x, 0), any shape.");
 
+    // relu and add+relu share one backward: the mask of the forward output.
+    auto masked = [](py::handle dy_, py::handle y_, py::object out) {
+        auto dy = require_any(dy_, "dy");
+        auto y = require_f32(y_, "y", dims_of(dy));
+        auto dx = output_f32(out, "out", dims_of(dy));
+        {
+            py::gil_scoped_release nogil;
+            rc::relu_backward(cptr(dy), cptr(y), ptr(dx), dy.size());
+        }
+        return dx;
+    };
     m.def(
-        "relu_backward",
-        [](py::handle dy_, py::handle y_, py::object out) {
-            auto dy = require_any(dy_, "dy");
-            auto y = require_f32(y_, "y", dims_of(dy));
-            auto dx = output_f32(out, "out", dims_of(dy));
-            {
-                py::gil_scoped_release nogil;
-                rc::relu_backward(cptr(dy), cptr(y), ptr(dx), dy.size());
-            }
-            return dx;
-        },
-        py::arg("dy"), py::arg("y"), py::arg("out") = py::none(),
+        "relu_backward", masked, py::arg("dy"), py::arg("y"), py::arg("out") = py::none(),
         "dx = dy * (y > 0), y the forward output; dy and y have the same shape.");
 
     auto add = [](py::handle a_, py::handle b_, py::object out, bool relu) {
@@ -72,18 +72,7 @@ void bind_eltwise(py::module_& m) {
         py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
         "y = max(a + b, 0) (same shapes): the residual join of a ResNet block.");
     m.def(
-        "add_relu_backward",
-        [](py::handle dy_, py::handle y_, py::object out) {
-            auto dy = require_any(dy_, "dy");
-            auto y = require_f32(y_, "y", dims_of(dy));
-            auto d = output_f32(out, "out", dims_of(dy));
-            {
-                py::gil_scoped_release nogil;
-                rc::relu_backward(cptr(dy), cptr(y), ptr(d), dy.size());
-            }
-            return d;
-        },
-        py::arg("dy"), py::arg("y"), py::arg("out") = py::none(),
+        "add_relu_backward", masked, py::arg("dy"), py::arg("y"), py::arg("out") = py::none(),
         "d = dy * (y > 0), the gradient of add_relu for both a and b.");
 
     m.def(
