@@ -1,7 +1,10 @@
 // conv.cpp: 2-D convolution, NHWC activations and RSCK weights (see simd/conv_kernels.h).
 // Holds the scalar fallback (direct loops, baseline flags; simple on purpose) and the
 // dispatch to the AVX2 / AVX-512 implementations.
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "dispatch.h"
@@ -115,27 +118,75 @@ void backward_weight_scalar(const float* x, const float* dy, float* dw, float* d
         }
 }
 
+ConvAlgo initial_algo() {
+    const char* env = std::getenv("RESNET_CPP_CONV_ALGO");
+    if (!env || !*env) return ConvAlgo::automatic;
+    try {
+        return parse_conv_algo(env);
+    } catch (const std::invalid_argument&) {
+        return ConvAlgo::automatic;  // a bad environment value must not break the import
+    }
+}
+
+std::atomic<int> g_algo{int(initial_algo())};
+
 }  // namespace
 
+const char* conv_algo_name(ConvAlgo a) {
+    switch (a) {
+    case ConvAlgo::direct: return "direct";
+    case ConvAlgo::winograd: return "winograd";
+    default: return "auto";
+    }
+}
+
+ConvAlgo parse_conv_algo(const std::string& name) {
+    if (name == "auto") return ConvAlgo::automatic;
+    if (name == "direct") return ConvAlgo::direct;
+    if (name == "winograd") return ConvAlgo::winograd;
+    throw std::invalid_argument("conv algorithm: expected 'auto', 'direct' or 'winograd', got '" +
+                                name + "'");
+}
+
+void set_conv_algo(ConvAlgo a) { g_algo.store(int(a), std::memory_order_relaxed); }
+
+ConvAlgo conv_algo() { return ConvAlgo(g_algo.load(std::memory_order_relaxed)); }
+
+bool conv_runs_winograd(const ConvShape& s, ConvPass pass) {
+    if (active_isa() == Isa::scalar || s.R != 3 || s.S != 3 || s.stride != 1) return false;
+    switch (conv_algo()) {
+    case ConvAlgo::direct: return false;
+    case ConvAlgo::winograd: return true;
+    default: break;
+    }
+    // Measured (benchmarks/NOTES.md, "Winograd"): the GEMMs need 16+ channels on both sides.
+    (void)pass;
+    return s.C >= 16 && s.K >= 16;
+}
+
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
+    const bool wino = conv_runs_winograd(s, ConvPass::forward);
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512
-    case Isa::avx512: return avx512::conv2d_forward(x, w, b, y, s);
+    case Isa::avx512:
+        return wino ? avx512::conv2d_winograd_forward(x, w, b, y, s) : avx512::conv2d_forward(x, w, b, y, s);
 #endif
 #ifdef RESNET_CPP_HAVE_AVX2
-    case Isa::avx2: return avx2::conv2d_forward(x, w, b, y, s);
+    case Isa::avx2: return wino ? avx2::conv2d_winograd_forward(x, w, b, y, s) : avx2::conv2d_forward(x, w, b, y, s);
 #endif
     default: return forward_scalar(x, w, b, y, s);
     }
 }
 
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+    const bool wino = conv_runs_winograd(s, ConvPass::backward_data);
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512
-    case Isa::avx512: return avx512::conv2d_backward_data(dy, w, dx, s);
+    case Isa::avx512:
+        return wino ? avx512::conv2d_winograd_backward_data(dy, w, dx, s) : avx512::conv2d_backward_data(dy, w, dx, s);
 #endif
 #ifdef RESNET_CPP_HAVE_AVX2
-    case Isa::avx2: return avx2::conv2d_backward_data(dy, w, dx, s);
+    case Isa::avx2: return wino ? avx2::conv2d_winograd_backward_data(dy, w, dx, s) : avx2::conv2d_backward_data(dy, w, dx, s);
 #endif
     default: return backward_data_scalar(dy, w, dx, s);
     }
@@ -143,12 +194,14 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s) {
+    const bool wino = conv_runs_winograd(s, ConvPass::backward_weight);
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512
-    case Isa::avx512: return avx512::conv2d_backward_weight(x, dy, dw, db, s);
+    case Isa::avx512:
+        return wino ? avx512::conv2d_winograd_backward_weight(x, dy, dw, db, s) : avx512::conv2d_backward_weight(x, dy, dw, db, s);
 #endif
 #ifdef RESNET_CPP_HAVE_AVX2
-    case Isa::avx2: return avx2::conv2d_backward_weight(x, dy, dw, db, s);
+    case Isa::avx2: return wino ? avx2::conv2d_winograd_backward_weight(x, dy, dw, db, s) : avx2::conv2d_backward_weight(x, dy, dw, db, s);
 #endif
     default: return backward_weight_scalar(x, dy, dw, db, s);
     }

@@ -2,6 +2,7 @@
 agreement on exactly-representable inputs, argument checking and thread safety."""
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -115,6 +116,73 @@ def test_parity_resnet_imagenet(isa_threads, shape):
     check_all(shape)
 
 
+# 3x3 stride-1 shapes for Winograd F(2x2, 3x3): odd P/Q (partial tiles), C/K tails, pad 0/1/2,
+# a single tile, a 1x1 output, and ResNet-20/18 layers.
+WINOGRAD = [
+    (1, 16, 7, 7, 16, 3, 1, 1),
+    (2, 17, 9, 5, 33, 3, 1, 1),
+    (2, 5, 6, 6, 3, 3, 1, 0),
+    (1, 40, 5, 5, 70, 3, 1, 2),
+    (3, 16, 2, 2, 16, 3, 1, 1),
+    (2, 16, 3, 3, 20, 3, 1, 0),
+    (1, 32, 1, 1, 32, 3, 1, 1),
+    (8, 16, 32, 32, 16, 3, 1, 1),
+    (4, 64, 8, 8, 64, 3, 1, 1),
+    (1, 128, 7, 7, 96, 3, 1, 1),
+]
+
+
+@pytest.fixture(params=["direct", "winograd"])
+def conv_algo(request):
+    """Force one algorithm for 3x3 stride-1 convolutions, restoring the setting afterwards."""
+    old = _core.conv_algorithm()
+    resnet_cpp.set_conv_algorithm(request.param)
+    yield request.param
+    resnet_cpp.set_conv_algorithm(old)
+
+
+@pytest.mark.parametrize("shape", WINOGRAD, ids=str)
+def test_parity_3x3_stride1_both_algorithms(isa_threads, conv_algo, shape):
+    N, C, H, W, K, R, st, pad = shape
+    expect = "direct" if isa_threads[0] == "scalar" else conv_algo  # Winograd is SIMD-only
+    for p in ("forward", "backward_data", "backward_weight"):
+        assert _core.conv2d_algorithm(p, N, H, W, C, K, R, R, st, pad) == expect
+    check_all(shape)
+
+
+def test_auto_picks_winograd_only_for_3x3_stride1():
+    old = _core.conv_algorithm()
+    try:
+        resnet_cpp.set_conv_algorithm("auto")
+        if _core.active_isa() == "scalar":
+            pytest.skip("Winograd runs on the SIMD paths only; this build has none active")
+        assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 16, 3, 3, 1, 1) == "winograd"
+        assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 32, 3, 3, 2, 1) == "direct"
+        assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 32, 1, 1, 1, 0) == "direct"
+        assert _core.conv2d_algorithm("forward", 128, 32, 32, 3, 16, 3, 3, 1, 1) == "direct"
+    finally:
+        resnet_cpp.set_conv_algorithm(old)
+
+
+def test_conv_algorithm_names_are_checked():
+    with pytest.raises(ValueError, match="conv algorithm: expected 'auto', 'direct' or 'winograd'"):
+        resnet_cpp.set_conv_algorithm("fft")
+    with pytest.raises(ValueError, match="pass: expected"):
+        _core.conv2d_algorithm("fwd", 1, 8, 8, 16, 16, 3, 3, 1, 1)
+
+
+def test_conv_algorithm_from_environment():
+    """RESNET_CPP_CONV_ALGO sets the default at import; a bad value falls back to auto."""
+    import subprocess
+    import sys
+
+    code = "import resnet_cpp; print(resnet_cpp.conv_algorithm())"
+    for env, want in (("direct", "direct"), ("winograd", "winograd"), ("bogus", "auto")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "RESNET_CPP_CONV_ALGO": env}, check=True)
+        assert out.stdout.strip() == want
+
+
 def test_out_buffers_are_filled(rng):
     """out= / dw_out= / db_out= receive the results (models reuse buffers)."""
     x = rng.standard_normal((2, 9, 9, 5)).astype(np.float32)
@@ -137,14 +205,15 @@ def test_out_buffers_are_filled(rng):
 
 
 EXACT = [(2, 3, 9, 9, 17, 3, 1, 1), (1, 5, 9, 7, 33, 3, 2, 1), (2, 5, 8, 8, 5, 1, 2, 0),
-         (1, 3, 9, 9, 16, 7, 2, 3)]
+         (1, 3, 9, 9, 16, 7, 2, 3), (2, 17, 7, 9, 16, 3, 1, 1)]
 
 
 @pytest.mark.parametrize("shape", EXACT, ids=str)
-def test_dyadic_inputs_bitwise_equal_on_every_path(shape):
+def test_dyadic_inputs_bitwise_equal_on_every_path(conv_algo, shape):
     """Multiples of 1/8 in [-2, 2] with small sums are exact in float32, so every ISA path
     and thread count must give the same bits as the float64 oracle: this separates indexing
-    bugs from rounding."""
+    bugs from rounding. Winograd F(2x2, 3x3) is exact here too: its transforms only add,
+    subtract and halve."""
     N, C, H, W, K, R, st, pad = shape
     g = np.random.default_rng(7)
     P, Q = (H + 2 * pad - R) // st + 1, (W + 2 * pad - R) // st + 1

@@ -40,6 +40,28 @@ py::array_t<float> first_check(const py::handle& obj, const char* name) {
 }  // namespace
 
 void bind_conv(py::module_& m) {
+    m.def("set_conv_algorithm", [](const std::string& name) { rc::set_conv_algo(rc::parse_conv_algo(name)); },
+          py::arg("name"),
+          "3x3 stride-1 convolutions: 'auto' (default), 'direct' or 'winograd' "
+          "(as RESNET_CPP_CONV_ALGO).");
+    m.def("conv_algorithm", [] { return std::string(rc::conv_algo_name(rc::conv_algo())); });
+    m.def(
+        "conv2d_algorithm",
+        [](const std::string& pass, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
+           int64_t R, int64_t S, int64_t stride, int64_t pad) {
+            rc::ConvPass p;
+            if (pass == "forward") p = rc::ConvPass::forward;
+            else if (pass == "backward_data") p = rc::ConvPass::backward_data;
+            else if (pass == "backward_weight") p = rc::ConvPass::backward_weight;
+            else
+                throw py::value_error("pass: expected 'forward', 'backward_data' or "
+                                      "'backward_weight', got '" + pass + "'");
+            rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
+            return std::string(rc::conv_runs_winograd(s, p) ? "winograd" : "direct");
+        },
+        py::arg("pass"), py::arg("N"), py::arg("H"), py::arg("W"), py::arg("C"), py::arg("K"),
+        py::arg("R"), py::arg("S"), py::arg("stride"), py::arg("pad"),
+        "Which algorithm ('direct' or 'winograd') a conv call of this shape runs now.");
     m.def(
         "conv2d_forward",
         [](const py::object& xo, const py::object& wo, const py::object& bo, int64_t stride,

@@ -8,6 +8,7 @@
 #include "dispatch.h"
 #define RC_CONV_DRIVER
 #include "simd/conv_kernels.h"
+#include "simd/winograd.h"
 
 namespace {
 
@@ -118,6 +119,11 @@ struct Row<NV, std::integer_sequence<int, I...>> {
     static constexpr BwwFn bww[] = {&bww_kernel<NV, I + 1>...};
 };
 
+// 16 float lanes as two ymm, for the Winograd transforms (winograd.h).
+struct F16 {
+    __m256 lo, hi;
+};
+
 // 6 px x 2 ymm: 12 accumulators, the rest for weights and a broadcast. Measured: one group
 // of 16 channels per call beats 3 px x 4 ymm for K >= 32 (benchmarks/NOTES.md).
 struct Micro {
@@ -133,6 +139,27 @@ struct Micro {
     }
     static FwdFn fwd(int, int px) { return Row<1, std::make_integer_sequence<int, 6>>::fwd[px - 1]; }
     static BwwFn bww(int, int ub) { return Row<1, std::make_integer_sequence<int, 6>>::bww[ub - 1]; }
+    // Winograd transform lanes; n in 1..16 valid lanes.
+    using F = F16;
+    static F zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+    static F load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+    static F loadn(const float* p, int n) {
+        __m256i lo, hi;
+        tail_masks(n, lo, hi);
+        return {_mm256_maskload_ps(p, lo), _mm256_maskload_ps(p + 8, hi)};
+    }
+    static void store(float* p, F v) {
+        _mm256_storeu_ps(p, v.lo);
+        _mm256_storeu_ps(p + 8, v.hi);
+    }
+    static void storen(float* p, F v, int n) {
+        __m256i lo, hi;
+        tail_masks(n, lo, hi);
+        _mm256_maskstore_ps(p, lo, v.lo);
+        _mm256_maskstore_ps(p + 8, hi, v.hi);
+    }
+    static F add(F a, F b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+    static F sub(F a, F b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
 };
 
 }  // namespace
@@ -148,6 +175,17 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s) {
     backward_weight<Micro>(x, dy, dw, db, s);
+}
+void conv2d_winograd_forward(const float* x, const float* w, const float* b, float* y,
+                             const ConvShape& s) {
+    wino_conv<Micro>(x, w, b, y, wino_geom(s.N, s.H, s.W, s.C, s.K, s.pad), false, s.K, 1);
+}
+void conv2d_winograd_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+    wino_conv<Micro>(dy, w, nullptr, dx, wino_geom(s.N, s.P, s.Q, s.K, s.C, 2 - s.pad), true, 1, s.K);
+}
+void conv2d_winograd_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                                     const ConvShape& s) {
+    wino_backward_weight<Micro>(x, dy, dw, db, wino_geom(s.N, s.H, s.W, s.C, s.K, s.pad));
 }
 
 }  // namespace rc::avx2

@@ -8,6 +8,7 @@
 #include "dispatch.h"
 #define RC_CONV_DRIVER
 #include "simd/conv_kernels.h"
+#include "simd/winograd.h"
 
 namespace {
 
@@ -121,6 +122,15 @@ struct Micro {
         return nv == 1 ? Row<1, std::make_integer_sequence<int, 28>>::bww[ub - 1]
                        : Row<2, std::make_integer_sequence<int, 14>>::bww[ub - 1];
     }
+    // 16 float lanes for the Winograd transforms (winograd.h); n in 1..16 valid lanes.
+    using F = __m512;
+    static F zero() { return _mm512_setzero_ps(); }
+    static F load(const float* p) { return _mm512_loadu_ps(p); }
+    static F loadn(const float* p, int n) { return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1u), p); }
+    static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
+    static void storen(float* p, F v, int n) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1u), v); }
+    static F add(F a, F b) { return _mm512_add_ps(a, b); }
+    static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
 };
 
 }  // namespace
@@ -136,6 +146,17 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s) {
     backward_weight<Micro>(x, dy, dw, db, s);
+}
+void conv2d_winograd_forward(const float* x, const float* w, const float* b, float* y,
+                             const ConvShape& s) {
+    wino_conv<Micro>(x, w, b, y, wino_geom(s.N, s.H, s.W, s.C, s.K, s.pad), false, s.K, 1);
+}
+void conv2d_winograd_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+    wino_conv<Micro>(dy, w, nullptr, dx, wino_geom(s.N, s.P, s.Q, s.K, s.C, 2 - s.pad), true, 1, s.K);
+}
+void conv2d_winograd_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                                     const ConvShape& s) {
+    wino_backward_weight<Micro>(x, dy, dw, db, wino_geom(s.N, s.H, s.W, s.C, s.K, s.pad));
 }
 
 }  // namespace rc::avx512

@@ -9,8 +9,10 @@ from . import _core
 from ._core import (
     active_isa,
     compiled_isas,
+    conv_algorithm,
     detected_isa,
     num_threads,
+    set_conv_algorithm,
     set_max_isa,
     set_num_threads,
 )
@@ -25,6 +27,7 @@ __all__ = [
     "build_info",
     "checkpoint",
     "compiled_isas",
+    "conv_algorithm",
     "data",
     "functional",
     "models",
@@ -33,6 +36,7 @@ __all__ = [
     "train",
     "detected_isa",
     "num_threads",
+    "set_conv_algorithm",
     "set_max_isa",
     "set_num_threads",
 ]
@@ -50,5 +54,6 @@ def build_info() -> dict:
         "active_isa": _core.active_isa(),
         "openmp": bool(_core.openmp),
         "num_threads": _core.num_threads(),
+        "conv_algorithm": _core.conv_algorithm(),
         **backend.cuda_info(),
     }
