@@ -135,58 +135,64 @@ std::atomic<int> g_algo{int(initial_algo())};
 const char* conv_algo_name(ConvAlgo a) {
     switch (a) {
     case ConvAlgo::direct: return "direct";
-    case ConvAlgo::winograd: return "winograd";
+    case ConvAlgo::winograd2: return "winograd2";
+    case ConvAlgo::winograd4: return "winograd4";
     default: return "auto";
     }
 }
 
 ConvAlgo parse_conv_algo(const std::string& name) {
-    if (name == "auto") return ConvAlgo::automatic;
-    if (name == "direct") return ConvAlgo::direct;
-    if (name == "winograd") return ConvAlgo::winograd;
-    throw std::invalid_argument("conv algorithm: expected 'auto', 'direct' or 'winograd', got '" +
-                                name + "'");
+    for (ConvAlgo a : {ConvAlgo::automatic, ConvAlgo::direct, ConvAlgo::winograd2, ConvAlgo::winograd4})
+        if (name == conv_algo_name(a)) return a;
+    throw std::invalid_argument(
+        "conv algorithm: expected 'auto', 'direct', 'winograd2' or 'winograd4', got '" + name + "'");
 }
 
 void set_conv_algo(ConvAlgo a) { g_algo.store(int(a), std::memory_order_relaxed); }
 
 ConvAlgo conv_algo() { return ConvAlgo(g_algo.load(std::memory_order_relaxed)); }
 
-bool conv_runs_winograd(const ConvShape& s, ConvPass pass) {
-    if (active_isa() == Isa::scalar || s.R != 3 || s.S != 3 || s.stride != 1) return false;
+int conv_winograd_tile(const ConvShape& s, ConvPass pass) {
+    if (active_isa() == Isa::scalar || s.R != 3 || s.S != 3 || s.stride != 1) return 0;
     switch (conv_algo()) {
-    case ConvAlgo::direct: return false;
-    case ConvAlgo::winograd: return true;
+    case ConvAlgo::direct: return 0;
+    case ConvAlgo::winograd2: return 2;
+    case ConvAlgo::winograd4: return 4;
     default: break;
     }
-    // Measured (benchmarks/NOTES.md, "Winograd"): the GEMMs need 16+ channels on both sides.
+    // Measured (benchmarks/NOTES.md, "Winograd"): the GEMMs need 16+ channels on both sides,
+    // and the transformed weights (points x C x K floats) are swept once per block of tiles,
+    // so they must stay cache-sized: F(4x4) up to 128x128 channels, F(2x2) up to 256x256.
     (void)pass;
-    return s.C >= 16 && s.K >= 16;
+    if (s.C < 16 || s.K < 16) return 0;
+    if (s.C * s.K <= 128 * 128) return 4;
+    if (s.C * s.K <= 256 * 256) return 2;
+    return 0;
 }
 
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
-    const bool wino = conv_runs_winograd(s, ConvPass::forward);
+    const int wino = conv_winograd_tile(s, ConvPass::forward);
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512
     case Isa::avx512:
-        return wino ? avx512::conv2d_winograd_forward(x, w, b, y, s) : avx512::conv2d_forward(x, w, b, y, s);
+        return wino ? avx512::conv2d_winograd_forward(wino, x, w, b, y, s) : avx512::conv2d_forward(x, w, b, y, s);
 #endif
 #ifdef RESNET_CPP_HAVE_AVX2
-    case Isa::avx2: return wino ? avx2::conv2d_winograd_forward(x, w, b, y, s) : avx2::conv2d_forward(x, w, b, y, s);
+    case Isa::avx2: return wino ? avx2::conv2d_winograd_forward(wino, x, w, b, y, s) : avx2::conv2d_forward(x, w, b, y, s);
 #endif
     default: return forward_scalar(x, w, b, y, s);
     }
 }
 
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
-    const bool wino = conv_runs_winograd(s, ConvPass::backward_data);
+    const int wino = conv_winograd_tile(s, ConvPass::backward_data);
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512
     case Isa::avx512:
-        return wino ? avx512::conv2d_winograd_backward_data(dy, w, dx, s) : avx512::conv2d_backward_data(dy, w, dx, s);
+        return wino ? avx512::conv2d_winograd_backward_data(wino, dy, w, dx, s) : avx512::conv2d_backward_data(dy, w, dx, s);
 #endif
 #ifdef RESNET_CPP_HAVE_AVX2
-    case Isa::avx2: return wino ? avx2::conv2d_winograd_backward_data(dy, w, dx, s) : avx2::conv2d_backward_data(dy, w, dx, s);
+    case Isa::avx2: return wino ? avx2::conv2d_winograd_backward_data(wino, dy, w, dx, s) : avx2::conv2d_backward_data(dy, w, dx, s);
 #endif
     default: return backward_data_scalar(dy, w, dx, s);
     }
@@ -194,14 +200,14 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s) {
-    const bool wino = conv_runs_winograd(s, ConvPass::backward_weight);
+    const int wino = conv_winograd_tile(s, ConvPass::backward_weight);
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512
     case Isa::avx512:
-        return wino ? avx512::conv2d_winograd_backward_weight(x, dy, dw, db, s) : avx512::conv2d_backward_weight(x, dy, dw, db, s);
+        return wino ? avx512::conv2d_winograd_backward_weight(wino, x, dy, dw, db, s) : avx512::conv2d_backward_weight(x, dy, dw, db, s);
 #endif
 #ifdef RESNET_CPP_HAVE_AVX2
-    case Isa::avx2: return wino ? avx2::conv2d_winograd_backward_weight(x, dy, dw, db, s) : avx2::conv2d_backward_weight(x, dy, dw, db, s);
+    case Isa::avx2: return wino ? avx2::conv2d_winograd_backward_weight(wino, x, dy, dw, db, s) : avx2::conv2d_backward_weight(x, dy, dw, db, s);
 #endif
     default: return backward_weight_scalar(x, dy, dw, db, s);
     }

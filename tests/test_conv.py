@@ -82,23 +82,33 @@ def rsck(w):
 def check_all(shape):
     """Functional API in both layouts and the raw _core functions against the oracle."""
     (x, w, b, dy), (y_r, dx_r, dw_r, db_r) = _reference(shape)
-    st, pad = shape[6], shape[7]
+    N, C, H, W, K, R, st, pad = shape
+    # Winograd F(4x4, 3x3) rounds like the whole sum, not each output: up to ~7e-6 of max|ref|
+    # measured (PERF.md item 13), so outputs near zero get 3x that as extra absolute tolerance.
+    algos = {_core.conv2d_algorithm(p, N, H, W, C, K, R, R, st, pad)
+             for p in ("forward", "backward_data", "backward_weight")}
+    spread = 2e-5 if "winograd4" in algos else 0.0
+
+    def close(a, r, tol, name):
+        t = dict(tol)
+        t["atol"] = max(t["atol"], spread * float(np.max(np.abs(r))))
+        assert_close(a, r, **t, name=name)
+
     for layout in ("NCHW", "NHWC"):
         to = (lambda a: a) if layout == "NCHW" else nhwc
         y, cache = conv2d(to(x), w, b, st, pad, layout=layout)
-        assert_close(y, to(y_r), **FORWARD, name=f"y {layout}")
+        close(y, to(y_r), FORWARD, f"y {layout}")
         dx, dw, db = conv2d_backward(to(dy), cache)
-        assert_close(dx, to(dx_r), **BACKWARD, name=f"dx {layout}")
-        assert_close(dw, dw_r, **BACKWARD, name=f"dw {layout}")
-        assert_close(db, db_r, **BACKWARD, name=f"db {layout}")
-    R = w.shape[2]
+        close(dx, to(dx_r), BACKWARD, f"dx {layout}")
+        close(dw, dw_r, BACKWARD, f"dw {layout}")
+        close(db, db_r, BACKWARD, f"db {layout}")
     y = _core.conv2d_forward(nhwc(x), rsck(w), None, st, pad)
-    assert_close(y, nhwc(y_r - b[None, :, None, None]), **FORWARD, name="_core y")
+    close(y, nhwc(y_r - b[None, :, None, None]), FORWARD, "_core y")
     dx = _core.conv2d_backward_data(nhwc(dy), rsck(w), x.shape[2], x.shape[3], st, pad)
-    assert_close(dx, nhwc(dx_r), **BACKWARD, name="_core dx")
+    close(dx, nhwc(dx_r), BACKWARD, "_core dx")
     dw, db = _core.conv2d_backward_weight(nhwc(x), nhwc(dy), R, R, st, pad, False)
     assert db is None
-    assert_close(dw, rsck(dw_r), **BACKWARD, name="_core dw")
+    close(dw, rsck(dw_r), BACKWARD, "_core dw")
 
 
 @pytest.mark.parametrize("shape", ODD, ids=str)
@@ -132,7 +142,7 @@ WINOGRAD = [
 ]
 
 
-@pytest.fixture(params=["direct", "winograd"])
+@pytest.fixture(params=["direct", "winograd2", "winograd4"])
 def conv_algo(request):
     """Force one algorithm for 3x3 stride-1 convolutions, restoring the setting afterwards."""
     old = _core.conv_algorithm()
@@ -156,7 +166,7 @@ def test_auto_picks_winograd_only_for_3x3_stride1():
         resnet_cpp.set_conv_algorithm("auto")
         if _core.active_isa() == "scalar":
             pytest.skip("Winograd runs on the SIMD paths only; this build has none active")
-        assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 16, 3, 3, 1, 1) == "winograd"
+        assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 16, 3, 3, 1, 1).startswith("winograd")
         assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 32, 3, 3, 2, 1) == "direct"
         assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 32, 1, 1, 1, 0) == "direct"
         assert _core.conv2d_algorithm("forward", 128, 32, 32, 3, 16, 3, 3, 1, 1) == "direct"
@@ -165,7 +175,7 @@ def test_auto_picks_winograd_only_for_3x3_stride1():
 
 
 def test_conv_algorithm_names_are_checked():
-    with pytest.raises(ValueError, match="conv algorithm: expected 'auto', 'direct' or 'winograd'"):
+    with pytest.raises(ValueError, match="conv algorithm: expected 'auto', 'direct', 'winograd2' or"):
         resnet_cpp.set_conv_algorithm("fft")
     with pytest.raises(ValueError, match="pass: expected"):
         _core.conv2d_algorithm("fwd", 1, 8, 8, 16, 16, 3, 3, 1, 1)
@@ -177,7 +187,7 @@ def test_conv_algorithm_from_environment():
     import sys
 
     code = "import resnet_cpp; print(resnet_cpp.conv_algorithm())"
-    for env, want in (("direct", "direct"), ("winograd", "winograd"), ("bogus", "auto")):
+    for env, want in (("direct", "direct"), ("winograd4", "winograd4"), ("bogus", "auto")):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**os.environ, "RESNET_CPP_CONV_ALGO": env}, check=True)
         assert out.stdout.strip() == want
@@ -208,8 +218,10 @@ EXACT = [(2, 3, 9, 9, 17, 3, 1, 1), (1, 5, 9, 7, 33, 3, 2, 1), (2, 5, 8, 8, 5, 1
          (1, 3, 9, 9, 16, 7, 2, 3), (2, 17, 7, 9, 16, 3, 1, 1)]
 
 
+# F(4x4, 3x3)'s transforms divide by 3 (G has 1/6, 1/12, 1/24): not exact, so not here.
+@pytest.mark.parametrize("algo", ["direct", "winograd2"])
 @pytest.mark.parametrize("shape", EXACT, ids=str)
-def test_dyadic_inputs_bitwise_equal_on_every_path(conv_algo, shape):
+def test_dyadic_inputs_bitwise_equal_on_every_path(algo, shape):
     """Multiples of 1/8 in [-2, 2] with small sums are exact in float32, so every ISA path
     and thread count must give the same bits as the float64 oracle: this separates indexing
     bugs from rounding. Winograd F(2x2, 3x3) is exact here too: its transforms only add,
@@ -222,7 +234,8 @@ def test_dyadic_inputs_bitwise_equal_on_every_path(conv_algo, shape):
     xr, wr, dyr = x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), dy.transpose(0, 3, 1, 2)
     y_r = nhwc(ref.conv2d_forward(xr, wr, b, st, pad))
     dx_r, dw_r, db_r = ref.conv2d_backward(dyr, xr, wr, st, pad)
-    old_isa, old_threads = _core.max_isa(), _core.num_threads()
+    old_isa, old_threads, old_algo = _core.max_isa(), _core.num_threads(), _core.conv_algorithm()
+    resnet_cpp.set_conv_algorithm(algo)
     try:
         for isa in runnable_isas():
             for t in THREADS:
@@ -238,6 +251,7 @@ def test_dyadic_inputs_bitwise_equal_on_every_path(conv_algo, shape):
     finally:
         resnet_cpp.set_max_isa(old_isa)
         resnet_cpp.set_num_threads(old_threads)
+        resnet_cpp.set_conv_algorithm(old_algo)
 
 
 def test_repeatable_for_fixed_threads(isa_threads, rng):

@@ -175,6 +175,11 @@ class RefNet:
         self.p = {k: np.asarray(v, np.float64) for k, v in state_dict.items()}
         self.grads = defaultdict(float)
         self.running = {}
+        self.kink = np.inf  # smallest |ReLU input| seen: float32 may land on either side
+
+    def relu(self, z):
+        self.kink = min(self.kink, float(np.min(np.abs(z))))
+        return R.relu_forward(z)
 
     def conv(self, x, name, stride, pad):
         w, b = self.p[name + ".weight"], self.p.get(name + ".bias")
@@ -193,7 +198,7 @@ class RefNet:
         z, mean, rstd = R.batch_norm_train_forward(x, g, b)
         self.running[name] = R.batch_norm_running_update(
             self.p[name + ".running_mean"], self.p[name + ".running_var"], x)
-        y = R.relu_forward(z) if relu else z
+        y = self.relu(z) if relu else z
 
         def back(dy):
             dz = R.relu_backward(dy, y) if relu else dy
@@ -260,7 +265,7 @@ def ref_v1_block(net, h, pre, stride, shortcut, bottleneck):
     else:
         short, back_short = chain(h, lambda t: net.conv(t, pre + ".downsample.0", stride, 0),
                                   lambda t: net.bn(t, pre + ".downsample.1", False))
-    y = R.add_relu_forward(main, short)
+    y = net.relu(main + short)
 
     def back(dy):
         d = R.add_relu_backward(dy, y)
@@ -360,9 +365,19 @@ def _randomize(model, rng):
 
 def _check_against_reference(model, ref_fn, rng, x_shape, tol=BACKWARD):
     _randomize(model, rng)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    net = RefNet(model.state_dict())
-    logits_ref, back_ref = ref_fn(net, x)
+    # A ReLU input within float32 rounding of 0 may take the other branch in float32 and
+    # change a gradient by a whole upstream value (seen: |z| = 9e-7 in a 4x4 stage, where a
+    # 1e-7 relative change of x moved dx by 144x the tolerance on the direct path too): the
+    # comparison is only well posed away from the kink, so draw inputs until it is (2e-5 is
+    # ~10x the float32 error of these activations).
+    for _ in range(50):
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        net = RefNet(model.state_dict())
+        logits_ref, back_ref = ref_fn(net, x)
+        if net.kink > 2e-5:
+            break
+    else:
+        raise AssertionError("no input kept every ReLU input 2e-5 away from 0")
     logits = model(x)
     assert_close(logits, logits_ref, **tol, name="logits")
     for name, (rm, rv) in net.running.items():

@@ -42,8 +42,8 @@ py::array_t<float> first_check(const py::handle& obj, const char* name) {
 void bind_conv(py::module_& m) {
     m.def("set_conv_algorithm", [](const std::string& name) { rc::set_conv_algo(rc::parse_conv_algo(name)); },
           py::arg("name"),
-          "3x3 stride-1 convolutions: 'auto' (default), 'direct' or 'winograd' "
-          "(as RESNET_CPP_CONV_ALGO).");
+          "3x3 stride-1 convolutions: 'auto' (default), 'direct', 'winograd2' (F(2x2,3x3)) or "
+          "'winograd4' (F(4x4,3x3)); as RESNET_CPP_CONV_ALGO.");
     m.def("conv_algorithm", [] { return std::string(rc::conv_algo_name(rc::conv_algo())); });
     m.def(
         "conv2d_algorithm",
@@ -57,11 +57,12 @@ void bind_conv(py::module_& m) {
                 throw py::value_error("pass: expected 'forward', 'backward_data' or "
                                       "'backward_weight', got '" + pass + "'");
             rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
-            return std::string(rc::conv_runs_winograd(s, p) ? "winograd" : "direct");
+            const int m = rc::conv_winograd_tile(s, p);
+            return std::string(m == 0 ? "direct" : m == 2 ? "winograd2" : "winograd4");
         },
         py::arg("pass"), py::arg("N"), py::arg("H"), py::arg("W"), py::arg("C"), py::arg("K"),
         py::arg("R"), py::arg("S"), py::arg("stride"), py::arg("pad"),
-        "Which algorithm ('direct' or 'winograd') a conv call of this shape runs now.");
+        "Which algorithm ('direct', 'winograd2' or 'winograd4') a conv call of this shape runs now.");
     m.def(
         "conv2d_forward",
         [](const py::object& xo, const py::object& wo, const py::object& bo, int64_t stride,

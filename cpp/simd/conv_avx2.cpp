@@ -160,6 +160,14 @@ struct Micro {
     }
     static F add(F a, F b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
     static F sub(F a, F b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
+    static F mul(F a, F b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+    static F set1(float v) { return {_mm256_set1_ps(v), _mm256_set1_ps(v)}; }
+    static F fma(F a, F b, F c) {  // a*b + c
+        return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+    }
+    static F fnma(F a, F b, F c) {  // c - a*b
+        return {_mm256_fnmadd_ps(a.lo, b.lo, c.lo), _mm256_fnmadd_ps(a.hi, b.hi, c.hi)};
+    }
 };
 
 }  // namespace
@@ -176,16 +184,17 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
                             const ConvShape& s) {
     backward_weight<Micro>(x, dy, dw, db, s);
 }
-void conv2d_winograd_forward(const float* x, const float* w, const float* b, float* y,
+void conv2d_winograd_forward(int m, const float* x, const float* w, const float* b, float* y,
                              const ConvShape& s) {
-    wino_conv<Micro>(x, w, b, y, wino_geom(s.N, s.H, s.W, s.C, s.K, s.pad), false, s.K, 1);
+    (m == 4 ? winograd_forward<4, Micro> : winograd_forward<2, Micro>)(x, w, b, y, s);
 }
-void conv2d_winograd_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
-    wino_conv<Micro>(dy, w, nullptr, dx, wino_geom(s.N, s.P, s.Q, s.K, s.C, 2 - s.pad), true, 1, s.K);
+void conv2d_winograd_backward_data(int m, const float* dy, const float* w, float* dx,
+                                   const ConvShape& s) {
+    (m == 4 ? winograd_backward_data<4, Micro> : winograd_backward_data<2, Micro>)(dy, w, dx, s);
 }
-void conv2d_winograd_backward_weight(const float* x, const float* dy, float* dw, float* db,
+void conv2d_winograd_backward_weight(int m, const float* x, const float* dy, float* dw, float* db,
                                      const ConvShape& s) {
-    wino_backward_weight<Micro>(x, dy, dw, db, wino_geom(s.N, s.H, s.W, s.C, s.K, s.pad));
+    (m == 4 ? winograd_backward_weight<4, Micro> : winograd_backward_weight<2, Micro>)(x, dy, dw, db, s);
 }
 
 }  // namespace rc::avx2

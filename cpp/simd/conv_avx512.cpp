@@ -131,6 +131,10 @@ struct Micro {
     static void storen(float* p, F v, int n) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1u), v); }
     static F add(F a, F b) { return _mm512_add_ps(a, b); }
     static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+    static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+    static F set1(float v) { return _mm512_set1_ps(v); }
+    static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }    // a*b + c
+    static F fnma(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a*b
 };
 
 }  // namespace
@@ -147,16 +151,17 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
                             const ConvShape& s) {
     backward_weight<Micro>(x, dy, dw, db, s);
 }
-void conv2d_winograd_forward(const float* x, const float* w, const float* b, float* y,
+void conv2d_winograd_forward(int m, const float* x, const float* w, const float* b, float* y,
                              const ConvShape& s) {
-    wino_conv<Micro>(x, w, b, y, wino_geom(s.N, s.H, s.W, s.C, s.K, s.pad), false, s.K, 1);
+    (m == 4 ? winograd_forward<4, Micro> : winograd_forward<2, Micro>)(x, w, b, y, s);
 }
-void conv2d_winograd_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
-    wino_conv<Micro>(dy, w, nullptr, dx, wino_geom(s.N, s.P, s.Q, s.K, s.C, 2 - s.pad), true, 1, s.K);
+void conv2d_winograd_backward_data(int m, const float* dy, const float* w, float* dx,
+                                   const ConvShape& s) {
+    (m == 4 ? winograd_backward_data<4, Micro> : winograd_backward_data<2, Micro>)(dy, w, dx, s);
 }
-void conv2d_winograd_backward_weight(const float* x, const float* dy, float* dw, float* db,
+void conv2d_winograd_backward_weight(int m, const float* x, const float* dy, float* dw, float* db,
                                      const ConvShape& s) {
-    wino_backward_weight<Micro>(x, dy, dw, db, wino_geom(s.N, s.H, s.W, s.C, s.K, s.pad));
+    (m == 4 ? winograd_backward_weight<4, Micro> : winograd_backward_weight<2, Micro>)(x, dy, dw, db, s);
 }
 
 }  // namespace rc::avx512

@@ -21,8 +21,8 @@
 // - Backward-weight: per-thread private dW (K padded to 16), register-blocked over
 //   (UB consecutive (s,c) entries of a padded NHWC input row) x (NV K vectors), reducing
 //   over output pixels; then one reduction over threads in fixed order (deterministic).
-// - 3x3 stride-1 layers may run Winograd F(2x2, 3x3) instead (simd/winograd.h), chosen per
-//   call by conv_runs_winograd().
+// - 3x3 stride-1 layers may run Winograd F(2x2, 3x3) or F(4x4, 3x3) instead
+//   (simd/winograd.h), chosen per call by conv_winograd_tile().
 #pragma once
 #include <cstdint>
 #include <string>
@@ -36,16 +36,18 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s);
 
-// Algorithm for 3x3 stride-1 convolutions: `automatic` picks Winograd where it measured
-// faster (see conv_runs_winograd in conv.cpp), `direct` never uses it, `winograd` uses it on
-// every 3x3 stride-1 call of a SIMD path. Process-wide; RESNET_CPP_CONV_ALGO sets it at load.
-enum class ConvAlgo : int { automatic = 0, direct = 1, winograd = 2 };
+// Algorithm for 3x3 stride-1 convolutions: `automatic` picks the one that measured fastest
+// for the shape (conv_winograd_tile in conv.cpp), `direct` never uses Winograd, `winograd2`
+// and `winograd4` force F(2x2, 3x3) or F(4x4, 3x3) on every 3x3 stride-1 call of a SIMD path.
+// Process-wide; RESNET_CPP_CONV_ALGO sets it at load.
+enum class ConvAlgo : int { automatic = 0, direct = 1, winograd2 = 2, winograd4 = 3 };
 enum class ConvPass : int { forward = 0, backward_data = 1, backward_weight = 2 };
 const char* conv_algo_name(ConvAlgo a);
 ConvAlgo parse_conv_algo(const std::string& name);  // throws std::invalid_argument
 void set_conv_algo(ConvAlgo a);
 ConvAlgo conv_algo();
-bool conv_runs_winograd(const ConvShape& s, ConvPass pass);  // what the entry point runs now
+// What the entry point runs now for this call: 0 (direct), 2 or 4 (Winograd tile size).
+int conv_winograd_tile(const ConvShape& s, ConvPass pass);
 
 #ifdef RESNET_CPP_HAVE_AVX2
 namespace avx2 {
@@ -53,10 +55,12 @@ void conv2d_forward(const float* x, const float* w, const float* b, float* y, co
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s);
-void conv2d_winograd_forward(const float* x, const float* w, const float* b, float* y,
+// Winograd F(m x m, 3x3), m = 2 or 4 (simd/winograd.h).
+void conv2d_winograd_forward(int m, const float* x, const float* w, const float* b, float* y,
                              const ConvShape& s);
-void conv2d_winograd_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
-void conv2d_winograd_backward_weight(const float* x, const float* dy, float* dw, float* db,
+void conv2d_winograd_backward_data(int m, const float* dy, const float* w, float* dx,
+                                   const ConvShape& s);
+void conv2d_winograd_backward_weight(int m, const float* x, const float* dy, float* dw, float* db,
                                      const ConvShape& s);
 }  // namespace avx2
 #endif
@@ -67,10 +71,12 @@ void conv2d_forward(const float* x, const float* w, const float* b, float* y, co
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s);
-void conv2d_winograd_forward(const float* x, const float* w, const float* b, float* y,
+// Winograd F(m x m, 3x3), m = 2 or 4 (simd/winograd.h).
+void conv2d_winograd_forward(int m, const float* x, const float* w, const float* b, float* y,
                              const ConvShape& s);
-void conv2d_winograd_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
-void conv2d_winograd_backward_weight(const float* x, const float* dy, float* dw, float* db,
+void conv2d_winograd_backward_data(int m, const float* dy, const float* w, float* dx,
+                                   const ConvShape& s);
+void conv2d_winograd_backward_weight(int m, const float* x, const float* dy, float* dw, float* db,
                                      const ConvShape& s);
 }  // namespace avx512
 #endif

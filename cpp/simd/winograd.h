@@ -1,44 +1,147 @@
-// winograd.h: Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (NHWC, RSCK), all three
-// passes. Compiled once per SIMD translation unit, after conv_kernels.h's driver (the TU
-// defines RC_CONV_DRIVER and supplies `struct Micro`, whose F type is 16 float lanes).
+// winograd.h: Winograd F(MxM, 3x3), M = 2 or 4, for 3x3 stride-1 convolutions (NHWC, RSCK),
+// all three passes. Compiled once per SIMD translation unit, after conv_kernels.h's driver
+// (the TU defines RC_CONV_DRIVER and supplies `struct Micro`, whose F type is 16 float lanes).
 //
-// Output tiles are 2x2 pixels; tile (n, ty, tx) reads the 4x4 input patch at rows
-// 2*ty - pad .. +3 and columns 2*tx - pad .. +3 (zeros outside the image). With the 16
-// transform points xi = 4*a + b (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-// Networks"):
+// Output tiles are MxM pixels; tile (n, ty, tx) reads the (M+2)x(M+2) input patch at rows
+// M*ty - pad ... and columns M*tx - pad ... (zeros outside the image). With the
+// (M+2)^2 transform points xi (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+// Networks"; points 0, +-1, +-2, inf):
 //   forward          y   = A^T [ sum_c (G g G^T)_xi,c,k * (B^T d B)_xi,c ] A
 //   backward-data    the forward of dy with the kernel rotated 180 degrees, C and K swapped
 //                    and pad' = 2 - pad
 //   backward-weight  dg  = G^T [ sum_tiles (B^T d B)_xi,c * (A dy A^T)_xi,k ] G
-// so every pass is 16 independent GEMMs (one per xi) between transforms. Per thread, a block
-// of tiles is transformed into L2-sized buffers, multiplied by the existing register-blocked
-// micro-kernels (Micro::fwd with one tap, Micro::bww with one row) and transformed back:
-// 16 multiplies per tile instead of 36, i.e. 2.25x fewer FLOPs in the GEMMs.
+// so every pass is (M+2)^2 independent GEMMs (one per xi) between transforms. Per thread, a
+// block of tiles is transformed into L2-sized buffers, multiplied by the direct conv's
+// register-blocked micro-kernels (Micro::fwd with one tap, Micro::bww with one row) and
+// transformed back. GEMM multiplies per output pixel: 9 direct, 4 for F(2x2), 2.25 for
+// F(4x4); F(4x4) has larger rounding error (PERF.md item 13), still far inside 1e-4.
 #pragma once
 #ifdef RC_CONV_DRIVER
 
 namespace {
 
-constexpr int kXi = 16;  // transform points of a 4x4 tile
+// 1-D transforms of F(M, 3); the 2-D ones apply them down columns, then along rows.
+template <int M>
+struct Wino;
+
+template <>
+struct Wino<2> {
+    static constexpr int A = 4;  // points per dimension
+    // e = B^T d, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+    template <class Mk, class F>
+    static void bt(const F d[4], F e[4]) {
+        e[0] = Mk::sub(d[0], d[2]);
+        e[1] = Mk::add(d[1], d[2]);
+        e[2] = Mk::sub(d[2], d[1]);
+        e[3] = Mk::sub(d[1], d[3]);
+    }
+    // o = A^T m, A^T = [1 1 1 0; 0 1 -1 -1]
+    template <class Mk, class F>
+    static void at(const F m[4], F o[2]) {
+        o[0] = Mk::add(Mk::add(m[0], m[1]), m[2]);
+        o[1] = Mk::sub(Mk::sub(m[1], m[2]), m[3]);
+    }
+    // z = A g (backward-weight's dy transform)
+    template <class Mk, class F>
+    static void a(const F g[2], F z[4]) {
+        z[0] = g[0];
+        z[1] = Mk::add(g[0], g[1]);
+        z[2] = Mk::sub(g[0], g[1]);
+        z[3] = Mk::sub(Mk::zero(), g[1]);
+    }
+    // u = G h, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
+    static void g(const float h[3], float u[4]) {
+        u[0] = h[0];
+        u[1] = 0.5f * (h[0] + h[1] + h[2]);
+        u[2] = 0.5f * (h[0] - h[1] + h[2]);
+        u[3] = h[2];
+    }
+    // o = G^T h
+    static void gt(const float h[4], float o[3]) {
+        o[0] = h[0] + 0.5f * (h[1] + h[2]);
+        o[1] = 0.5f * (h[1] - h[2]);
+        o[2] = 0.5f * (h[1] + h[2]) + h[3];
+    }
+};
+
+template <>
+struct Wino<4> {
+    static constexpr int A = 6;
+    // B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+    //        0 4 0 -5 0 1]
+    template <class Mk, class F>
+    static void bt(const F d[6], F e[6]) {
+        const F four = Mk::set1(4.0f), two = Mk::set1(2.0f);
+        const F t0 = Mk::fnma(four, d[2], d[4]), t1 = Mk::fnma(four, d[1], d[3]);
+        const F t2 = Mk::sub(d[4], d[2]), t3 = Mk::mul(two, Mk::sub(d[3], d[1]));
+        e[0] = Mk::fma(four, Mk::sub(d[0], d[2]), t2);
+        e[1] = Mk::add(t0, t1);
+        e[2] = Mk::sub(t0, t1);
+        e[3] = Mk::add(t2, t3);
+        e[4] = Mk::sub(t2, t3);
+        e[5] = Mk::fma(four, Mk::sub(d[1], d[3]), Mk::sub(d[5], d[3]));
+    }
+    // A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+    template <class Mk, class F>
+    static void at(const F m[6], F o[4]) {
+        const F s12 = Mk::add(m[1], m[2]), d12 = Mk::sub(m[1], m[2]);
+        const F s34 = Mk::add(m[3], m[4]), d34 = Mk::sub(m[3], m[4]);
+        o[0] = Mk::add(Mk::add(m[0], s12), s34);
+        o[1] = Mk::fma(Mk::set1(2.0f), d34, d12);
+        o[2] = Mk::fma(Mk::set1(4.0f), s34, s12);
+        o[3] = Mk::add(Mk::fma(Mk::set1(8.0f), d34, d12), m[5]);
+    }
+    template <class Mk, class F>
+    static void a(const F g[4], F z[6]) {
+        const F ev = Mk::add(g[0], g[2]), od = Mk::add(g[1], g[3]);
+        const F ev4 = Mk::fma(Mk::set1(4.0f), g[2], g[0]);
+        const F od8 = Mk::fma(Mk::set1(8.0f), g[3], Mk::add(g[1], g[1]));
+        z[0] = g[0];
+        z[1] = Mk::add(ev, od);
+        z[2] = Mk::sub(ev, od);
+        z[3] = Mk::add(ev4, od8);
+        z[4] = Mk::sub(ev4, od8);
+        z[5] = g[3];
+    }
+    // G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+    static void g(const float h[3], float u[6]) {
+        u[0] = h[0] / 4;
+        u[1] = -(h[0] + h[1] + h[2]) / 6;
+        u[2] = -(h[0] - h[1] + h[2]) / 6;
+        u[3] = h[0] / 24 + h[1] / 12 + h[2] / 6;
+        u[4] = h[0] / 24 - h[1] / 12 + h[2] / 6;
+        u[5] = h[2];
+    }
+    static void gt(const float h[6], float o[3]) {
+        o[0] = h[0] / 4 - (h[1] + h[2]) / 6 + (h[3] + h[4]) / 24;
+        o[1] = (h[2] - h[1]) / 6 + (h[3] - h[4]) / 12;
+        o[2] = (h[3] + h[4] - h[1] - h[2]) / 6 + h[5];
+    }
+};
 
 struct WinoGeom {
     int64_t N, H, W, C, K, P, Q, pad;
     int64_t TH, TW, tiles;  // tiles per column, per row, in all
 };
 
-inline WinoGeom wino_geom(int64_t N, int64_t H, int64_t W, int64_t C, int64_t K, int64_t pad) {
+inline WinoGeom wino_geom(int m, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
+                          int64_t pad) {
     WinoGeom g{N, H, W, C, K, H + 2 * pad - 2, W + 2 * pad - 2, pad, 0, 0, 0};
-    g.TH = (g.P + 1) / 2;
-    g.TW = (g.Q + 1) / 2;
+    g.TH = (g.P + m - 1) / m;
+    g.TW = (g.Q + m - 1) / m;
     g.tiles = N * g.TH * g.TW;
     return g;
 }
 
-// Tiles per block so that the two per-thread buffers (16 x tiles x (Cp + Kp) floats) stay in
-// the 1 MiB L2 with room for the packed weights.
-inline int64_t wino_block(int64_t Cp, int64_t Kp) {
-    return std::max<int64_t>(16, std::min<int64_t>(256, (320 << 10) / (64 * (Cp + Kp))));
+// Tiles per block so that the two per-thread buffers (npts x tiles x (Cp + Kp) floats) stay
+// in the 1 MiB L2 with room for the packed weights.
+inline int64_t wino_block(int npts, int64_t Cp, int64_t Kp) {
+    return std::max<int64_t>(8, std::min<int64_t>(256, (320 << 10) / (4 * npts * (Cp + Kp))));
 }
+
+// Floats between consecutive transform-point planes: one cache line more than the plane, so
+// the planes a tile touches do not all map to the same few L1 sets.
+inline int64_t xi_stride(int64_t plane) { return plane + 16; }
 
 // Tile coordinates walked in order, without a division per tile.
 struct TileIter {
@@ -53,78 +156,68 @@ struct TileIter {
     }
 };
 
-// Floats between consecutive transform-point planes: one cache line more than the plane, so
-// the 16 planes a tile touches do not all map to the same few L1 sets.
-inline int64_t xi_stride(int64_t plane) { return plane + 16; }
-
 // B^T applied down input column w of a patch starting at row h0: 16 channels (n valid,
-// zero-filled; zeros outside the image). B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
-template <class Mk>
+// zero-filled; zeros outside the image).
+template <int M, class Mk>
 inline void input_column(const float* xn, const WinoGeom& g, int64_t h0, int64_t w, int n,
-                         typename Mk::F e[4]) {
+                         typename Mk::F e[M + 2]) {
     using F = typename Mk::F;
-    F d[4];
+    F d[M + 2];
     const bool col_in = w >= 0 && w < g.W;
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < M + 2; ++i) {
         const int64_t h = h0 + i;
         const float* p = xn + (h * g.W + w) * g.C;
         d[i] = !col_in || h < 0 || h >= g.H ? Mk::zero() : n == 16 ? Mk::load(p) : Mk::loadn(p, n);
     }
-    e[0] = Mk::sub(d[0], d[2]);
-    e[1] = Mk::add(d[1], d[2]);
-    e[2] = Mk::sub(d[2], d[1]);
-    e[3] = Mk::sub(d[1], d[3]);
+    Wino<M>::template bt<Mk>(d, e);
 }
 
 // V = B^T d B for tiles [t0, t0 + nb) of x: tile j, channel block cb, point xi at
 // v + xi*xs + cb*cbs + j*ts (16 lanes; lanes past C are zero). Neighbouring tiles of a row
 // share two input columns, so each column is transformed once.
-template <class Mk>
+template <int M, class Mk>
 void input_block(const float* x, const WinoGeom& g, int64_t t0, int64_t nb, float* v,
                  int64_t xs, int64_t cbs, int64_t ts) {
     using F = typename Mk::F;
+    constexpr int A = M + 2;
     const int64_t CB = (g.C + 15) / 16;
     for (int64_t cb = 0; cb < CB; ++cb) {
         const int n = int(std::min<int64_t>(16, g.C - cb * 16));
         TileIter it(g, t0);
-        F e[4][4];
+        F e[A][A];  // e[point a][patch column]
         for (int64_t j = 0; j < nb; ++j, it.next(g)) {
             const float* xn = x + it.n * g.H * g.W * g.C + cb * 16;
-            const int64_t h0 = 2 * it.ty - g.pad, w0 = 2 * it.tx - g.pad;
-            if (j == 0 || it.tx == 0) {
-                F c0[4], c1[4];
-                input_column<Mk>(xn, g, h0, w0, n, c0);
-                input_column<Mk>(xn, g, h0, w0 + 1, n, c1);
-                for (int a = 0; a < 4; ++a) { e[a][0] = c0[a]; e[a][1] = c1[a]; }
-            } else {
-                for (int a = 0; a < 4; ++a) { e[a][0] = e[a][2]; e[a][1] = e[a][3]; }
+            const int64_t h0 = M * it.ty - g.pad, w0 = M * it.tx - g.pad;
+            int first = 2;  // the previous tile's last two columns are this tile's first two
+            if (j == 0 || it.tx == 0) first = 0;
+            else
+                for (int a = 0; a < A; ++a) { e[a][0] = e[a][M]; e[a][1] = e[a][M + 1]; }
+            for (int c = first; c < A; ++c) {
+                F col[A];
+                input_column<M, Mk>(xn, g, h0, w0 + c, n, col);
+                for (int a = 0; a < A; ++a) e[a][c] = col[a];
             }
-            F c2[4], c3[4];
-            input_column<Mk>(xn, g, h0, w0 + 2, n, c2);
-            input_column<Mk>(xn, g, h0, w0 + 3, n, c3);
             float* vt = v + cb * cbs + j * ts;
-            for (int a = 0; a < 4; ++a) {
-                e[a][2] = c2[a];
-                e[a][3] = c3[a];
-                Mk::store(vt + (4 * a + 0) * xs, Mk::sub(e[a][0], e[a][2]));
-                Mk::store(vt + (4 * a + 1) * xs, Mk::add(e[a][1], e[a][2]));
-                Mk::store(vt + (4 * a + 2) * xs, Mk::sub(e[a][2], e[a][1]));
-                Mk::store(vt + (4 * a + 3) * xs, Mk::sub(e[a][1], e[a][3]));
+            for (int a = 0; a < A; ++a) {
+                F row[A];
+                Wino<M>::template bt<Mk>(e[a], row);
+                for (int b = 0; b < A; ++b) Mk::store(vt + (A * a + b) * xs, row[b]);
             }
         }
     }
 }
 
-// Forward over precomputed weights: wpk = G g G^T packed like pack_weights with the 16
-// points as taps ([K block][xi][c][nv*16]); bias is Kp floats or null; y is (N,P,Q,K).
-template <class Mk>
+// Forward over precomputed weights: wpk = G g G^T packed like pack_weights with the points
+// as taps ([K block][xi][c][nv*16]); bias is Kp floats or null; y is (N,P,Q,K).
+template <int M, class Mk>
 void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
                   const WinoGeom& g, const std::vector<KBlock>& blocks) {
     using F = typename Mk::F;
+    constexpr int A = M + 2, NP = A * A;
     const int64_t CB = (g.C + 15) / 16, Kp = (g.K + 15) / 16 * 16, KV = Kp / 16;
-    const int64_t Tb = wino_block(CB * 16, Kp);
+    const int64_t Tb = wino_block(NP, CB * 16, Kp);
     const int64_t vxs = xi_stride(CB * Tb * 16), mxs = xi_stride(Tb * Kp);
-    const int64_t vlen = kXi * vxs, mlen = kXi * mxs;
+    const int64_t vlen = NP * vxs, mlen = NP * mxs;
     const int T = rc::num_threads();
     Arr<float> vbuf(T * vlen), mbuf(T * mlen);
     static const int64_t kNoTap[1] = {0};
@@ -133,61 +226,58 @@ void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
         const int nt = team_size(), t = team_rank();
         const int64_t i0 = g.tiles * t / nt, i1 = g.tiles * (t + 1) / nt;
         float* V = vbuf.data() + t * vlen;  // [xi][cb][tile][16]
-        float* M = mbuf.data() + t * mlen;  // [xi][tile][Kp]
+        float* Mb = mbuf.data() + t * mlen;  // [xi][tile][Kp]
         for (int64_t b0 = i0; b0 < i1; b0 += Tb) {
             const int64_t nb = std::min(Tb, i1 - b0);
-            input_block<Mk>(x, g, b0, nb, V, vxs, Tb * 16, 16);
-            for (int xi = 0; xi < kXi; ++xi)
+            input_block<M, Mk>(x, g, b0, nb, V, vxs, Tb * 16, 16);
+            for (int xi = 0; xi < NP; ++xi)
                 for (const KBlock& kb : blocks) {
                     FwdArgs a;
                     a.tap = kNoTap;
                     a.ntaps = 1;
                     a.cin = g.C;
                     a.plane = Tb * 16;
-                    a.w = wpk + int64_t(kb.v0) * 16 * kXi * g.C + xi * g.C * kb.nv * 16;
+                    a.w = wpk + int64_t(kb.v0) * 16 * NP * g.C + xi * g.C * kb.nv * 16;
                     a.bias = nullptr;
                     a.ystep = Kp;
-                    a.klast = 16;  // M is padded to Kp: whole vectors
+                    a.klast = 16;  // the buffer is padded to Kp: whole vectors
                     const int pxmax = Mk::fwd_px(kb.nv);
                     const int64_t nrun = (nb + pxmax - 1) / pxmax;
                     const int64_t base = nb / nrun, extra = nb % nrun;
                     for (int64_t r = 0, j = 0; r < nrun; ++r) {
                         const int cnt = int(base + (r < extra));
                         a.x = V + xi * vxs + j * 16;
-                        a.y = M + xi * mxs + j * Kp + kb.v0 * 16;
+                        a.y = Mb + xi * mxs + j * Kp + kb.v0 * 16;
                         Mk::fwd(kb.nv, cnt)(a);
                         j += cnt;
                     }
                 }
-            // Y = A^T m A with A^T = [1 1 1 0; 0 1 -1 -1], plus bias; only pixels < (P, Q).
+            // Y = A^T m A plus bias; only pixels inside (P, Q).
             TileIter it(g, b0);
             for (int64_t j = 0; j < nb; ++j, it.next(g)) {
-                const int rows = int(std::min<int64_t>(2, g.P - 2 * it.ty));
-                const int cols = int(std::min<int64_t>(2, g.Q - 2 * it.tx));
-                float* yt = y + ((it.n * g.P + 2 * it.ty) * g.Q + 2 * it.tx) * g.K;
+                const int rows = int(std::min<int64_t>(M, g.P - M * it.ty));
+                const int cols = int(std::min<int64_t>(M, g.Q - M * it.tx));
+                float* yt = y + ((it.n * g.P + M * it.ty) * g.Q + M * it.tx) * g.K;
                 for (int64_t kv = 0; kv < KV; ++kv) {
-                    const float* m = M + j * Kp + kv * 16;
-                    F f[2][4];
-                    for (int b = 0; b < 4; ++b) {
-                        const F m0 = Mk::load(m + (0 + b) * mxs), m1 = Mk::load(m + (4 + b) * mxs);
-                        const F m2 = Mk::load(m + (8 + b) * mxs), m3 = Mk::load(m + (12 + b) * mxs);
-                        f[0][b] = Mk::add(Mk::add(m0, m1), m2);
-                        f[1][b] = Mk::sub(Mk::sub(m1, m2), m3);
+                    const float* m = Mb + j * Kp + kv * 16;
+                    F f[M][A];  // A^T down each column
+                    for (int b = 0; b < A; ++b) {
+                        F col[A], o[M];
+                        for (int a = 0; a < A; ++a) col[a] = Mk::load(m + (A * a + b) * mxs);
+                        Wino<M>::template at<Mk>(col, o);
+                        for (int i = 0; i < M; ++i) f[i][b] = o[i];
                     }
                     const int nk = int(std::min<int64_t>(16, g.K - kv * 16));
                     const F bv = bias ? Mk::load(bias + kv * 16) : Mk::zero();
                     float* yk = yt + kv * 16;
-                    if (rows == 2 && cols == 2 && nk == 16) {
-                        for (int i = 0; i < 2; ++i) {
-                            Mk::store(yk + i * g.Q * g.K, Mk::add(Mk::add(Mk::add(f[i][0], f[i][1]), f[i][2]), bv));
-                            Mk::store(yk + (i * g.Q + 1) * g.K, Mk::add(Mk::sub(Mk::sub(f[i][1], f[i][2]), f[i][3]), bv));
-                        }
-                        continue;
-                    }
+                    const bool full = rows == M && cols == M && nk == 16;
                     for (int i = 0; i < rows; ++i) {
-                        const F o[2] = {Mk::add(Mk::add(Mk::add(f[i][0], f[i][1]), f[i][2]), bv),
-                                        Mk::add(Mk::sub(Mk::sub(f[i][1], f[i][2]), f[i][3]), bv)};
-                        for (int c = 0; c < cols; ++c) Mk::storen(yk + (i * g.Q + c) * g.K, o[c], nk);
+                        F o[M];
+                        Wino<M>::template at<Mk>(f[i], o);
+                        for (int c = 0; c < cols; ++c) {
+                            if (full) Mk::store(yk + (i * g.Q + c) * g.K, Mk::add(o[c], bv));
+                            else Mk::storen(yk + (i * g.Q + c) * g.K, Mk::add(o[c], bv), nk);
+                        }
                     }
                 }
             }
@@ -195,67 +285,59 @@ void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
     }
 }
 
-// (G g G^T)_xi for one (c, k) pair of the 3x3 kernel g (element (r, s) at g[r*gs_r + s*gs_s]),
-// with G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]; written to u[xi*us].
-inline void weight_transform(const float* g, int64_t gr, int64_t gs, float* u, int64_t us) {
-    float h[4][3];
-    for (int s = 0; s < 3; ++s) {
-        const float g0 = g[0 * gr + s * gs], g1 = g[1 * gr + s * gs], g2 = g[2 * gr + s * gs];
-        h[0][s] = g0;
-        h[1][s] = 0.5f * (g0 + g1 + g2);
-        h[2][s] = 0.5f * (g0 - g1 + g2);
-        h[3][s] = g2;
-    }
-    for (int a = 0; a < 4; ++a) {
-        u[(4 * a + 0) * us] = h[a][0];
-        u[(4 * a + 1) * us] = 0.5f * (h[a][0] + h[a][1] + h[a][2]);
-        u[(4 * a + 2) * us] = 0.5f * (h[a][0] - h[a][1] + h[a][2]);
-        u[(4 * a + 3) * us] = h[a][2];
-    }
-}
-
 // Forward and backward-data share this: the kernel entry (r, s) for reduction channel ci
-// and output channel co is w[toff(r, s) + ci*s_ci + co*s_co]; (cin, kout) are the GEMM's
-// reduction and output widths.
-template <class Mk>
+// and output channel co is w[(3r + s)*C*K + ci*s_ci + co*s_co] (RSCK storage), read rotated
+// by 180 degrees for backward-data; g.C and g.K are the GEMM's reduction and output widths.
+template <int M, class Mk>
 void wino_conv(const float* x, const float* w, const float* b, float* y, const WinoGeom& g,
                bool rotate, int64_t s_ci, int64_t s_co) {
+    constexpr int A = M + 2, NP = A * A;
     const std::vector<KBlock> blocks = plan_kblocks(g.K, Mk::kMaxNV);
-    const int64_t Kp = (g.K + 15) / 16 * 16;
-    // U as [xi][ci][co] (RSCK-like, 16 "taps"), then packed per K block.
-    const int64_t CK = g.C * g.K;
-    Arr<float> u(kXi * CK);
-    // Kernel row and column strides in w: RSCK has 3*C*K floats per row, C*K per column.
-    const int64_t gr = 3 * CK, gs = CK;
+    const int64_t Kp = (g.K + 15) / 16 * 16, CK = g.C * g.K;
+    // U = G g G^T as [xi][ci][co] (RSCK-like, NP "taps"), then packed per K block.
+    Arr<float> u(NP * CK);
     for (int64_t ci = 0; ci < g.C; ++ci)
         for (int64_t co = 0; co < g.K; ++co) {
             const float* src = w + ci * s_ci + co * s_co;
-            // The 180-degree rotation reads the kernel from its last entry backwards.
-            if (rotate) weight_transform(src + 2 * gr + 2 * gs, -gr, -gs, u.data() + ci * g.K + co, CK);
-            else weight_transform(src, gr, gs, u.data() + ci * g.K + co, CK);
+            float k3[3][3], h[A][3];
+            for (int r = 0; r < 3; ++r)
+                for (int s = 0; s < 3; ++s)
+                    k3[r][s] = rotate ? src[((2 - r) * 3 + 2 - s) * CK] : src[(r * 3 + s) * CK];
+            for (int s = 0; s < 3; ++s) {
+                const float col[3] = {k3[0][s], k3[1][s], k3[2][s]};
+                float o[A];
+                Wino<M>::g(col, o);
+                for (int a = 0; a < A; ++a) h[a][s] = o[a];
+            }
+            for (int a = 0; a < A; ++a) {
+                float o[A];
+                Wino<M>::g(h[a], o);
+                for (int bb = 0; bb < A; ++bb) u[(A * a + bb) * CK + ci * g.K + co] = o[bb];
+            }
         }
-    Arr<float> wpk(kXi * g.C * Kp);
-    Arr<int64_t> toff(kXi);
-    for (int xi = 0; xi < kXi; ++xi) toff[xi] = xi * CK;
-    pack_weights(wpk.data(), blocks, kXi, g.C, g.K, u.data(), toff.data(), g.K, 1);
+    Arr<float> wpk(NP * g.C * Kp);
+    Arr<int64_t> toff(NP);
+    for (int xi = 0; xi < NP; ++xi) toff[xi] = xi * CK;
+    pack_weights(wpk.data(), blocks, NP, g.C, g.K, u.data(), toff.data(), g.K, 1);
     Arr<float> bias(b ? Kp : 0);
     if (b) std::memcpy(bias.data(), b, g.K * 4);
-    wino_forward<Mk>(x, wpk.data(), b ? bias.data() : nullptr, y, g, blocks);
+    wino_forward<M, Mk>(x, wpk.data(), b ? bias.data() : nullptr, y, g, blocks);
 }
 
 // Backward-weight. Per thread a private dU [xi][c][Kp]; per block of tiles the input
-// transform V [xi][tile][Cp] and the dy transform Z = A dy A^T [xi][tile][Kp] (A =
-// [1 0; 1 1; 1 -1; 0 -1]), then dU_xi += V_xi^T Z_xi by Micro::bww; finally a fixed-order
-// reduction over threads and dg = G^T dU G per (c, k).
-template <class Mk>
+// transform V [xi][tile][Cp] and the dy transform Z = A dy A^T [xi][tile][Kp], then
+// dU_xi += V_xi^T Z_xi by Micro::bww; finally a fixed-order reduction over threads and
+// dg = G^T dU G per (c, k).
+template <int M, class Mk>
 void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
                           const WinoGeom& g) {
     using F = typename Mk::F;
+    constexpr int A = M + 2, NP = A * A;
     const std::vector<KBlock> blocks = plan_kblocks(g.K, Mk::kMaxNV);
     const int64_t CB = (g.C + 15) / 16, Cp = CB * 16, Kp = (g.K + 15) / 16 * 16, KV = Kp / 16;
-    const int64_t Tb = wino_block(Cp, Kp);
+    const int64_t Tb = wino_block(NP, Cp, Kp);
     const int64_t vxs = xi_stride(Tb * Cp), zxs = xi_stride(Tb * Kp);
-    const int64_t vlen = kXi * vxs, zlen = kXi * zxs, ulen = kXi * g.C * Kp;
+    const int64_t vlen = NP * vxs, zlen = NP * zxs, ulen = NP * g.C * Kp;
     const int T = rc::num_threads();
     Arr<float> vbuf(T * vlen), zbuf(T * zlen), priv(T * ulen);  // priv zeroed
     int used = 1;
@@ -270,34 +352,35 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
         float* mine = priv.data() + t * ulen;
         for (int64_t b0 = i0; b0 < i1; b0 += Tb) {
             const int64_t nb = std::min(Tb, i1 - b0);
-            input_block<Mk>(x, g, b0, nb, V, vxs, 16, Cp);
+            input_block<M, Mk>(x, g, b0, nb, V, vxs, 16, Cp);
             TileIter it(g, b0);
             for (int64_t j = 0; j < nb; ++j, it.next(g)) {
-                const bool r1 = 2 * it.ty + 1 < g.P, c1 = 2 * it.tx + 1 < g.Q;
-                const float* dt = dy + ((it.n * g.P + 2 * it.ty) * g.Q + 2 * it.tx) * g.K;
+                const int rows = int(std::min<int64_t>(M, g.P - M * it.ty));
+                const int cols = int(std::min<int64_t>(M, g.Q - M * it.tx));
+                const float* dt = dy + ((it.n * g.P + M * it.ty) * g.Q + M * it.tx) * g.K;
                 for (int64_t kv = 0; kv < KV; ++kv) {
                     const int nk = int(std::min<int64_t>(16, g.K - kv * 16));
-                    auto ld = [&](bool ok, int64_t off) {
-                        if (!ok) return Mk::zero();
-                        return nk == 16 ? Mk::load(dt + off + kv * 16) : Mk::loadn(dt + off + kv * 16, nk);
-                    };
-                    const F g00 = ld(true, 0), g01 = ld(c1, g.K);
-                    const F g10 = ld(r1, g.Q * g.K), g11 = ld(r1 && c1, (g.Q + 1) * g.K);
-                    // Rows: e[a][col] = (A g)[a] for each of the two columns.
-                    const F e[4][2] = {{g00, g01},
-                                       {Mk::add(g00, g10), Mk::add(g01, g11)},
-                                       {Mk::sub(g00, g10), Mk::sub(g01, g11)},
-                                       {Mk::sub(Mk::zero(), g10), Mk::sub(Mk::zero(), g11)}};
-                    float* z = Z + j * Kp + kv * 16;
-                    for (int a = 0; a < 4; ++a) {
-                        Mk::store(z + (4 * a + 0) * zxs, e[a][0]);
-                        Mk::store(z + (4 * a + 1) * zxs, Mk::add(e[a][0], e[a][1]));
-                        Mk::store(z + (4 * a + 2) * zxs, Mk::sub(e[a][0], e[a][1]));
-                        Mk::store(z + (4 * a + 3) * zxs, Mk::sub(Mk::zero(), e[a][1]));
+                    F e[A][M];  // A applied down each dy column
+                    for (int c = 0; c < M; ++c) {
+                        F col[M], z[A];
+                        for (int i = 0; i < M; ++i) {
+                            const float* p = dt + (i * g.Q + c) * g.K + kv * 16;
+                            col[i] = i >= rows || c >= cols ? Mk::zero()
+                                     : nk == 16          ? Mk::load(p)
+                                                         : Mk::loadn(p, nk);
+                        }
+                        Wino<M>::template a<Mk>(col, z);
+                        for (int a = 0; a < A; ++a) e[a][c] = z[a];
+                    }
+                    float* zt = Z + j * Kp + kv * 16;
+                    for (int a = 0; a < A; ++a) {
+                        F z[A];
+                        Wino<M>::template a<Mk>(e[a], z);
+                        for (int bb = 0; bb < A; ++bb) Mk::store(zt + (A * a + bb) * zxs, z[bb]);
                     }
                 }
             }
-            for (int xi = 0; xi < kXi; ++xi)
+            for (int xi = 0; xi < NP; ++xi)
                 for (const KBlock& kb : blocks) {
                     BwwArgs a;
                     a.xrow = 0;
@@ -318,28 +401,27 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
                 }
         }
 #pragma omp barrier
-        // dg = G^T dU G per (c, k): G^T h = (h0 + .5 h1 + .5 h2, .5 h1 - .5 h2, .5 h1 + .5 h2 + h3).
+        // Sum the private copies in thread order, then dg = G^T dU G per (c, k).
         const int64_t c0 = g.C * t / nt, c1 = g.C * (t + 1) / nt;
         for (int64_t c = c0; c < c1; ++c)
             for (int64_t k = 0; k < g.K; ++k) {
-                float h[4][4];
-                for (int xi = 0; xi < kXi; ++xi) {
+                float h[A][A], o[3][A];
+                for (int xi = 0; xi < NP; ++xi) {
                     const float* src = priv.data() + (xi * g.C + c) * Kp + k;
                     float acc = src[0];
                     for (int u = 1; u < used; ++u) acc += src[u * ulen];
-                    h[xi / 4][xi % 4] = acc;
+                    h[xi / A][xi % A] = acc;
                 }
-                float o[3][4];
-                for (int b = 0; b < 4; ++b) {
-                    o[0][b] = h[0][b] + 0.5f * (h[1][b] + h[2][b]);
-                    o[1][b] = 0.5f * (h[1][b] - h[2][b]);
-                    o[2][b] = 0.5f * (h[1][b] + h[2][b]) + h[3][b];
+                for (int bb = 0; bb < A; ++bb) {
+                    float col[A], r3[3];
+                    for (int a = 0; a < A; ++a) col[a] = h[a][bb];
+                    Wino<M>::gt(col, r3);
+                    for (int r = 0; r < 3; ++r) o[r][bb] = r3[r];
                 }
                 for (int r = 0; r < 3; ++r) {
-                    float* d = dw + (r * 3 * g.C + c) * g.K + k;  // RSCK: (r, s, c, k)
-                    d[0 * g.C * g.K] = o[r][0] + 0.5f * (o[r][1] + o[r][2]);
-                    d[1 * g.C * g.K] = 0.5f * (o[r][1] - o[r][2]);
-                    d[2 * g.C * g.K] = 0.5f * (o[r][1] + o[r][2]) + o[r][3];
+                    float s3[3];
+                    Wino<M>::gt(o[r], s3);
+                    for (int s = 0; s < 3; ++s) dw[((r * 3 + s) * g.C + c) * g.K + k] = s3[s];
                 }
             }
     }
@@ -347,6 +429,22 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
         for (int64_t k = 0; k < g.K; ++k) db[k] = 0.0f;
         sum_rows(dy, g.N * g.P * g.Q, g.K, db);
     }
+}
+
+// The three passes for tile size M (ConvShape s of the user's convolution).
+template <int M, class Mk>
+void winograd_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
+    wino_conv<M, Mk>(x, w, b, y, wino_geom(M, s.N, s.H, s.W, s.C, s.K, s.pad), false, s.K, 1);
+}
+template <int M, class Mk>
+void winograd_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+    wino_conv<M, Mk>(dy, w, nullptr, dx, wino_geom(M, s.N, s.P, s.Q, s.K, s.C, 2 - s.pad), true,
+                     1, s.K);
+}
+template <int M, class Mk>
+void winograd_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                              const ConvShape& s) {
+    wino_backward_weight<M, Mk>(x, dy, dw, db, wino_geom(M, s.N, s.H, s.W, s.C, s.K, s.pad));
 }
 
 }  // namespace
