@@ -91,7 +91,9 @@ void conv2d_winograd_backward_weight(int m, const float* x, const float* dy, flo
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -129,6 +131,28 @@ class Arr {
     T* p_ = nullptr;
     int64_t n_ = 0;
 };
+
+// Scratch owned by the calling thread and reused across calls (grow-only, 64-byte aligned):
+// allocating hundreds of KiB per call costs more in page faults than a small layer computes.
+// Slots are independent buffers of one call; contents are undefined unless zero is set.
+// Each Python thread calling a kernel gets its own buffers, so concurrent calls stay safe.
+inline float* workspace(int slot, int64_t n, bool zero) {
+    struct Buf {
+        float* p = nullptr;
+        int64_t n = 0;
+        ~Buf() { std::free(p); }
+    };
+    thread_local Buf bufs[4];
+    Buf& b = bufs[slot];
+    if (b.n < n) {
+        std::free(b.p);
+        b.p = static_cast<float*>(std::aligned_alloc(64, size_t(n + 15) / 16 * 64));
+        b.n = b.p ? n : 0;
+        if (!b.p) throw std::bad_alloc();
+    }
+    if (zero) std::memset(b.p, 0, size_t(n) * 4);
+    return b.p;
+}
 
 inline int team_size() {
 #ifdef RESNET_CPP_HAVE_OPENMP

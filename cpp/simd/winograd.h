@@ -49,18 +49,22 @@ struct Wino<2> {
         z[2] = Mk::sub(g[0], g[1]);
         z[3] = Mk::sub(Mk::zero(), g[1]);
     }
-    // u = G h, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]
-    static void g(const float h[3], float u[4]) {
-        u[0] = h[0];
-        u[1] = 0.5f * (h[0] + h[1] + h[2]);
-        u[2] = 0.5f * (h[0] - h[1] + h[2]);
-        u[3] = h[2];
+    // u = G h, G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]; 16 independent lanes (vectorized)
+    static void g(const float h[3][16], float u[4][16]) {
+        for (int l = 0; l < 16; ++l) {
+            u[0][l] = h[0][l];
+            u[1][l] = 0.5f * (h[0][l] + h[1][l] + h[2][l]);
+            u[2][l] = 0.5f * (h[0][l] - h[1][l] + h[2][l]);
+            u[3][l] = h[2][l];
+        }
     }
     // o = G^T h
-    static void gt(const float h[4], float o[3]) {
-        o[0] = h[0] + 0.5f * (h[1] + h[2]);
-        o[1] = 0.5f * (h[1] - h[2]);
-        o[2] = 0.5f * (h[1] + h[2]) + h[3];
+    static void gt(const float h[4][16], float o[3][16]) {
+        for (int l = 0; l < 16; ++l) {
+            o[0][l] = h[0][l] + 0.5f * (h[1][l] + h[2][l]);
+            o[1][l] = 0.5f * (h[1][l] - h[2][l]);
+            o[2][l] = 0.5f * (h[1][l] + h[2][l]) + h[3][l];
+        }
     }
 };
 
@@ -104,18 +108,25 @@ struct Wino<4> {
         z[5] = g[3];
     }
     // G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
-    static void g(const float h[3], float u[6]) {
-        u[0] = h[0] / 4;
-        u[1] = -(h[0] + h[1] + h[2]) / 6;
-        u[2] = -(h[0] - h[1] + h[2]) / 6;
-        u[3] = h[0] / 24 + h[1] / 12 + h[2] / 6;
-        u[4] = h[0] / 24 - h[1] / 12 + h[2] / 6;
-        u[5] = h[2];
+    static void g(const float h[3][16], float u[6][16]) {
+        constexpr float s6 = 1.0f / 6, s12 = 1.0f / 12, s24 = 1.0f / 24;
+        for (int l = 0; l < 16; ++l) {
+            const float a = h[0][l], b = h[1][l], c = h[2][l];
+            u[0][l] = 0.25f * a;
+            u[1][l] = -s6 * (a + b + c);
+            u[2][l] = -s6 * (a - b + c);
+            u[3][l] = s24 * a + s12 * b + s6 * c;
+            u[4][l] = s24 * a - s12 * b + s6 * c;
+            u[5][l] = c;
+        }
     }
-    static void gt(const float h[6], float o[3]) {
-        o[0] = h[0] / 4 - (h[1] + h[2]) / 6 + (h[3] + h[4]) / 24;
-        o[1] = (h[2] - h[1]) / 6 + (h[3] - h[4]) / 12;
-        o[2] = (h[3] + h[4] - h[1] - h[2]) / 6 + h[5];
+    static void gt(const float h[6][16], float o[3][16]) {
+        constexpr float s6 = 1.0f / 6, s12 = 1.0f / 12, s24 = 1.0f / 24;
+        for (int l = 0; l < 16; ++l) {
+            o[0][l] = 0.25f * h[0][l] - s6 * (h[1][l] + h[2][l]) + s24 * (h[3][l] + h[4][l]);
+            o[1][l] = s6 * (h[2][l] - h[1][l]) + s12 * (h[3][l] - h[4][l]);
+            o[2][l] = s6 * (h[3][l] + h[4][l] - h[1][l] - h[2][l]) + h[5][l];
+        }
     }
 };
 
@@ -157,19 +168,55 @@ struct TileIter {
 };
 
 // B^T applied down input column w of a patch starting at row h0: 16 channels (n valid,
-// zero-filled; zeros outside the image).
-template <int M, class Mk>
+// zero-filled; zeros outside the image). Inside = the whole patch is in the image and
+// n == 16, so no checks.
+template <int M, class Mk, bool Inside>
 inline void input_column(const float* xn, const WinoGeom& g, int64_t h0, int64_t w, int n,
                          typename Mk::F e[M + 2]) {
     using F = typename Mk::F;
     F d[M + 2];
     const bool col_in = w >= 0 && w < g.W;
+#pragma GCC unroll 8
     for (int i = 0; i < M + 2; ++i) {
         const int64_t h = h0 + i;
         const float* p = xn + (h * g.W + w) * g.C;
-        d[i] = !col_in || h < 0 || h >= g.H ? Mk::zero() : n == 16 ? Mk::load(p) : Mk::loadn(p, n);
+        if (Inside) d[i] = Mk::load(p);
+        else d[i] = !col_in || h < 0 || h >= g.H ? Mk::zero() : n == 16 ? Mk::load(p) : Mk::loadn(p, n);
     }
     Wino<M>::template bt<Mk>(d, e);
+}
+
+// One tile's B^T d B: columns 0 and 1 of e come from the previous tile of the row unless
+// fresh is set; columns 2.. are transformed here; the rows are transformed and stored at
+// vt + xi*xs; finally columns M, M+1 move to 0, 1 for the next tile.
+template <int M, class Mk, bool Inside>
+inline void input_tile(const float* xn, const WinoGeom& g, int64_t h0, int64_t w0, int n,
+                       bool fresh, typename Mk::F (&e)[M + 2][M + 2], float* vt, int64_t xs) {
+    using F = typename Mk::F;
+    constexpr int A = M + 2;
+    if (fresh) {
+        F c0[A], c1[A];
+        input_column<M, Mk, Inside>(xn, g, h0, w0, n, c0);
+        input_column<M, Mk, Inside>(xn, g, h0, w0 + 1, n, c1);
+#pragma GCC unroll 8
+        for (int a = 0; a < A; ++a) { e[a][0] = c0[a]; e[a][1] = c1[a]; }
+    }
+#pragma GCC unroll 8
+    for (int c = 2; c < A; ++c) {
+        F col[A];
+        input_column<M, Mk, Inside>(xn, g, h0, w0 + c, n, col);
+#pragma GCC unroll 8
+        for (int a = 0; a < A; ++a) e[a][c] = col[a];
+    }
+#pragma GCC unroll 8
+    for (int a = 0; a < A; ++a) {
+        F row[A];
+        Wino<M>::template bt<Mk>(e[a], row);
+#pragma GCC unroll 8
+        for (int b = 0; b < A; ++b) Mk::store(vt + (A * a + b) * xs, row[b]);
+        e[a][0] = e[a][M];
+        e[a][1] = e[a][M + 1];
+    }
 }
 
 // V = B^T d B for tiles [t0, t0 + nb) of x: tile j, channel block cb, point xi at
@@ -184,25 +231,17 @@ void input_block(const float* x, const WinoGeom& g, int64_t t0, int64_t nb, floa
     for (int64_t cb = 0; cb < CB; ++cb) {
         const int n = int(std::min<int64_t>(16, g.C - cb * 16));
         TileIter it(g, t0);
-        F e[A][A];  // e[point a][patch column]
+        F e[A][A];  // e[point a][patch column]; columns 0, 1 are set on the first tile
+        for (int a = 0; a < A; ++a) e[a][0] = e[a][1] = Mk::zero();
         for (int64_t j = 0; j < nb; ++j, it.next(g)) {
             const float* xn = x + it.n * g.H * g.W * g.C + cb * 16;
             const int64_t h0 = M * it.ty - g.pad, w0 = M * it.tx - g.pad;
-            int first = 2;  // the previous tile's last two columns are this tile's first two
-            if (j == 0 || it.tx == 0) first = 0;
-            else
-                for (int a = 0; a < A; ++a) { e[a][0] = e[a][M]; e[a][1] = e[a][M + 1]; }
-            for (int c = first; c < A; ++c) {
-                F col[A];
-                input_column<M, Mk>(xn, g, h0, w0 + c, n, col);
-                for (int a = 0; a < A; ++a) e[a][c] = col[a];
-            }
+            const bool fresh = j == 0 || it.tx == 0;
             float* vt = v + cb * cbs + j * ts;
-            for (int a = 0; a < A; ++a) {
-                F row[A];
-                Wino<M>::template bt<Mk>(e[a], row);
-                for (int b = 0; b < A; ++b) Mk::store(vt + (A * a + b) * xs, row[b]);
-            }
+            if (n == 16 && h0 >= 0 && w0 >= 0 && h0 + A <= g.H && w0 + A <= g.W)
+                input_tile<M, Mk, true>(xn, g, h0, w0, n, fresh, e, vt, xs);
+            else
+                input_tile<M, Mk, false>(xn, g, h0, w0, n, fresh, e, vt, xs);
         }
     }
 }
@@ -219,14 +258,14 @@ void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
     const int64_t vxs = xi_stride(CB * Tb * 16), mxs = xi_stride(Tb * Kp);
     const int64_t vlen = NP * vxs, mlen = NP * mxs;
     const int T = rc::num_threads();
-    Arr<float> vbuf(T * vlen), mbuf(T * mlen);
+    float* bufs = workspace(2, T * (vlen + mlen), false);  // V lanes past C are written as 0
     static const int64_t kNoTap[1] = {0};
 #pragma omp parallel num_threads(T)
     {
         const int nt = team_size(), t = team_rank();
         const int64_t i0 = g.tiles * t / nt, i1 = g.tiles * (t + 1) / nt;
-        float* V = vbuf.data() + t * vlen;  // [xi][cb][tile][16]
-        float* Mb = mbuf.data() + t * mlen;  // [xi][tile][Kp]
+        float* V = bufs + t * (vlen + mlen);  // [xi][cb][tile][16]
+        float* Mb = V + vlen;                 // [xi][tile][Kp]
         for (int64_t b0 = i0; b0 < i1; b0 += Tb) {
             const int64_t nb = std::min(Tb, i1 - b0);
             input_block<M, Mk>(x, g, b0, nb, V, vxs, Tb * 16, 16);
@@ -261,23 +300,32 @@ void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
                 for (int64_t kv = 0; kv < KV; ++kv) {
                     const float* m = Mb + j * Kp + kv * 16;
                     F f[M][A];  // A^T down each column
+#pragma GCC unroll 8
                     for (int b = 0; b < A; ++b) {
                         F col[A], o[M];
+#pragma GCC unroll 8
                         for (int a = 0; a < A; ++a) col[a] = Mk::load(m + (A * a + b) * mxs);
                         Wino<M>::template at<Mk>(col, o);
+#pragma GCC unroll 8
                         for (int i = 0; i < M; ++i) f[i][b] = o[i];
                     }
                     const int nk = int(std::min<int64_t>(16, g.K - kv * 16));
                     const F bv = bias ? Mk::load(bias + kv * 16) : Mk::zero();
                     float* yk = yt + kv * 16;
-                    const bool full = rows == M && cols == M && nk == 16;
+                    if (rows == M && cols == M && nk == 16) {
+#pragma GCC unroll 8
+                        for (int i = 0; i < M; ++i) {
+                            F o[M];
+                            Wino<M>::template at<Mk>(f[i], o);
+#pragma GCC unroll 8
+                            for (int c = 0; c < M; ++c) Mk::store(yk + (i * g.Q + c) * g.K, Mk::add(o[c], bv));
+                        }
+                        continue;
+                    }
                     for (int i = 0; i < rows; ++i) {
                         F o[M];
                         Wino<M>::template at<Mk>(f[i], o);
-                        for (int c = 0; c < cols; ++c) {
-                            if (full) Mk::store(yk + (i * g.Q + c) * g.K, Mk::add(o[c], bv));
-                            else Mk::storen(yk + (i * g.Q + c) * g.K, Mk::add(o[c], bv), nk);
-                        }
+                        for (int c = 0; c < cols; ++c) Mk::storen(yk + (i * g.Q + c) * g.K, Mk::add(o[c], bv), nk);
                     }
                 }
             }
@@ -294,34 +342,38 @@ void wino_conv(const float* x, const float* w, const float* b, float* y, const W
     constexpr int A = M + 2, NP = A * A;
     const std::vector<KBlock> blocks = plan_kblocks(g.K, Mk::kMaxNV);
     const int64_t Kp = (g.K + 15) / 16 * 16, CK = g.C * g.K;
-    // U = G g G^T as [xi][ci][co] (RSCK-like, NP "taps"), then packed per K block.
-    Arr<float> u(NP * CK);
+    // U = G g G^T as [xi][ci][co] (RSCK-like, NP "taps"), then packed per K block; 16 output
+    // channels at a time so the transform vectorizes, input channels split over threads.
+    float* u = workspace(0, NP * CK, false);  // every entry is written
+#pragma omp parallel for num_threads(rc::num_threads())
     for (int64_t ci = 0; ci < g.C; ++ci)
-        for (int64_t co = 0; co < g.K; ++co) {
-            const float* src = w + ci * s_ci + co * s_co;
-            float k3[3][3], h[A][3];
+        for (int64_t co0 = 0; co0 < g.K; co0 += 16) {
+            const int n = int(std::min<int64_t>(16, g.K - co0));
+            float k3[3][3][16] = {}, col[3][16], h[A][3][16], o[A][16];
             for (int r = 0; r < 3; ++r)
-                for (int s = 0; s < 3; ++s)
-                    k3[r][s] = rotate ? src[((2 - r) * 3 + 2 - s) * CK] : src[(r * 3 + s) * CK];
-            for (int s = 0; s < 3; ++s) {
-                const float col[3] = {k3[0][s], k3[1][s], k3[2][s]};
-                float o[A];
+                for (int t = 0; t < 3; ++t) {
+                    const int64_t tap = rotate ? (2 - r) * 3 + 2 - t : r * 3 + t;
+                    const float* src = w + tap * CK + ci * s_ci + co0 * s_co;
+                    for (int l = 0; l < n; ++l) k3[r][t][l] = src[l * s_co];
+                }
+            for (int t = 0; t < 3; ++t) {
+                for (int r = 0; r < 3; ++r) std::memcpy(col[r], k3[r][t], sizeof col[r]);
                 Wino<M>::g(col, o);
-                for (int a = 0; a < A; ++a) h[a][s] = o[a];
+                for (int a = 0; a < A; ++a) std::memcpy(h[a][t], o[a], sizeof o[a]);
             }
             for (int a = 0; a < A; ++a) {
-                float o[A];
                 Wino<M>::g(h[a], o);
-                for (int bb = 0; bb < A; ++bb) u[(A * a + bb) * CK + ci * g.K + co] = o[bb];
+                for (int bb = 0; bb < A; ++bb)
+                    std::memcpy(u + (A * a + bb) * CK + ci * g.K + co0, o[bb], n * 4);
             }
         }
-    Arr<float> wpk(NP * g.C * Kp);
-    Arr<int64_t> toff(NP);
+    float* wpk = workspace(1, NP * g.C * Kp + Kp, true);  // zeroed: lanes past K, bias tail
+    int64_t toff[NP];
     for (int xi = 0; xi < NP; ++xi) toff[xi] = xi * CK;
-    pack_weights(wpk.data(), blocks, NP, g.C, g.K, u.data(), toff.data(), g.K, 1);
-    Arr<float> bias(b ? Kp : 0);
-    if (b) std::memcpy(bias.data(), b, g.K * 4);
-    wino_forward<M, Mk>(x, wpk.data(), b ? bias.data() : nullptr, y, g, blocks);
+    pack_weights(wpk, blocks, NP, g.C, g.K, u, toff, g.K, 1);
+    float* bias = wpk + NP * g.C * Kp;
+    if (b) std::memcpy(bias, b, g.K * 4);
+    wino_forward<M, Mk>(x, wpk, b ? bias : nullptr, y, g, blocks);
 }
 
 // Backward-weight. Per thread a private dU [xi][c][Kp]; per block of tiles the input
@@ -339,7 +391,8 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
     const int64_t vxs = xi_stride(Tb * Cp), zxs = xi_stride(Tb * Kp);
     const int64_t vlen = NP * vxs, zlen = NP * zxs, ulen = NP * g.C * Kp;
     const int T = rc::num_threads();
-    Arr<float> vbuf(T * vlen), zbuf(T * zlen), priv(T * ulen);  // priv zeroed
+    float* bufs = workspace(2, T * (vlen + zlen), false);
+    float* priv = workspace(3, T * ulen, true);
     int used = 1;
 #pragma omp parallel num_threads(T)
     {
@@ -347,9 +400,9 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
 #pragma omp single
         used = nt;
         const int64_t i0 = g.tiles * t / nt, i1 = g.tiles * (t + 1) / nt;
-        float* V = vbuf.data() + t * vlen;
-        float* Z = zbuf.data() + t * zlen;
-        float* mine = priv.data() + t * ulen;
+        float* V = bufs + t * (vlen + zlen);
+        float* Z = V + vlen;
+        float* mine = priv + t * ulen;
         for (int64_t b0 = i0; b0 < i1; b0 += Tb) {
             const int64_t nb = std::min(Tb, i1 - b0);
             input_block<M, Mk>(x, g, b0, nb, V, vxs, 16, Cp);
@@ -401,27 +454,30 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
                 }
         }
 #pragma omp barrier
-        // Sum the private copies in thread order, then dg = G^T dU G per (c, k).
+        // Sum the private copies in thread order, then dg = G^T dU G per (c, k), 16 k at a
+        // time (vectorized).
         const int64_t c0 = g.C * t / nt, c1 = g.C * (t + 1) / nt;
         for (int64_t c = c0; c < c1; ++c)
-            for (int64_t k = 0; k < g.K; ++k) {
-                float h[A][A], o[3][A];
+            for (int64_t k0 = 0; k0 < g.K; k0 += 16) {
+                float h[A][A][16], col[A][16], r3[3][16], o[3][A][16], row[A][16];
                 for (int xi = 0; xi < NP; ++xi) {
-                    const float* src = priv.data() + (xi * g.C + c) * Kp + k;
-                    float acc = src[0];
-                    for (int u = 1; u < used; ++u) acc += src[u * ulen];
-                    h[xi / A][xi % A] = acc;
+                    const float* src = priv + (xi * g.C + c) * Kp + k0;
+                    float* d = h[xi / A][xi % A];
+                    for (int l = 0; l < 16; ++l) d[l] = src[l];
+                    for (int u = 1; u < used; ++u)
+                        for (int l = 0; l < 16; ++l) d[l] += src[u * ulen + l];
                 }
                 for (int bb = 0; bb < A; ++bb) {
-                    float col[A], r3[3];
-                    for (int a = 0; a < A; ++a) col[a] = h[a][bb];
+                    for (int a = 0; a < A; ++a) std::memcpy(col[a], h[a][bb], sizeof col[a]);
                     Wino<M>::gt(col, r3);
-                    for (int r = 0; r < 3; ++r) o[r][bb] = r3[r];
+                    for (int r = 0; r < 3; ++r) std::memcpy(o[r][bb], r3[r], sizeof r3[r]);
                 }
+                const int n = int(std::min<int64_t>(16, g.K - k0));
                 for (int r = 0; r < 3; ++r) {
-                    float s3[3];
-                    Wino<M>::gt(o[r], s3);
-                    for (int s = 0; s < 3; ++s) dw[((r * 3 + s) * g.C + c) * g.K + k] = s3[s];
+                    for (int bb = 0; bb < A; ++bb) std::memcpy(row[bb], o[r][bb], sizeof row[bb]);
+                    Wino<M>::gt(row, r3);
+                    for (int s = 0; s < 3; ++s)
+                        std::memcpy(dw + ((r * 3 + s) * g.C + c) * g.K + k0, r3[s], n * 4);
                 }
             }
     }
