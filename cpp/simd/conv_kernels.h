@@ -288,9 +288,10 @@ void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, 
 struct Phase {
     Arr<int64_t> tap;          // offsets (floats) of each tap from the pixel's scratch slot
     int64_t base;              // scratch pixel read by output pixel (0, 0) at tap offset 0
-    Arr<float> wpk;            // packed weights, all K blocks
+    float* wpk = nullptr;      // packed weights, all K blocks (in the call's workspace)
     int64_t rows, ncols;       // output grid
     int64_t h0, w0;
+    int64_t ah = 0, aw = 0, nsw = 0;  // backward-data: stride phase, taps per kernel row
 };
 
 struct Engine {
@@ -344,7 +345,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
     // Per-thread scratch (zeroed: padding stays zero) and built-row flags, allocated here so
     // that a failed allocation throws to the caller instead of terminating inside the
     // parallel region.
-    Arr<float> scratch_all(T * e.scratch_len);
+    float* scratch_all = workspace(2, T * e.scratch_len, true);
     Arr<char> built_all(T * e.Hph);
 
 #pragma omp parallel num_threads(T)
@@ -352,7 +353,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
         const int nt = team_size(), t = team_rank();
         const int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
         if (i0 < i1) {
-            float* scratch = scratch_all.data() + t * e.scratch_len;
+            float* scratch = scratch_all + t * e.scratch_len;
             char* built = built_all.data() + t * e.Hph;
             int64_t have = -1;
             const float *pf = nullptr, *pf_end = nullptr;
@@ -388,7 +389,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                     a.ntaps = ph.tap.size();
                     a.cin = e.Cin;
                     a.plane = e.plane;
-                    a.w = ph.wpk.data() + int64_t(kb.v0) * kVec * a.ntaps * e.Cin;
+                    a.w = ph.wpk + int64_t(kb.v0) * kVec * a.ntaps * e.Cin;
                     a.bias = e.bias ? e.bias + kb.v0 * kVec : nullptr;
                     a.ystep = ystep;
                     const int64_t kend = std::min<int64_t>(e.Cout, int64_t(kb.v0 + kb.nv) * kVec);
@@ -441,11 +442,11 @@ void forward(const float* x, const float* w, const float* b, float* y, const Con
             ph.tap[r * s.S + q] = (((r % st) * st + q % st) * pp + (r / st) * e.Wph + q / st) * kVec;
     ph.base = 0;
     ph.rows = s.P; ph.ncols = s.Q; ph.h0 = 0; ph.w0 = 0;
-    ph.wpk = Arr<float>(kv * kVec * s.R * s.S * s.C);
+    ph.wpk = workspace(0, kv * kVec * s.R * s.S * s.C, true);
     int64_t C = s.C, K = s.K;
     Arr<int64_t> toff(s.R * s.S);
     for (int64_t t = 0; t < s.R * s.S; ++t) toff[t] = t * C * K;
-    pack_weights(ph.wpk.data(), e.blocks, s.R * s.S, C, K, w, toff.data(), K, 1);
+    pack_weights(ph.wpk, e.blocks, s.R * s.S, C, K, w, toff.data(), K, 1);
     run_engine<Mk>(e, phases, x, y);
 }
 
@@ -485,19 +486,28 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
             // (th, tw) reads dy at (i - th, j - tw).
             int64_t nrh = ah < R ? (R - ah + st - 1) / st : 0;
             int64_t nsw = aw < S ? (S - aw + st - 1) / st : 0;
+            ph.ah = ah; ph.aw = aw; ph.nsw = nsw;
             ph.tap = Arr<int64_t>(nrh * nsw);
             for (int64_t th = 0; th < nrh; ++th)
                 for (int64_t tw = 0; tw < nsw; ++tw)
                     ph.tap[th * nsw + tw] = ((top - th) * Ws + (left - tw)) * kVec;
-            ph.wpk = Arr<float>(std::max<int64_t>(1, cv * kVec * ph.tap.size() * K));
-            // Tap (th, tw) is kernel entry (ah + st*th, aw + st*tw); input channel ci = k,
-            // output channel co = c.
-            Arr<int64_t> toff(nrh * nsw);
-            for (int64_t t = 0; t < nrh * nsw; ++t)
-                toff[t] = ((ah + st * (t / nsw)) * S + aw + st * (t % nsw)) * C * K;
-            pack_weights(ph.wpk.data(), e.blocks, ph.tap.size(), K, C, w, toff.data(), 1, K);
             phases.push_back(std::move(ph));
         }
+    // Packed weights of every phase, one after the other in one zeroed workspace.
+    int64_t total = 0;
+    for (const Phase& ph : phases) total += cv * kVec * ph.tap.size() * K;
+    float* wpk = workspace(0, std::max<int64_t>(1, total), true);
+    for (Phase& ph : phases) {
+        // Tap (th, tw) is kernel entry (ah + st*th, aw + st*tw); input channel ci = k, output
+        // channel co = c.
+        const int64_t ntap = ph.tap.size(), nsw = ph.nsw;
+        Arr<int64_t> toff(ntap);
+        for (int64_t t = 0; t < ntap; ++t)
+            toff[t] = ((ph.ah + st * (t / nsw)) * S + ph.aw + st * (t % nsw)) * C * K;
+        ph.wpk = wpk;
+        pack_weights(wpk, e.blocks, ntap, K, C, w, toff.data(), 1, K);
+        wpk += cv * kVec * ntap * K;
+    }
     run_engine<Mk>(e, phases, dy, dx);
 }
 
@@ -528,10 +538,10 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
     int64_t priv_len = R * U * Kp + Kp;
     std::vector<KBlock> blocks = plan_kblocks(K, Mk::kMaxNV);
     int T = rc::num_threads();
-    Arr<float> priv(T * priv_len);  // zeroed
+    float* priv = workspace(3, T * priv_len, true);
     // Per-thread zero-padded copy of one image (padding zeroed once; images fill the inside).
     const int64_t pad_len = pad ? (Hp * Wp * C + 15) / 16 * 16 : 0;
-    Arr<float> padded(T * pad_len);
+    float* padded = workspace(2, T * pad_len, true);
     // Output rows per band: a band's dy (and x rows) stay in L2 across the R * blocks sweeps.
     int64_t band = std::max<int64_t>(1, (256 << 10) / (Q * K * 4));
     int used = 1;
@@ -547,9 +557,9 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
         int nt = team_size(), t = team_rank();
 #pragma omp single
         used = nt;
-        float* mine = priv.data() + t * priv_len;
+        float* mine = priv + t * priv_len;
         int64_t n0 = s.N * t / nt, n1 = s.N * (t + 1) / nt;
-        float* scratch = padded.data() + t * pad_len;
+        float* scratch = padded + t * pad_len;
         for (int64_t n = n0; n < n1; ++n) {
             const float* xn = x + n * H * W * C;
             const float* img = xn;
@@ -598,7 +608,7 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
         int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
         for (int64_t i = r0; i < r1; ++i) {
             float* d = i < R * U ? dw + i * K : db;
-            const float* src = priv.data() + i * Kp;
+            const float* src = priv + i * Kp;
             for (int64_t k = 0; k < K; ++k) d[k] = src[k];
             for (int u = 1; u < used; ++u)
                 for (int64_t k = 0; k < K; ++k) d[k] += src[u * priv_len + k];
