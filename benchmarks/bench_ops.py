@@ -8,6 +8,12 @@ same ISA and thread count unless --peak is given.
     PYTHONPATH=python python3 benchmarks/bench_ops.py                  # all cases, all ISAs
     PYTHONPATH=python python3 benchmarks/bench_ops.py --isa avx512 --threads 1,2 --filter s2
     PYTHONPATH=python python3 benchmarks/bench_ops.py --json --no-torch
+    PYTHONPATH=python python3 benchmarks/bench_ops.py --algo direct,auto --filter conv
+    PYTHONPATH=python python3 benchmarks/bench_ops.py --net resnet18 --batch 16 --filter conv
+
+The "algo" column says which convolution algorithm ran (direct, winograd2 = F(2x2,3x3),
+winograd4 = F(4x4,3x3)); GFLOP/s always counts direct-convolution FLOPs, so Winograd rows
+can exceed the FMA peak.
 
 Adding an op: append Case objects to CASES (see conv_cases); a case builds, for a batch
 size, our callable, a validation callable and optionally PyTorch callables per layout.
@@ -37,6 +43,7 @@ class Bound:
     torch: dict                                # layout name -> timed torch callable
     flops: float                               # per call (0 for memory-bound ops)
     bytes: float = 0.0                         # memory traffic per call (memory-bound ops)
+    algo: Callable[[], str] = lambda: "-"      # convolution algorithm the call runs now
 
 
 @dataclass
@@ -134,7 +141,9 @@ def conv_case(C, K, H, R, st, pad, op):
                         tdy, tx, tw, [K], [st, st], [pad, pad], [1, 1], False, [0, 0], 1,
                         [False, True, True])
                 tfns[layout] = f
-        return Bound(ours, validate, tfns, flops)
+        pass_ = {"fwd": "forward", "bwd_data": "backward_data", "bwd_weight": "backward_weight"}[op]
+        algo = lambda: _core.conv2d_algorithm(pass_, N, H, H, C, K, R, R, st, pad)  # noqa: E731
+        return Bound(ours, validate, tfns, flops, algo=algo)
 
     return Case(name, op, build)
 
@@ -153,9 +162,19 @@ RESNET20_CONVS = [
 ]
 
 
-def conv_cases():
-    return [conv_case(*shape, op) for shape in RESNET20_CONVS
-            for op in ("fwd", "bwd_data", "bwd_weight")]
+# ResNet-18 (ImageNet, 224x224) 3x3 layers: one per stage and the first stride-2 one.
+RESNET18_CONVS = [
+    (64, 64, 56, 3, 1, 1),
+    (64, 128, 56, 3, 2, 1),
+    (128, 128, 28, 3, 1, 1),
+    (256, 256, 14, 3, 1, 1),
+    (512, 512, 7, 3, 1, 1),
+]
+
+
+def conv_cases(net="resnet20"):
+    shapes = RESNET18_CONVS if net == "resnet18" else RESNET20_CONVS
+    return [conv_case(*shape, op) for shape in shapes for op in ("fwd", "bwd_data", "bwd_weight")]
 
 
 # ------------------------------------------------------------------------ batch norm
@@ -248,8 +267,6 @@ def bn_cases():
     return [bn_case(C, H, op) for C, H in RESNET20_BN for op in ("fwd_train", "bwd_train", "fwd_eval")]
 
 
-# The case list: one entry per op family.
-CASES: list[Case] = conv_cases() + bn_cases()
 
 
 # ------------------------------------------------------------------------ runner
@@ -292,6 +309,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--filter", default="", help="only cases whose 'name op' contains this")
+    ap.add_argument("--net", default="resnet20", choices=["resnet20", "resnet18"],
+                    help="layer shapes of the conv cases")
+    ap.add_argument("--algo", default="auto",
+                    help="comma list of conv algorithms: auto,direct,winograd2,winograd4")
     ap.add_argument("--peak", type=float, default=0.0,
                     help="GFLOP/s peak per thread instead of measuring (e.g. 115)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
@@ -314,14 +335,15 @@ def main(argv=None) -> int:
             import torch  # noqa: F401  (benchmark extra only)
         except ImportError:
             print("torch not installed: no PyTorch comparison", file=sys.stderr)
-    cases = [c for c in CASES if args.filter in f"{c.name} {c.op}"]
-    old_isa, old_threads = _core.max_isa(), _core.num_threads()
+    cases = [c for c in conv_cases(args.net) + bn_cases() if args.filter in f"{c.name} {c.op}"]
+    algos = args.algo.split(",")
+    old_isa, old_threads, old_algo = _core.max_isa(), _core.num_threads(), _core.conv_algorithm()
 
     def clock(t):
         stat = min if args.stat == "min" else statistics.median
         return (time.process_time, t, stat) if args.cpu_time else (time.perf_counter, 1, stat)
 
-    header = (f"{'case':<28}{'op':<11}{'isa':<7}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
+    header = (f"{'case':<28}{'op':<11}{'isa':<7}{'algo':<10}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
               f"{'GB/s':>7}{'torch NCHW':>11}{'torch CL':>10}{'speedup':>8}")
     if not args.json:
         print(f"# batch {args.batch}, {args.stat} of {args.repeats}"
@@ -333,11 +355,15 @@ def main(argv=None) -> int:
             torch_ms: dict = {}
             if torch is not None:
                 torch.set_num_threads(t)
-            for isa in isas:
+            for isa, algo_name in ((i, a) for i in isas for a in algos):
                 resnet_cpp.set_max_isa(isa)
+                resnet_cpp.set_conv_algorithm(algo_name)
                 peak = args.peak * t if args.peak else measure_peak(t, args.cpu_time)
                 for case in cases:
                     bound = case.build(args.batch, torch)
+                    algo = bound.algo()
+                    if algo == "-" and algo_name != algos[0]:
+                        continue  # not a convolution: timed once per ISA
                     err = bound.validate()
                     if not err < 1e-4:
                         raise SystemExit(f"{case.name} {case.op} {isa}: validation failed, rel err {err:.2e}")
@@ -350,7 +376,7 @@ def main(argv=None) -> int:
                     tm = torch_ms.get(key, {})
                     gf = bound.flops / sec * 1e-9 if bound.flops else None
                     gbs = bound.bytes / sec * 1e-9 if bound.bytes else None
-                    row = dict(case=case.name, op=case.op, isa=isa, threads=t, batch=args.batch,
+                    row = dict(case=case.name, op=case.op, isa=isa, algo=algo, threads=t, batch=args.batch,
                                ms=1e3 * sec, gflops=gf, peak_gflops=peak, gb_per_s=gbs,
                                pct_peak=100 * gf / peak if gf else None, max_rel_err=err,
                                torch_nchw_ms=tm.get("nchw"), torch_cl_ms=tm.get("channels_last"))
@@ -360,13 +386,14 @@ def main(argv=None) -> int:
                         print(json.dumps(row), flush=True)
                     else:
                         f = lambda v, w, p: f"{v:>{w}.{p}f}" if v is not None else " " * (w - 1) + "-"  # noqa: E731
-                        print(f"{case.name:<28}{case.op:<11}{isa:<7}{t:>3}{row['ms']:>9.2f}{f(gf, 9, 1)}"
+                        print(f"{case.name:<28}{case.op:<11}{isa:<7}{algo:<10}{t:>3}{row['ms']:>9.2f}{f(gf, 9, 1)}"
                               f"{f(row['pct_peak'], 7, 1)}{f(gbs, 7, 0)}{f(row['torch_nchw_ms'], 11, 2)}"
                               f"{f(row['torch_cl_ms'], 10, 2)}{f(row['speedup_vs_torch'], 8, 2)}",
                               flush=True)
     finally:
         resnet_cpp.set_max_isa(old_isa)
         resnet_cpp.set_num_threads(old_threads)
+        resnet_cpp.set_conv_algorithm(old_algo)
     return 0
 
 
