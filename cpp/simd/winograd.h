@@ -167,6 +167,28 @@ struct TileIter {
     }
 };
 
+// The part of an (N, rows, cols, ch) array that tiles [t0, t1) read: rows lo..hi-1 of the
+// first tile's image through those of the last tile's image are one contiguous range.
+// row0/span: first row of tile row 0 and rows per tile (input: -pad, M+2; dy: 0, M).
+inline void tile_range(const float* a, const WinoGeom& g, int m, int64_t rows, int64_t cols,
+                       int64_t ch, int64_t row0, int64_t span, int64_t t0, int64_t t1,
+                       const float*& begin, const float*& end) {
+    begin = end = nullptr;
+    if (t0 >= t1) return;
+    const TileIter s(g, t0), e(g, t1 - 1);
+    const int64_t lo = std::max<int64_t>(0, m * s.ty + row0);
+    const int64_t hi = std::min<int64_t>(rows, m * e.ty + row0 + span);
+    begin = a + (s.n * rows + lo) * cols * ch;
+    end = a + (e.n * rows + hi) * cols * ch;
+}
+
+// Prefetches (to L2) the next `lines` cache lines of [p, end): spread over the GEMM calls of
+// a block, this brings the next block's input in while the current one computes.
+inline void prefetch_some(const float*& p, const float* end, int64_t lines) {
+    for (int64_t l = 0; l < lines && p < end; ++l, p += 16)
+        _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1);
+}
+
 // B^T applied down input column w of a patch starting at row h0: 16 channels (n valid,
 // zero-filled; zeros outside the image). Inside = the whole patch is in the image and
 // n == 16, so no checks.
@@ -186,62 +208,51 @@ inline void input_column(const float* xn, const WinoGeom& g, int64_t h0, int64_t
     Wino<M>::template bt<Mk>(d, e);
 }
 
-// One tile's B^T d B: columns 0 and 1 of e come from the previous tile of the row unless
-// fresh is set; columns 2.. are transformed here; the rows are transformed and stored at
-// vt + xi*xs; finally columns M, M+1 move to 0, 1 for the next tile.
+// One tile's B^T d B: B^T down each patch column into an L1 buffer (explicit, instead of
+// 36 live registers that would spill for F(4x4)), then B^T along each row, stored at
+// vt + xi*xs.
 template <int M, class Mk, bool Inside>
 inline void input_tile(const float* xn, const WinoGeom& g, int64_t h0, int64_t w0, int n,
-                       bool fresh, typename Mk::F (&e)[M + 2][M + 2], float* vt, int64_t xs) {
+                       float* vt, int64_t xs) {
     using F = typename Mk::F;
     constexpr int A = M + 2;
-    if (fresh) {
-        F c0[A], c1[A];
-        input_column<M, Mk, Inside>(xn, g, h0, w0, n, c0);
-        input_column<M, Mk, Inside>(xn, g, h0, w0 + 1, n, c1);
+    alignas(64) float tmp[A][A][16];  // tmp[column][point]
 #pragma GCC unroll 8
-        for (int a = 0; a < A; ++a) { e[a][0] = c0[a]; e[a][1] = c1[a]; }
-    }
-#pragma GCC unroll 8
-    for (int c = 2; c < A; ++c) {
+    for (int c = 0; c < A; ++c) {
         F col[A];
         input_column<M, Mk, Inside>(xn, g, h0, w0 + c, n, col);
 #pragma GCC unroll 8
-        for (int a = 0; a < A; ++a) e[a][c] = col[a];
+        for (int a = 0; a < A; ++a) Mk::store(tmp[c][a], col[a]);
     }
 #pragma GCC unroll 8
     for (int a = 0; a < A; ++a) {
-        F row[A];
-        Wino<M>::template bt<Mk>(e[a], row);
+        F row[A], out[A];
 #pragma GCC unroll 8
-        for (int b = 0; b < A; ++b) Mk::store(vt + (A * a + b) * xs, row[b]);
-        e[a][0] = e[a][M];
-        e[a][1] = e[a][M + 1];
+        for (int c = 0; c < A; ++c) row[c] = Mk::load(tmp[c][a]);
+        Wino<M>::template bt<Mk>(row, out);
+#pragma GCC unroll 8
+        for (int b = 0; b < A; ++b) Mk::store(vt + (A * a + b) * xs, out[b]);
     }
 }
 
 // V = B^T d B for tiles [t0, t0 + nb) of x: tile j, channel block cb, point xi at
-// v + xi*xs + cb*cbs + j*ts (16 lanes; lanes past C are zero). Neighbouring tiles of a row
-// share two input columns, so each column is transformed once.
+// v + xi*xs + cb*cbs + j*ts (16 lanes; lanes past C are zero).
 template <int M, class Mk>
 void input_block(const float* x, const WinoGeom& g, int64_t t0, int64_t nb, float* v,
                  int64_t xs, int64_t cbs, int64_t ts) {
-    using F = typename Mk::F;
     constexpr int A = M + 2;
     const int64_t CB = (g.C + 15) / 16;
     for (int64_t cb = 0; cb < CB; ++cb) {
         const int n = int(std::min<int64_t>(16, g.C - cb * 16));
         TileIter it(g, t0);
-        F e[A][A];  // e[point a][patch column]; columns 0, 1 are set on the first tile
-        for (int a = 0; a < A; ++a) e[a][0] = e[a][1] = Mk::zero();
         for (int64_t j = 0; j < nb; ++j, it.next(g)) {
             const float* xn = x + it.n * g.H * g.W * g.C + cb * 16;
             const int64_t h0 = M * it.ty - g.pad, w0 = M * it.tx - g.pad;
-            const bool fresh = j == 0 || it.tx == 0;
             float* vt = v + cb * cbs + j * ts;
             if (n == 16 && h0 >= 0 && w0 >= 0 && h0 + A <= g.H && w0 + A <= g.W)
-                input_tile<M, Mk, true>(xn, g, h0, w0, n, fresh, e, vt, xs);
+                input_tile<M, Mk, true>(xn, g, h0, w0, n, vt, xs);
             else
-                input_tile<M, Mk, false>(xn, g, h0, w0, n, fresh, e, vt, xs);
+                input_tile<M, Mk, false>(xn, g, h0, w0, n, vt, xs);
         }
     }
 }
@@ -257,6 +268,8 @@ void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
     const int64_t Tb = wino_block(NP, CB * 16, Kp);
     const int64_t vxs = xi_stride(CB * Tb * 16), mxs = xi_stride(Tb * Kp);
     const int64_t vlen = NP * vxs, mlen = NP * mxs;
+    int64_t calls = 0;  // micro-kernel calls per full block
+    for (const KBlock& kb : blocks) calls += NP * ((Tb + Mk::fwd_px(kb.nv) - 1) / Mk::fwd_px(kb.nv));
     const int T = rc::num_threads();
     float* bufs = workspace(2, T * (vlen + mlen), false);  // V lanes past C are written as 0
     static const int64_t kNoTap[1] = {0};
@@ -269,6 +282,9 @@ void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
         for (int64_t b0 = i0; b0 < i1; b0 += Tb) {
             const int64_t nb = std::min(Tb, i1 - b0);
             input_block<M, Mk>(x, g, b0, nb, V, vxs, Tb * 16, 16);
+            const float *pf, *pf_end;
+            tile_range(x, g, M, g.H, g.W, g.C, -g.pad, A, b0 + nb, std::min(i1, b0 + nb + Tb), pf, pf_end);
+            const int64_t pf_lines = (pf_end - pf) / 16 / calls + 1;
             for (int xi = 0; xi < NP; ++xi)
                 for (const KBlock& kb : blocks) {
                     FwdArgs a;
@@ -288,6 +304,7 @@ void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
                         a.x = V + xi * vxs + j * 16;
                         a.y = Mb + xi * mxs + j * Kp + kb.v0 * 16;
                         Mk::fwd(kb.nv, cnt)(a);
+                        prefetch_some(pf, pf_end, pf_lines);
                         j += cnt;
                     }
                 }
@@ -393,6 +410,11 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
     const int T = rc::num_threads();
     float* bufs = workspace(2, T * (vlen + zlen), false);
     float* priv = workspace(3, T * ulen, true);
+    int64_t calls = 0;  // micro-kernel calls per block
+    for (const KBlock& kb : blocks) {
+        const int ubmax = Mk::bww_ub(kb.nv);
+        calls += NP * ((g.C + ubmax - 1) / ubmax);
+    }
     int used = 1;
 #pragma omp parallel num_threads(T)
     {
@@ -433,6 +455,12 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
                     }
                 }
             }
+            const int64_t t1 = std::min(i1, b0 + nb + Tb);
+            const float *px, *px_end, *pd, *pd_end;
+            tile_range(x, g, M, g.H, g.W, g.C, -g.pad, A, b0 + nb, t1, px, px_end);
+            tile_range(dy, g, M, g.P, g.Q, g.K, 0, M, b0 + nb, t1, pd, pd_end);
+            const int64_t px_lines = (px_end - px) / 16 / calls + 1;
+            const int64_t pd_lines = (pd_end - pd) / 16 / calls + 1;
             for (int xi = 0; xi < NP; ++xi)
                 for (const KBlock& kb : blocks) {
                     BwwArgs a;
@@ -450,6 +478,8 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
                         a.x = V + xi * vxs + u0;
                         a.dw = mine + (xi * g.C + u0) * Kp + kb.v0 * 16;
                         Mk::bww(kb.nv, int(std::min(ub, g.C - u0)))(a);
+                        prefetch_some(px, px_end, px_lines);
+                        prefetch_some(pd, pd_end, pd_lines);
                     }
                 }
         }
