@@ -285,6 +285,10 @@ void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
             const float *pf, *pf_end;
             tile_range(x, g, M, g.H, g.W, g.C, -g.pad, A, b0 + nb, std::min(i1, b0 + nb + Tb), pf, pf_end);
             const int64_t pf_lines = (pf_end - pf) / 16 / calls + 1;
+            // The block's output rows too: the output transform's stores then hit L2.
+            const float *py, *py_end;
+            tile_range(y, g, M, g.P, g.Q, g.K, 0, M, b0, b0 + nb, py, py_end);
+            const int64_t py_lines = (py_end - py) / 16 / calls + 1;
             for (int xi = 0; xi < NP; ++xi)
                 for (const KBlock& kb : blocks) {
                     FwdArgs a;
@@ -305,6 +309,7 @@ void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
                         a.y = Mb + xi * mxs + j * Kp + kb.v0 * 16;
                         Mk::fwd(kb.nv, cnt)(a);
                         prefetch_some(pf, pf_end, pf_lines);
+                        prefetch_some(py, py_end, py_lines);
                         j += cnt;
                     }
                 }
