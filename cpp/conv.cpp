@@ -160,13 +160,16 @@ int conv_winograd_tile(const ConvShape& s, ConvPass pass) {
     case ConvAlgo::winograd4: return 4;
     default: break;
     }
-    // Measured (benchmarks/NOTES.md, "Winograd"): the GEMMs need 16+ channels on both sides,
-    // and the transformed weights (points x C x K floats) are swept once per block of tiles,
-    // so they must stay cache-sized: F(4x4) up to 128x128 channels, F(2x2) up to 256x256.
-    (void)pass;
-    if (s.C < 16 || s.K < 16) return 0;
-    if (s.C * s.K <= 128 * 128) return 4;
-    if (s.C * s.K <= 256 * 256) return 2;
+    // Measured (benchmarks/NOTES.md, "Winograd"), 1 thread: F(4x4) beats F(2x2) on every
+    // ResNet-20/18 layer and direct wherever its GEMMs have 16+ channels on both sides. Its
+    // transformed weights (36 x C x K floats) are swept once per block of tiles, so for
+    // 512x512 only the forward still wins (27 vs 33 ms at 7x7, batch 16; both backward
+    // passes lose). Backward-data reduces over K and writes C: with K >= 16 it wins even for
+    // C < 16, where the direct kernel wastes vector lanes (the stem: 2.8 vs 5.6 ms).
+    const bool wide = pass == ConvPass::backward_data ? s.K >= 16 : s.C >= 16 && s.K >= 16;
+    if (!wide) return 0;
+    if (s.C * s.K <= 256 * 256) return 4;
+    if (pass == ConvPass::forward && s.C * s.K <= 512 * 512) return 4;
     return 0;
 }
 

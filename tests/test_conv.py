@@ -166,10 +166,20 @@ def test_auto_picks_winograd_only_for_3x3_stride1():
         resnet_cpp.set_conv_algorithm("auto")
         if _core.active_isa() == "scalar":
             pytest.skip("Winograd runs on the SIMD paths only; this build has none active")
-        assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 16, 3, 3, 1, 1).startswith("winograd")
-        assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 32, 3, 3, 2, 1) == "direct"
-        assert _core.conv2d_algorithm("forward", 128, 32, 32, 16, 32, 1, 1, 1, 0) == "direct"
-        assert _core.conv2d_algorithm("forward", 128, 32, 32, 3, 16, 3, 3, 1, 1) == "direct"
+        algo = lambda p, C, K, R=3, st=1: _core.conv2d_algorithm(  # noqa: E731
+            p, 16, 14, 14, C, K, R, R, st, R // 2)
+        for p in ("forward", "backward_data", "backward_weight"):
+            assert algo(p, 16, 16) == "winograd4"
+            assert algo(p, 256, 256) == "winograd4"
+            assert algo(p, 16, 32, st=2) == "direct"
+            assert algo(p, 16, 32, R=1) == "direct"
+            assert algo(p, 16, 3) == "direct"
+        # the stem (C = 3): only backward-data, which reduces over K = 16, runs Winograd
+        assert [algo(p, 3, 16) for p in ("forward", "backward_data", "backward_weight")] == [
+            "direct", "winograd4", "direct"]
+        # 512x512: only the forward still gains
+        assert [algo(p, 512, 512) for p in ("forward", "backward_data", "backward_weight")] == [
+            "winograd4", "direct", "direct"]
     finally:
         resnet_cpp.set_conv_algorithm(old)
 
