@@ -172,29 +172,5 @@ struct Micro {
 
 }  // namespace
 
-namespace rc::avx2 {
-
-void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
-    forward<Micro>(x, w, b, y, s);
-}
-void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
-    backward_data<Micro>(dy, w, dx, s);
-}
-void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
-                            const ConvShape& s) {
-    backward_weight<Micro>(x, dy, dw, db, s);
-}
-void conv2d_winograd_forward(int m, const float* x, const float* w, const float* b, float* y,
-                             const ConvShape& s) {
-    (m == 4 ? winograd_forward<4, Micro> : winograd_forward<2, Micro>)(x, w, b, y, s);
-}
-void conv2d_winograd_backward_data(int m, const float* dy, const float* w, float* dx,
-                                   const ConvShape& s) {
-    (m == 4 ? winograd_backward_data<4, Micro> : winograd_backward_data<2, Micro>)(dy, w, dx, s);
-}
-void conv2d_winograd_backward_weight(int m, const float* x, const float* dy, float* dw, float* db,
-                                     const ConvShape& s) {
-    (m == 4 ? winograd_backward_weight<4, Micro> : winograd_backward_weight<2, Micro>)(x, dy, dw, db, s);
-}
-
-}  // namespace rc::avx2
+#define RC_CONV_ISA avx2
+#include "simd/conv_entry.h"
