@@ -122,10 +122,10 @@ class Partials {
 
 }  // namespace
 
-void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
-                              float* running_mean, float* running_var, float* y, float* mean,
-                              float* rstd, int64_t M, int64_t C, double momentum, double eps,
-                              bool relu) {
+void batch_norm_forward_train(const float* x, const float* residual, const float* gamma,
+                              const float* beta, float* running_mean, float* running_var, float* y,
+                              float* mean, float* rstd, int64_t M, int64_t C, double momentum,
+                              double eps, bool relu) {
     RC_CHECK(M > 1, "batch_norm_forward_train: need more than one value per channel (N*H*W > 1)");
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
@@ -157,7 +157,7 @@ void batch_norm_forward_train(const float* x, const float* gamma, const float* b
         scale[c] = gamma[c] * r;
     }
 
-    // Pass 2: y = relu?((x - mean) * gamma * rstd + beta).
+    // Pass 2: y = relu?((x - mean) * gamma * rstd + beta + residual).
     for (int64_t j = 0; j < P; ++j) {
         mean_e[j] = mean[j % C];
         scale_e[j] = (float)scale[j % C];
@@ -166,13 +166,15 @@ void batch_norm_forward_train(const float* x, const float* gamma, const float* b
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t);
-        k.apply(x + r0 * C, y + r0 * C, (r1 - r0) * C, P, mean_e, scale_e, beta_e, relu);
+        k.apply(x + r0 * C, residual ? residual + r0 * C : residual, y + r0 * C, (r1 - r0) * C, P,
+                mean_e, scale_e, beta_e, relu);
     }
 }
 
-void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
-                             const float* running_mean, const float* running_var, float* y,
-                             int64_t M, int64_t C, double eps, bool relu) {
+void batch_norm_forward_eval(const float* x, const float* residual, const float* gamma,
+                             const float* beta, const float* running_mean,
+                             const float* running_var, float* y, int64_t M, int64_t C, double eps,
+                             bool relu) {
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
@@ -187,7 +189,8 @@ void batch_norm_forward_eval(const float* x, const float* gamma, const float* be
 #pragma omp parallel for schedule(static) num_threads(split.nt)
     for (int t = 0; t < split.nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t);
-        k.apply(x + r0 * C, y + r0 * C, (r1 - r0) * C, P, mean_e, scale_e, beta_e, relu);
+        k.apply(x + r0 * C, residual ? residual + r0 * C : residual, y + r0 * C, (r1 - r0) * C, P,
+                mean_e, scale_e, beta_e, relu);
     }
 }
 

@@ -100,6 +100,76 @@ def test_eval_functional(isa_threads, rng, shape, layout, relu):
     assert_close(dbeta, dbeta_ref, **BACKWARD, name="dbeta")
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("shape", ODD + RESNET[:1], ids=str)
+def test_residual_functional(isa_threads, rng, shape, layout, relu, training):
+    """relu?(bn(x) + residual): the block join, against the reference ops composed."""
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
+    res = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, C)
+    if training:
+        z_ref, mean_ref, rstd_ref = ref.batch_norm_train_forward(x, gamma, beta)
+    else:
+        z_ref = ref.batch_norm_eval_forward(x, gamma, beta, rm, rv)
+    y_ref = ref.add_relu_forward(z_ref, res) if relu else z_ref + res
+    to = _nhwc if layout == "NHWC" else (lambda a: a)
+    back = _nchw if layout == "NHWC" else (lambda a: a)
+
+    y, cache = batch_norm2d(to(x), gamma, beta, rm.copy(), rv.copy(), training=training,
+                            relu=relu, layout=layout, residual=to(res))
+    assert_close(back(y), y_ref, **BACKWARD, name="y")
+    dx, dgamma, dbeta, dres = batch_norm2d_backward(to(dy), cache)
+    d_ref = ref.add_relu_backward(dy, back(y)) if relu else dy  # our mask, see module doc
+    if training:
+        dx_ref, dg_ref, db_ref = ref.batch_norm_backward(d_ref, x, gamma, mean_ref, rstd_ref)
+    else:
+        dx_ref, dg_ref, db_ref = ref.batch_norm_eval_backward(d_ref, x, gamma, rm, rv)
+    assert_close(back(dres), d_ref, **BACKWARD, name="dresidual")
+    assert_close(back(dx), dx_ref, **BACKWARD, name="dx")
+    assert_close(dgamma, dg_ref, **BACKWARD, name="dgamma")
+    assert_close(dbeta, db_ref, **BACKWARD, name="dbeta")
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 7, 17), (4, 8, 8, 16), (1, 3, 3, 1024)], ids=str)
+def test_residual_equals_unfused_bitwise(isa_threads, rng, shape):
+    """The fused join rounds like bn then add_relu, and may write over its residual."""
+    C = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    res = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, C)
+    z, _, _ = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy(), 0.1, 1e-5,
+                                             False)
+    want = _core.add_relu_forward(z, res)
+    out = res.copy()
+    y, _, _ = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy(), 0.1, 1e-5,
+                                             True, out=out, residual=out)
+    assert y is out and np.array_equal(y, want)
+    ze = _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, 1e-5, False)
+    ye = _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, 1e-5, True, residual=res)
+    assert np.array_equal(ye, _core.add_relu_forward(ze, res))
+
+
+def test_backward_in_place(isa_threads, rng):
+    """out=dy: dx overwrites dy with the same bits as a fresh dx (train and eval, ReLU)."""
+    shape = (4, 9, 9, 17)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, 17)
+    for training in (True, False):
+        y, cache = batch_norm2d(x, gamma, beta, rm.copy(), rv.copy(), training=training,
+                                relu=True, layout="NHWC")
+        want = batch_norm2d_backward(dy, cache)
+        d = dy.copy()
+        got = batch_norm2d_backward(d, cache, out=d)
+        assert got[0] is d
+        for a, b in zip(got, want):
+            assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("shape", [(1, 9, 9, 3), (2, 7, 7, 17), (8, 8, 8, 64)], ids=str)
 def test_core_raw_nhwc_and_2d(isa_threads, rng, shape):
     """The raw kernels on NHWC input, also flattened to (M, C), with out= buffers."""
@@ -284,6 +354,10 @@ def _bad_cases():
         "train momentum >1": (lambda: T(x, g, b, rm, rv, 1.5), ValueError, "momentum"),
         "train empty batch": (lambda: T(x[:0], g, b, rm, rv), ValueError, "x"),
         "train one value": (lambda: T(x[:1, :1, :1], g, b, rm, rv), ValueError, "N*H*W"),
+        "train residual shape": (lambda: T(x, g, b, rm, rv, residual=x[:1].copy()), ValueError,
+                                 "residual"),
+        "train residual dtype": (lambda: T(x, g, b, rm, rv, residual=x.astype(np.float64)),
+                                 TypeError, "residual"),
         # forward_eval
         "eval x dtype": (lambda: E(x.astype(np.float16), g, b, rm, rv), TypeError, "x"),
         "eval x ndim": (lambda: E(x[None], g, b, rm, rv), ValueError, "x"),
@@ -293,6 +367,8 @@ def _bad_cases():
         "eval out readonly": (lambda: E(x, g, b, rm, rv, out=_ro(x)), ValueError, "out"),
         "eval eps <0": (lambda: E(x, g, b, rm, rv, -1e-5), ValueError, "eps"),
         "eval empty batch": (lambda: E(x[:, :0], g, b, rm, rv), ValueError, "x"),
+        "eval residual noncontig": (lambda: E(x, g, b, rm, rv, residual=np.zeros(
+            (2, 3, 6, 4), np.float32)[:, :, ::2]), ValueError, "residual"),
         # backward
         "bwd dy shape": (lambda: B(x[:1].copy(), x, g, m, r), ValueError, "dy"),
         "bwd dy dtype": (lambda: B(x.astype(np.float64), x, g, m, r), TypeError, "dy"),

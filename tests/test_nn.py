@@ -334,7 +334,12 @@ def test_activation_buffers_reused_per_shape(rng):
     y2 = conv(x + 1)
     z2 = bn(y2)
     dx2 = bn.backward(np.ones_like(z2))
-    assert y1 is y2 and z1 is z2 and dx1 is dx2
+    assert y1 is y2 and z1 is z2
+    # Gradients are not kept between steps: fresh arrays, or the caller's dy with out=dy.
+    assert dx1 is not dx2
+    dy = np.ones_like(z2)
+    assert bn.backward(dy, out=dy) is dy
+    assert_close(dy, dx2, **FORWARD, name="in-place dx")
     y3 = conv(_f32(rng, 1, 3, 6, 6))  # another batch size gets its own buffer
     assert y3 is not y1 and y3.shape == (1, 4, 6, 6) and conv(x) is y1
 

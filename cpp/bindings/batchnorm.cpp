@@ -30,6 +30,15 @@ Act require_act(const py::handle& obj, const char* name) {
     return {a, dims, (int64_t)a.size() / C, C};
 }
 
+// An optional (N,H,W,C)/(M,C) operand shaped like x: nullptr when None. `keep` holds the
+// checked array alive while its pointer is used.
+const float* optional_like(const py::object& obj, const char* name, const Act& x,
+                           py::array_t<float>& keep) {
+    if (obj.is_none()) return nullptr;
+    keep = require_f32(obj, name, x.dims);
+    return cptr(keep);
+}
+
 void require_unit_interval(double v, const char* name) {
     if (!(v >= 0.0 && v <= 1.0))
         throw py::value_error(std::string(name) + ": expected a number in [0, 1], got " + std::to_string(v));
@@ -46,8 +55,10 @@ void bind_batchnorm(py::module_& m) {
     m.def(
         "batch_norm_forward_train",
         [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
-           double momentum, double eps, bool relu, py::object out) {
+           double momentum, double eps, bool relu, py::object out, py::object residual_) {
             Act x = require_act(x_, "x");
+            py::array_t<float> residual;
+            const float* rp = optional_like(residual_, "residual", x, residual);
             const Dims c{x.C};
             auto gamma = require_f32(gamma_, "gamma", c);
             auto beta = require_f32(beta_, "beta", c);
@@ -62,23 +73,26 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> mean(x.C), rstd(x.C);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_forward_train(cptr(x.a), cptr(gamma), cptr(beta), ptr(rm), ptr(rv),
-                                             ptr(y), ptr(mean), ptr(rstd), x.M, x.C, momentum, eps,
-                                             relu);
+                rc::batch_norm_forward_train(cptr(x.a), rp, cptr(gamma), cptr(beta), ptr(rm),
+                                             ptr(rv), ptr(y), ptr(mean), ptr(rstd), x.M, x.C,
+                                             momentum, eps, relu);
             }
             return py::make_tuple(y, mean, rstd);
         },
         py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
         py::arg("running_var"), py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
-        py::arg("relu") = false, py::arg("out") = py::none(),
+        py::arg("relu") = false, py::arg("out") = py::none(), py::arg("residual") = py::none(),
         "Training batch norm over x (N,H,W,C) or (M,C): returns (y, mean (C,), rstd (C,)) and\n"
-        "updates running_mean/running_var in place (unbiased variance). relu fuses max(y, 0).");
+        "updates running_mean/running_var in place (unbiased variance). residual (x's shape)\n"
+        "is added to the normalized value, then relu fuses max(y, 0).");
 
     m.def(
         "batch_norm_forward_eval",
         [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
-           double eps, bool relu, py::object out) {
+           double eps, bool relu, py::object out, py::object residual_) {
             Act x = require_act(x_, "x");
+            py::array_t<float> residual;
+            const float* rp = optional_like(residual_, "residual", x, residual);
             const Dims c{x.C};
             auto gamma = require_f32(gamma_, "gamma", c);
             auto beta = require_f32(beta_, "beta", c);
@@ -88,15 +102,16 @@ void bind_batchnorm(py::module_& m) {
             auto y = output_f32(out, "out", x.dims);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_forward_eval(cptr(x.a), cptr(gamma), cptr(beta), cptr(rm), cptr(rv),
-                                            ptr(y), x.M, x.C, eps, relu);
+                rc::batch_norm_forward_eval(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(rm),
+                                            cptr(rv), ptr(y), x.M, x.C, eps, relu);
             }
             return y;
         },
         py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
         py::arg("running_var"), py::arg("eps") = 1e-5, py::arg("relu") = false,
-        py::arg("out") = py::none(),
-        "Eval batch norm with running stats over x (N,H,W,C) or (M,C); relu fuses max(y, 0).");
+        py::arg("out") = py::none(), py::arg("residual") = py::none(),
+        "Eval batch norm with running stats over x (N,H,W,C) or (M,C); residual (x's shape) is\n"
+        "added to the normalized value, then relu fuses max(y, 0).");
 
     m.def(
         "batch_norm_backward",
@@ -109,8 +124,7 @@ void bind_batchnorm(py::module_& m) {
             auto mean = require_f32(mean_, "mean", c);
             auto rstd = require_f32(rstd_, "rstd", c);
             py::array_t<float> y;
-            if (!y_.is_none()) y = require_f32(y_, "y", x.dims);
-            const float* yp = y_.is_none() ? nullptr : cptr(y);
+            const float* yp = optional_like(y_, "y", x, y);
             auto dx = output_f32(out, "out", x.dims);
             py::array_t<float> dgamma(x.C), dbeta(x.C);
             {

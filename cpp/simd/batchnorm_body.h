@@ -211,11 +211,20 @@ void bwd_reduce_impl(const float* dy, const float* x, const float* y, float* dx,
     }
 }
 
-// y = relu?((x - mean) * scale + beta) over gb rows for U adjacent pattern vectors, whose
-// per-channel values stay in registers for the whole block.
-template <int U, bool RELU>
-inline void apply_chunk(const float* x, float* y, int64_t gb, int64_t P, const float* mean,
-                        const float* scale, const float* beta) {
+// One output vector: relu?((x - mean) * scale + beta [+ r]). The BN value is rounded before
+// the residual add, so the fused result equals batch norm followed by add_relu bit for bit.
+template <bool RELU, bool ADD>
+inline V apply_one(V x, V m, V s, V b, const float* r) {
+    V v = vfma(vsub(x, m), s, b);
+    if (ADD) v = vadd(v, vload(r));
+    return RELU ? vrelu(v) : v;
+}
+
+// y = relu?((x - mean) * scale + beta [+ r]) over gb rows for U adjacent pattern vectors,
+// whose per-channel values stay in registers for the whole block. r (ADD) is the residual.
+template <int U, bool RELU, bool ADD>
+inline void apply_chunk(const float* x, const float* r, float* y, int64_t gb, int64_t P,
+                        const float* mean, const float* scale, const float* beta) {
     V m[U], s[U], b[U];
     for (int u = 0; u < U; ++u) {
         m[u] = vload(mean + u * VL);
@@ -225,50 +234,54 @@ inline void apply_chunk(const float* x, float* y, int64_t gb, int64_t P, const f
     for (int64_t g = 0; g < gb; ++g)
         for (int u = 0; u < U; ++u) {
             const int64_t o = g * P + u * VL;
-            V v = vfma(vsub(vload(x + o), m[u]), s[u], b[u]);
-            vstore(y + o, RELU ? vrelu(v) : v);
+            vstore(y + o, apply_one<RELU, ADD>(vload(x + o), m[u], s[u], b[u], opt_off(r, o)));
         }
 }
 
 // Long rows, front to back (two per sweep for page-long rows).
-template <bool RELU>
-void apply_long(const float* x, float* y, int64_t G, int64_t P, const float* mean,
-                const float* scale, const float* beta) {
+template <bool RELU, bool ADD>
+void apply_long(const float* x, const float* r, float* y, int64_t G, int64_t P,
+                const float* mean, const float* scale, const float* beta) {
     int64_t g = 0;
     for (; two_rows(P) && g + 2 <= G; g += 2)
         for (int64_t j = 0; j < P; j += VL) {
             const V m = vload(mean + j), s = vload(scale + j), b = vload(beta + j);
             const int64_t o0 = g * P + j, o1 = o0 + P;
-            V v0 = vfma(vsub(vload(x + o0), m), s, b), v1 = vfma(vsub(vload(x + o1), m), s, b);
-            vstore(y + o0, RELU ? vrelu(v0) : v0);
-            vstore(y + o1, RELU ? vrelu(v1) : v1);
+            V v0 = apply_one<RELU, ADD>(vload(x + o0), m, s, b, opt_off(r, o0));
+            V v1 = apply_one<RELU, ADD>(vload(x + o1), m, s, b, opt_off(r, o1));
+            vstore(y + o0, v0);
+            vstore(y + o1, v1);
         }
     for (; g < G; ++g)
         for (int64_t j = 0; j < P; j += VL)
-            apply_chunk<1, RELU>(x + g * P + j, y + g * P + j, 1, P, mean + j, scale + j, beta + j);
+            apply_chunk<1, RELU, ADD>(x + g * P + j, opt_off(r, g * P + j), y + g * P + j, 1, P,
+                                      mean + j, scale + j, beta + j);
 }
 
-template <bool RELU>
-void apply_impl(const float* x, float* y, int64_t n, int64_t P, const float* mean,
-                const float* scale, const float* beta) {
+template <bool RELU, bool ADD>
+void apply_impl(const float* x, const float* r, float* y, int64_t n, int64_t P,
+                const float* mean, const float* scale, const float* beta) {
     const int64_t G = n / P;
     if (P > kShortRow) {
-        apply_long<RELU>(x, y, G, P, mean, scale, beta);
+        apply_long<RELU, ADD>(x, r, y, G, P, mean, scale, beta);
     } else {
         const int64_t B = short_block_rows(P);
         for (int64_t g0 = 0; g0 < G; g0 += B) {
             const int64_t gb = G - g0 < B ? G - g0 : B, o = g0 * P;
             int64_t j = 0;
             for (; j + 4 * VL <= P; j += 4 * VL)
-                apply_chunk<4, RELU>(x + o + j, y + o + j, gb, P, mean + j, scale + j, beta + j);
+                apply_chunk<4, RELU, ADD>(x + o + j, opt_off(r, o + j), y + o + j, gb, P,
+                                          mean + j, scale + j, beta + j);
             for (; j < P; j += VL)
-                apply_chunk<1, RELU>(x + o + j, y + o + j, gb, P, mean + j, scale + j, beta + j);
+                apply_chunk<1, RELU, ADD>(x + o + j, opt_off(r, o + j), y + o + j, gb, P,
+                                          mean + j, scale + j, beta + j);
         }
     }
     const int64_t o = G * P, rem = n - o;
     for (int64_t j = 0; j < rem; j += VL) {
         const int64_t c = rem - j < VL ? rem - j : VL;
         V v = vfma(vsub(vloadn(x + o + j, c), vload(mean + j)), vload(scale + j), vload(beta + j));
+        if (ADD) v = vadd(v, vloadn(r + o + j, c));
         vstoren(y + o + j, RELU ? vrelu(v) : v, c);
     }
 }
@@ -373,12 +386,16 @@ void bn_stats(const float* x, int64_t n, int64_t P, const float* piv, float* scr
     }
 }
 
-void bn_apply(const float* x, float* y, int64_t n, int64_t P, const float* mean,
+void bn_apply(const float* x, const float* r, float* y, int64_t n, int64_t P, const float* mean,
               const float* scale, const float* beta, bool relu) {
-    if (relu)
-        apply_impl<true>(x, y, n, P, mean, scale, beta);
+    if (relu && r)
+        apply_impl<true, true>(x, r, y, n, P, mean, scale, beta);
+    else if (relu)
+        apply_impl<true, false>(x, r, y, n, P, mean, scale, beta);
+    else if (r)
+        apply_impl<false, true>(x, r, y, n, P, mean, scale, beta);
     else
-        apply_impl<false>(x, y, n, P, mean, scale, beta);
+        apply_impl<false, false>(x, r, y, n, P, mean, scale, beta);
 }
 
 void bn_bwd_reduce(const float* dy, const float* x, const float* y, float* dx, int64_t n,

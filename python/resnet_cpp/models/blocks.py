@@ -1,10 +1,14 @@
 """Residual units shared by the model zoo; every tensor here is NHWC.
 
 BasicBlock and Bottleneck are ResNet v1 (torchvision names: conv1, bn1, ..., downsample.0/1).
-The BN that precedes a ReLU runs fused (``BatchNorm2d(relu=True)``) and the block ends in
-the fused ``add_relu``. Backward is explicit: the gradient reaching the block output flows
-through both branches and the two input gradients are summed (``dx = dx_main + dx_short``).
+The BN that precedes a ReLU runs fused (``BatchNorm2d(relu=True)``); the last BN also takes
+the shortcut as its residual, so BN + add + ReLU is one pass and the block keeps no separate
+pre-add tensor. Backward is explicit: the gradient reaching the block output flows through
+both branches and the two input gradients are summed (``dx = dx_main + dx_short``).
 PreActBottleneck is the v2 unit (BN-ReLU-conv, plain add, no ReLU after it).
+
+Memory: a backward overwrites in place every gradient array the block itself created once
+it is consumed (``bn.backward(g, out=g)``), never the caller's dy.
 """
 from __future__ import annotations
 
@@ -80,7 +84,7 @@ class BasicBlock(Module):
         self.conv1 = conv(in_planes, planes, 3, stride)
         self.bn1 = bn(planes, relu=True)
         self.conv2 = conv(planes, planes, 3)
-        self.bn2 = bn(planes)
+        self.bn2 = bn(planes, relu=True)  # applied as relu(bn2(h) + shortcut)
         self._project = stride != 1 or in_planes != planes
         if self._project:
             if shortcut == "A":
@@ -93,19 +97,19 @@ class BasicBlock(Module):
         return self.bn2
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        h = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        h = self.conv2(self.bn1(self.conv1(x)))
         if self._kind == "identity":
             s = x
         elif self._kind == "A":
             s = self.shortcut(x)
         else:
             s = self.downsample(x)
-        y, self._cache = F.add_relu(h, s, out=self._buffer("y", h.shape))
-        return y
+        return self.bn2(h, residual=s)  # relu(bn2(h) + s)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        d = F.add_relu_backward(dy, self._cache)
-        dx = self.conv1.backward(self.bn1.backward(self.conv2.backward(self.bn2.backward(d))))
+        g, d = self.bn2.backward(dy)  # d = dy * (y > 0) reaches both branches
+        g = self.conv2.backward(g)
+        dx = self.conv1.backward(self.bn1.backward(g, out=g))
         if self._kind == "identity":
             return _add_into(dx, d)
         if self._kind == "A":
@@ -127,7 +131,7 @@ class Bottleneck(Module):
         self.conv2 = conv(width, width, 3, stride)
         self.bn2 = bn(width, relu=True)
         self.conv3 = conv(width, out, 1)
-        self.bn3 = bn(out)
+        self.bn3 = bn(out, relu=True)  # applied as relu(bn3(h) + shortcut)
         self._project = stride != 1 or in_planes != out
         if self._project:
             self.downsample = Sequential(conv(in_planes, out, 1, stride), bn(out))
@@ -138,16 +142,14 @@ class Bottleneck(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         h = self.bn1(self.conv1(x))
         h = self.bn2(self.conv2(h))
-        h = self.bn3(self.conv3(h))
         s = self.downsample(x) if self._project else x
-        y, self._cache = F.add_relu(h, s, out=self._buffer("y", h.shape))
-        return y
+        return self.bn3(self.conv3(h), residual=s)  # relu(bn3(h) + s)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        d = F.add_relu_backward(dy, self._cache)
-        dh = self.conv3.backward(self.bn3.backward(d))
-        dh = self.conv2.backward(self.bn2.backward(dh))
-        dx = self.conv1.backward(self.bn1.backward(dh))
+        g, d = self.bn3.backward(dy)  # d = dy * (y > 0) reaches both branches
+        g = self.conv3.backward(g)
+        g = self.conv2.backward(self.bn2.backward(g, out=g))
+        dx = self.conv1.backward(self.bn1.backward(g, out=g))
         return _add_into(dx, self.downsample.backward(d) if self._project else d)
 
 
@@ -188,14 +190,16 @@ class PreActBottleneck(Module):
         h = self.conv3(self.bn3(self.conv2(self.bn2(self.conv1(a)))))
         src = a if self.preact == "both" else x
         s = self.downsample(src) if self.project else src
-        return F.add(h, s, out=self._buffer("y", h.shape))
+        # conv3's output is needed by nobody but the add: the sum goes into it (one buffer).
+        return F.add(h, s, out=h)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        dh = self.conv2.backward(self.bn3.backward(self.conv3.backward(dy)))
-        da = self.conv1.backward(self.bn2.backward(dh))       # grad wrt the residual input
+        g = self.conv3.backward(dy)
+        g = self.conv2.backward(self.bn3.backward(g, out=g))
+        da = self.conv1.backward(self.bn2.backward(g, out=g))  # grad wrt the residual input
         ds = self.downsample.backward(dy) if self.project else dy  # grad wrt the shortcut input
         if self.preact == "none":
             return _add_into(da, ds)
         if self.preact == "both":
-            return self.bn1.backward(_add_into(da, ds))
-        return _add_into(self.bn1.backward(da), ds)
+            return self.bn1.backward(_add_into(da, ds), out=da)
+        return _add_into(self.bn1.backward(da, out=da), ds)
