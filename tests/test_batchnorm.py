@@ -2,8 +2,9 @@
 
 Parity runs through the functional API in both layouts and through the raw NHWC _core
 functions. BN uses the BACKWARD tolerance everywhere (its statistics are reductions over
-N*H*W terms). The fused-ReLU backward masks dy with OUR y, so a value rounding to either side
-of 0 cannot make the comparison flaky: the mask itself is checked by the forward.
+N*H*W terms). The fused-ReLU backward recomputes its mask from x; the reference masks dy with
+OUR y, so a value rounding to either side of 0 cannot make the comparison flaky, and
+test_relu_mask_matches_forward checks the recomputed mask against y > 0 bit for bit.
 """
 from __future__ import annotations
 
@@ -153,6 +154,26 @@ def test_residual_equals_unfused_bitwise(isa_threads, rng, shape):
     assert np.array_equal(ye, _core.add_relu_forward(ze, res))
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(1, 7, 7, 3), (3, 9, 7, 33), (2, 3, 3, 1024), (8, 32, 32, 16)],
+                         ids=str)
+def test_relu_mask_matches_forward(isa_threads, rng, shape, training):
+    """The backward's recomputed ReLU mask is exactly the forward's y > 0: the fused backward
+    equals a plain backward of dy * (y > 0) bit for bit."""
+    C = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, C)
+    beta[:] = 0  # centered pre-activations: about half of the mask is off
+    y, cache = batch_norm2d(x, gamma, beta, rm, rv, training=training, relu=True, layout="NHWC")
+    fused = _core.batch_norm_backward(dy, x, gamma, cache.mean, cache.rstd, beta=beta,
+                                      relu=True, train=training)
+    plain = _core.batch_norm_backward(np.where(y > 0, dy, 0).astype(np.float32), x, gamma,
+                                      cache.mean, cache.rstd, train=training)
+    for name, a, b in zip(["dx", "dgamma", "dbeta"], fused, plain):
+        assert np.array_equal(a, b), name
+
+
 def test_backward_in_place(isa_threads, rng):
     """out=dy: dx overwrites dy with the same bits as a fresh dx (train and eval, ReLU)."""
     shape = (4, 9, 9, 17)
@@ -188,8 +209,8 @@ def test_core_raw_nhwc_and_2d(isa_threads, rng, shape):
         assert_close(mean, mean_ref, **BACKWARD, name="mean")
         assert_close(rstd, rstd_ref, **BACKWARD, name="rstd")
         dout = np.full(xin.shape, np.nan, np.float32)
-        dx, dgamma, dbeta = _core.batch_norm_backward(dyin, xin, gamma, mean, rstd, y=y,
-                                                      train=True, out=dout)
+        dx, dgamma, dbeta = _core.batch_norm_backward(dyin, xin, gamma, mean, rstd, beta=beta,
+                                                      relu=True, train=True, out=dout)
         assert dx is dout
         dy_eff = ref.relu_backward(_nchw(dy), _nchw(y.reshape(shape)))
         dx_ref, dgamma_ref, dbeta_ref = ref.batch_norm_backward(dy_eff, _nchw(x), gamma,
@@ -252,7 +273,8 @@ def test_dyadic_bitwise_across_isas(rng):
                                                                eps, False)
                 ye = _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, eps, True)
                 re = np.full(C, 2.0, np.float32)
-                dxe, dge, dbe = _core.batch_norm_backward(dy, x, gamma, rm, re, y=ye, train=False)
+                dxe, dge, dbe = _core.batch_norm_backward(dy, x, gamma, rm, re, beta=beta,
+                                                          relu=True, train=False)
                 results.append((isa, t, [mean, rstd, rmt, rvt, ye, dxe, dge, dbe]))
     finally:
         _core.set_max_isa(old[0])
@@ -274,7 +296,8 @@ def test_deterministic_for_thread_count(isa_threads, rng):
     for _ in range(2):
         y, m, r = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy(), 0.1,
                                                  1e-5, True)
-        runs.append((y, m, r) + _core.batch_norm_backward(dy, x, gamma, m, r, y=y))
+        runs.append((y, m, r) + _core.batch_norm_backward(dy, x, gamma, m, r, beta=beta,
+                                                          relu=True))
     for a, b in zip(*runs):
         assert np.array_equal(a, b)
 
@@ -291,7 +314,7 @@ def test_thread_safety(rng):
 
     def run(x, dy, g, b, rm, rv):
         y, m, r = _core.batch_norm_forward_train(x, g, b, rm.copy(), rv.copy(), 0.1, 1e-5, True)
-        return (y, m, r) + _core.batch_norm_backward(dy, x, g, m, r, y=y)
+        return (y, m, r) + _core.batch_norm_backward(dy, x, g, m, r, beta=b, relu=True)
 
     expected = [run(*j) for j in jobs]
     got = [None] * len(jobs)
@@ -376,9 +399,11 @@ def _bad_cases():
         "bwd gamma C": (lambda: B(x, x, np.ones(3, np.float32), m, r), ValueError, "gamma"),
         "bwd mean C": (lambda: B(x, x, g, np.ones(5, np.float32), r), ValueError, "mean"),
         "bwd rstd dtype": (lambda: B(x, x, g, m, r.astype(np.int32)), TypeError, "rstd"),
-        "bwd y shape": (lambda: B(x, x, g, m, r, y=x[:1].copy()), ValueError, "y"),
-        "bwd y noncontig": (lambda: B(x, x, g, m, r, y=np.zeros((2, 3, 6, 4), np.float32)[:, :, ::2]),
-                            ValueError, "y"),
+        "bwd relu no beta": (lambda: B(x, x, g, m, r, relu=True), ValueError, "beta"),
+        "bwd beta C": (lambda: B(x, x, g, m, r, beta=np.ones(3, np.float32), relu=True),
+                       ValueError, "beta"),
+        "bwd beta dtype": (lambda: B(x, x, g, m, r, beta=b.astype(np.float64), relu=True),
+                           TypeError, "beta"),
         "bwd out readonly": (lambda: B(x, x, g, m, r, out=_ro(x)), ValueError, "out"),
         "bwd empty batch": (lambda: B(x[:0], x[:0], g, m, r), ValueError, "x"),
         # functional

@@ -116,27 +116,34 @@ void bind_batchnorm(py::module_& m) {
     m.def(
         "batch_norm_backward",
         [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
-           py::object y_, bool train, py::object out) {
+           py::object beta_, bool relu, bool train, py::object out) {
             Act x = require_act(x_, "x");
             auto dy = require_f32(dy_, "dy", x.dims);
             const Dims c{x.C};
             auto gamma = require_f32(gamma_, "gamma", c);
             auto mean = require_f32(mean_, "mean", c);
             auto rstd = require_f32(rstd_, "rstd", c);
-            py::array_t<float> y;
-            const float* yp = optional_like(y_, "y", x, y);
+            if (relu && beta_.is_none())
+                throw py::value_error("beta: required with relu=True (the ReLU mask is "
+                                      "recomputed from x, gamma, beta, mean and rstd)");
+            py::array_t<float> beta;
+            if (relu) beta = require_f32(beta_, "beta", c);
+            const float* bp = relu ? cptr(beta) : nullptr;
             auto dx = output_f32(out, "out", x.dims);
             py::array_t<float> dgamma(x.C), dbeta(x.C);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_backward(cptr(dy), cptr(x.a), cptr(gamma), cptr(mean), cptr(rstd),
-                                        yp, ptr(dx), ptr(dgamma), ptr(dbeta), x.M, x.C, train);
+                rc::batch_norm_backward(cptr(dy), cptr(x.a), cptr(gamma), bp, cptr(mean),
+                                        cptr(rstd), relu, ptr(dx), ptr(dgamma), ptr(dbeta), x.M,
+                                        x.C, train);
             }
             return py::make_tuple(dx, dgamma, dbeta);
         },
         py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"),
-        py::arg("y") = py::none(), py::arg("train") = true, py::arg("out") = py::none(),
-        "Batch norm backward: returns (dx, dgamma, dbeta). y (the forward output) given: dy is\n"
-        "masked by y > 0 (fused ReLU backward). train: mean/rstd are the cached batch stats;\n"
-        "else the running ones (frozen BN, dx = dy * gamma * rstd).");
+        py::arg("beta") = py::none(), py::arg("relu") = false, py::arg("train") = true,
+        py::arg("out") = py::none(),
+        "Batch norm backward: returns (dx, dgamma, dbeta). relu: the forward fused a ReLU; dy\n"
+        "is masked where (x - mean) * gamma * rstd + beta <= 0, recomputed from x exactly as\n"
+        "the forward did (needs beta). train: mean/rstd are the cached batch stats; else the\n"
+        "running ones (frozen BN, dx = dy * gamma * rstd). out may be dy (in place).");
 }

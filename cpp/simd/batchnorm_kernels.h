@@ -30,13 +30,15 @@ void batch_norm_forward_eval(const float* x, const float* residual, const float*
                              const float* running_var, float* y, int64_t M, int64_t C, double eps,
                              bool relu);
 
-// Backward. dy, x, dx (M,C); y (M,C) or nullptr; gamma, mean, rstd, dgamma, dbeta (C,).
-// With y, dy is masked by y > 0 on the fly (fused ReLU backward). train: mean/rstd are the
-// cached batch stats and dx includes the batch-statistics terms; !train: they are the
-// running stats (frozen BN) and dx = dy * gamma * rstd.
-void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
-                         const float* rstd, const float* y, float* dx, float* dgamma,
-                         float* dbeta, int64_t M, int64_t C, bool train);
+// Backward. dy, x, dx (M,C); gamma, beta, mean, rstd, dgamma, dbeta (C,). relu: the forward
+// fused a ReLU; dy is masked on the fly where the pre-activation (x - mean) * gamma * rstd +
+// beta, recomputed from x exactly as the forward computed it, is not positive (so y is never
+// read). train: mean/rstd are the cached batch stats and dx includes the batch-statistics
+// terms; !train: they are the running stats (frozen BN) and dx = dy * gamma * rstd. dx may
+// alias dy or x (each element is read before it is written).
+void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* beta,
+                         const float* mean, const float* rstd, bool relu, float* dx,
+                         float* dgamma, float* dbeta, int64_t M, int64_t C, bool train);
 
 }  // namespace rc
 
@@ -44,20 +46,21 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
 // scratch = 2P floats of per-thread workspace (the reductions' float32 partial sums).
 //  bn_stats:      s1[k] = sum (x - piv)[k + iP], s2[k] = sum of squares (k < P, float64 out)
 //  bn_apply:      y = relu?((x - mean) * scale + beta + r), r (the residual) may be null
-//  bn_bwd_reduce: sdy[k] = sum dy', sdyx[k] = sum dy' * (x - mean), dy' = dy masked by y > 0
-//                 when y != nullptr; when dx != nullptr also writes dx = k1 * dy' (eval mode)
+//  bn_bwd_reduce: sdy[k] = sum dy', sdyx[k] = sum dy' * (x - mean), dy' = dy masked where
+//                 (x - mean) * k1 + beta <= 0 when beta != nullptr (the fused ReLU; k1 is
+//                 the forward's scale); when dx != nullptr also writes dx = k1 * dy' (eval)
 //  bn_bwd_apply:  dx = k1 * dy' + k2 * (x - mean) + k3
 #define RC_BN_RANGE_KERNELS                                                                     \
     void bn_stats(const float* x, int64_t n, int64_t P, const float* piv, float* scratch,      \
                   double* s1, double* s2);                                                      \
     void bn_apply(const float* x, const float* r, float* y, int64_t n, int64_t P,              \
                   const float* mean, const float* scale, const float* beta, bool relu);         \
-    void bn_bwd_reduce(const float* dy, const float* x, const float* y, float* dx, int64_t n,  \
-                       int64_t P, const float* mean, const float* k1, float* scratch,           \
-                       double* sdy, double* sdyx);                                              \
-    void bn_bwd_apply(const float* dy, const float* x, const float* y, float* dx, int64_t n,   \
-                      int64_t P, const float* mean, const float* k1, const float* k2,           \
-                      const float* k3);
+    void bn_bwd_reduce(const float* dy, const float* x, const float* beta, float* dx,          \
+                       int64_t n, int64_t P, const float* mean, const float* k1,                \
+                       float* scratch, double* sdy, double* sdyx);                              \
+    void bn_bwd_apply(const float* dy, const float* x, const float* beta, float* dx,           \
+                      int64_t n, int64_t P, const float* mean, const float* k1,                 \
+                      const float* k2, const float* k3);
 
 namespace rc::scalar {
 RC_BN_RANGE_KERNELS

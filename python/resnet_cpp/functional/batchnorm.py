@@ -21,20 +21,23 @@ _LAYOUTS = ("NCHW", "NHWC")
 class BatchNormCache(NamedTuple):
     """What ``batch_norm2d_backward`` needs. Arrays are NHWC (the kernel layout).
 
-    x: the input (N,H,W,C); y: the output (N,H,W,C) when relu was fused (its > 0 mask is the
-    ReLU backward), else None; gamma (C,); mean, rstd (C,): the batch statistics in training,
-    the running ones (copied at forward time) in eval; training, layout: as passed;
-    residual: whether a residual was added (the backward then also returns its gradient).
+    x: the input (N,H,W,C); gamma, beta (C,); mean, rstd (C,): the batch statistics in
+    training, the running ones (copied at forward time) in eval; training, layout, relu: as
+    passed. A fused ReLU's mask is recomputed from x (bit for bit the forward's), so y is
+    kept only with a residual (y: the output, whose > 0 mask then depends on the residual),
+    else None. residual: whether one was added (the backward then returns its gradient too).
     """
 
     x: np.ndarray
-    y: Optional[np.ndarray]
     gamma: np.ndarray
+    beta: np.ndarray
     mean: np.ndarray
     rstd: np.ndarray
     training: bool
     layout: str
-    residual: bool = False
+    relu: bool
+    residual: bool
+    y: Optional[np.ndarray]
 
 
 def _check_layout(layout: str) -> None:
@@ -77,8 +80,9 @@ def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = 
         mean = np.array(running_mean, dtype=np.float32)
         rstd = (1.0 / np.sqrt(np.asarray(running_var, np.float64) + eps)).astype(np.float32)
     y = _core.nhwc_to_nchw(yt, out=out) if nchw else yt
-    cache = BatchNormCache(xt, yt if relu else None, gamma, mean, rstd, bool(training), layout,
-                           residual is not None)
+    fused = residual is not None
+    cache = BatchNormCache(xt, gamma, beta, mean, rstd, bool(training), layout, bool(relu), fused,
+                           yt if relu and fused else None)
     return y, cache
 
 
@@ -99,13 +103,13 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None):
     """
     nchw = cache.layout == "NCHW"
     dyt = _core.nchw_to_nhwc(dy) if nchw else dy
-    y = cache.y
-    if cache.residual and y is not None:
+    relu = cache.relu
+    if cache.residual and relu:
         # The masked gradient reaches both summands: compute it once, then a plain BN backward.
-        dyt, y = _core.relu_backward(dyt, y), None
+        dyt, relu = _core.relu_backward(dyt, cache.y), False
     dxt, dgamma, dbeta = _core.batch_norm_backward(
-        dyt, cache.x, cache.gamma, cache.mean, cache.rstd, y=y, train=cache.training,
-        out=None if nchw else out)
+        dyt, cache.x, cache.gamma, cache.mean, cache.rstd, beta=cache.beta, relu=relu,
+        train=cache.training, out=None if nchw else out)
     dx = _core.nhwc_to_nchw(dxt, out=out) if nchw else dxt
     if not cache.residual:
         return dx, dgamma, dbeta
