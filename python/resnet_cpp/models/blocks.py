@@ -36,38 +36,29 @@ def _add_into(dx: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 class ShortcutA(Module):
     """Parameter-free shortcut (He et al. 2015, option A): subsample by ``stride`` and
-    zero-pad channels (in_planes -> planes) equally on both sides."""
+    zero-pad channels (in_planes -> planes) equally on both sides. NHWC, C++ kernels."""
 
     def __init__(self, in_planes: int, planes: int, stride: int):
         super().__init__()
         if planes < in_planes:
             raise ValueError(f"shortcut A cannot reduce channels ({in_planes} -> {planes})")
         self.in_planes, self.planes, self.stride = in_planes, planes, stride
-        self.lo = (planes - in_planes) // 2
 
     def extra_repr(self) -> str:
         return f"{self.in_planes} -> {self.planes}, stride={self.stride}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        s, lo = self.stride, self.lo
-        sub = x[:, ::s, ::s, :]
-        # Pad channels are zeroed once; every call rewrites only the middle slice.
-        y = self._buffer("y", sub.shape[:3] + (self.planes,), zero=True)
-        y[..., lo:lo + self.in_planes] = sub
-        self._x_shape = x.shape
+        s = self.stride
+        shape = (x.shape[0], -(-x.shape[1] // s), -(-x.shape[2] // s), self.planes)
+        y, self._cache = F.shortcut_a(x, self.planes, s, out=self._buffer("y", shape))
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        s, lo = self.stride, self.lo
-        dx = np.zeros(self._x_shape, np.float32)
-        dx[:, ::s, ::s, :] = dy[..., lo:lo + self.in_planes]
-        return dx
+        return F.shortcut_a_backward(dy, self._cache)
 
     def add_backward_into(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        """dx += backward(dy) without materializing the mostly-zero gradient."""
-        s, lo = self.stride, self.lo
-        dx[:, ::s, ::s, :] += dy[..., lo:lo + self.in_planes]
-        return dx
+        """dx += backward(dy) in one pass, without materializing the mostly-zero gradient."""
+        return F.shortcut_a_backward(dy, self._cache, out=dx, accumulate=True)
 
 
 class BasicBlock(Module):
