@@ -86,7 +86,7 @@ def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = 
     return y, cache
 
 
-def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None):
+def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cache=False):
     """Backward of ``batch_norm2d`` (training or eval cache; fused ReLU included).
 
     Args:
@@ -94,6 +94,9 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None):
         cache: from ``batch_norm2d``.
         out: optional float32 array of dy's shape to write dx into; it may be dy itself
             (dx overwrites dy in place) unless a residual was fused.
+        overwrite_cache: the kernels write over the cache's x (NHWC dx; with NHWC layout
+            that is the forward's input itself) and y (dresidual), which are spent
+            afterwards: no new activation-sized arrays. Use once per cache, without out.
 
     Returns:
         (dx, dgamma, dbeta), and for a fused residual (dx, dgamma, dbeta, dresidual): dx
@@ -101,15 +104,18 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None):
         without one). In eval mode the statistics are constants, so dx = dy * gamma * rstd
         (frozen BN).
     """
+    if overwrite_cache and out is not None:
+        raise ValueError("out: not allowed with overwrite_cache=True (dx goes over cache.x)")
     nchw = cache.layout == "NCHW"
     dyt = _core.nchw_to_nhwc(dy) if nchw else dy
     relu = cache.relu
     if cache.residual and relu:
         # The masked gradient reaches both summands: compute it once, then a plain BN backward.
-        dyt, relu = _core.relu_backward(dyt, cache.y), False
+        dyt = _core.relu_backward(dyt, cache.y, out=cache.y if overwrite_cache else None)
+        relu = False
     dxt, dgamma, dbeta = _core.batch_norm_backward(
         dyt, cache.x, cache.gamma, cache.mean, cache.rstd, beta=cache.beta, relu=relu,
-        train=cache.training, out=None if nchw else out)
+        train=cache.training, out=cache.x if overwrite_cache else None if nchw else out)
     dx = _core.nhwc_to_nchw(dxt, out=out) if nchw else dxt
     if not cache.residual:
         return dx, dgamma, dbeta

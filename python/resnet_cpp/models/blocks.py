@@ -8,7 +8,8 @@ both branches and the two input gradients are summed (``dx = dx_main + dx_short`
 PreActBottleneck is the v2 unit (BN-ReLU-conv, plain add, no ReLU after it).
 
 Memory: a backward overwrites in place every gradient array the block itself created once
-it is consumed (``bn.backward(g, out=g)``), never the caller's dy.
+it is consumed (``bn.backward(g, out=g)``), and the join's gradients go over the BN input
+and output the forward left (``overwrite_forward``), never over the caller's dy.
 """
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ class BasicBlock(Module):
         return self.bn2(h, residual=s)  # relu(bn2(h) + s)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        g, d = self.bn2.backward(dy)  # d = dy * (y > 0) reaches both branches
+        # d = dy * (y > 0) reaches both branches; d and dx go over bn2's spent y and x.
+        g, d = self.bn2.backward(dy, overwrite_forward=True)
         g = self.conv2.backward(g)
         dx = self.conv1.backward(self.bn1.backward(g, out=g))
         if self._kind == "identity":
@@ -137,7 +139,8 @@ class Bottleneck(Module):
         return self.bn3(self.conv3(h), residual=s)  # relu(bn3(h) + s)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        g, d = self.bn3.backward(dy)  # d = dy * (y > 0) reaches both branches
+        # d = dy * (y > 0) reaches both branches; d and dx go over bn3's spent y and x.
+        g, d = self.bn3.backward(dy, overwrite_forward=True)
         g = self.conv3.backward(g)
         g = self.conv2.backward(self.bn2.backward(g, out=g))
         dx = self.conv1.backward(self.bn1.backward(g, out=g))
