@@ -93,7 +93,8 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
         dy: float32 gradient of y, same shape and layout as y.
         cache: from ``batch_norm2d``.
         out: optional float32 array of dy's shape to write dx into; it may be dy itself
-            (dx overwrites dy in place) unless a residual was fused.
+            (dx overwrites dy in place), except after a residual without ReLU (dresidual
+            is dy itself then).
         overwrite_cache: the kernels write over the cache's x (NHWC dx; with NHWC layout
             that is the forward's input itself) and y (dresidual), which are spent
             afterwards: no new activation-sized arrays. Use once per cache, without out.
