@@ -13,6 +13,7 @@
 #include "common.h"
 #include "dispatch.h"
 #include "simd/batchnorm_kernels.h"
+#include "simd/eltwise_kernels.h"
 
 namespace rc::scalar {
 namespace {
@@ -198,8 +199,9 @@ void batch_norm_forward_eval(const float* x, const float* residual, const float*
 }
 
 void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* beta,
-                         const float* mean, const float* rstd, bool relu, float* dx,
-                         float* dgamma, float* dbeta, int64_t M, int64_t C, bool train) {
+                         const float* mean, const float* rstd, bool relu, const float* add,
+                         float* dx, float* dgamma, float* dbeta, int64_t M, int64_t C,
+                         bool train) {
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
@@ -229,7 +231,11 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
         dbeta[c] = (float)sdy[c];
         dgamma[c] = (float)(sdyx[c] * rstd[c]);
     }
-    if (!train) return;
+    if (!train) {
+        // Eval (frozen BN, rare): the extra pass keeps the reduce kernel to one variant.
+        if (add) add_forward(dx, add, dx, M * C, false);
+        return;
+    }
 
     // Pass 2: dx = gamma*rstd * (dy' - dbeta/M - xhat * dgamma/M), xhat = (x - mean) * rstd,
     // written as k1 * dy' + k2 * (x - mean) + k3.
@@ -242,7 +248,8 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
-        k.bwd_apply(dy + o, x + o, beta_e, dx + o, (r1 - r0) * C, P, mean_e, k1_e, k2_e, k3_e);
+        k.bwd_apply(dy + o, x + o, beta_e, add ? add + o : add, dx + o, (r1 - r0) * C, P, mean_e,
+                    k1_e, k2_e, k3_e);
     }
 }
 

@@ -174,6 +174,30 @@ def test_relu_mask_matches_forward(isa_threads, rng, shape, training):
         assert np.array_equal(a, b), name
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(1, 7, 7, 3), (3, 9, 7, 33), (2, 3, 3, 1024), (8, 16, 16, 32)],
+                         ids=str)
+def test_backward_add_equals_separate_add(isa_threads, rng, shape, relu, training):
+    """add=: dx = bn'(dy) + add in one pass, bit for bit the separate add; out=dy still works."""
+    C = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    other = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, C)
+    _, cache = batch_norm2d(x, gamma, beta, rm, rv, training=training, relu=relu, layout="NHWC")
+    dx, dg, db = batch_norm2d_backward(dy, cache)
+    d = dy.copy()
+    got, dg2, db2 = batch_norm2d_backward(d, cache, out=d, add=other)
+    assert got is d
+    assert np.array_equal(got, _core.add_forward(dx, other))
+    assert np.array_equal(dg, dg2) and np.array_equal(db, db2)
+    # NCHW: add is given in the caller's layout
+    _, cache = batch_norm2d(_nchw(x), gamma, beta, rm, rv, training=training, relu=relu)
+    got = batch_norm2d_backward(_nchw(dy), cache, add=_nchw(other))[0]
+    assert np.array_equal(got, _nchw(_core.add_forward(dx, other)))
+
+
 def test_backward_in_place(isa_threads, rng):
     """out=dy: dx overwrites dy with the same bits as a fresh dx (train and eval, ReLU)."""
     shape = (4, 9, 9, 17)
@@ -400,6 +424,8 @@ def _bad_cases():
         "bwd mean C": (lambda: B(x, x, g, np.ones(5, np.float32), r), ValueError, "mean"),
         "bwd rstd dtype": (lambda: B(x, x, g, m, r.astype(np.int32)), TypeError, "rstd"),
         "bwd relu no beta": (lambda: B(x, x, g, m, r, relu=True), ValueError, "beta"),
+        "bwd add shape": (lambda: B(x, x, g, m, r, add=x[:1].copy()), ValueError, "add"),
+        "bwd add dtype": (lambda: B(x, x, g, m, r, add=x.astype(np.float64)), TypeError, "add"),
         "bwd beta C": (lambda: B(x, x, g, m, r, beta=np.ones(3, np.float32), relu=True),
                        ValueError, "beta"),
         "bwd beta dtype": (lambda: B(x, x, g, m, r, beta=b.astype(np.float64), relu=True),

@@ -116,7 +116,7 @@ void bind_batchnorm(py::module_& m) {
     m.def(
         "batch_norm_backward",
         [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
-           py::object beta_, bool relu, bool train, py::object out) {
+           py::object beta_, bool relu, bool train, py::object out, py::object add_) {
             Act x = require_act(x_, "x");
             auto dy = require_f32(dy_, "dy", x.dims);
             const Dims c{x.C};
@@ -129,21 +129,24 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> beta;
             if (relu) beta = require_f32(beta_, "beta", c);
             const float* bp = relu ? cptr(beta) : nullptr;
+            py::array_t<float> add;
+            const float* ap = optional_like(add_, "add", x, add);
             auto dx = output_f32(out, "out", x.dims);
             py::array_t<float> dgamma(x.C), dbeta(x.C);
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_backward(cptr(dy), cptr(x.a), cptr(gamma), bp, cptr(mean),
-                                        cptr(rstd), relu, ptr(dx), ptr(dgamma), ptr(dbeta), x.M,
-                                        x.C, train);
+                                        cptr(rstd), relu, ap, ptr(dx), ptr(dgamma), ptr(dbeta),
+                                        x.M, x.C, train);
             }
             return py::make_tuple(dx, dgamma, dbeta);
         },
         py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"),
         py::arg("beta") = py::none(), py::arg("relu") = false, py::arg("train") = true,
-        py::arg("out") = py::none(),
+        py::arg("out") = py::none(), py::arg("add") = py::none(),
         "Batch norm backward: returns (dx, dgamma, dbeta). relu: the forward fused a ReLU; dy\n"
         "is masked where (x - mean) * gamma * rstd + beta <= 0, recomputed from x exactly as\n"
         "the forward did (needs beta). train: mean/rstd are the cached batch stats; else the\n"
-        "running ones (frozen BN, dx = dy * gamma * rstd). out may be dy (in place).");
+        "running ones (frozen BN, dx = dy * gamma * rstd). add (x's shape): summed into dx in\n"
+        "the same pass. out may be dy or x (in place), not add.");
 }

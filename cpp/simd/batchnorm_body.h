@@ -298,10 +298,19 @@ void apply_impl(const float* x, const float* r, float* y, int64_t n, int64_t P,
     }
 }
 
-// dx = k1 * dy' + k2 * (x - mean) + k3 over gb rows for U adjacent pattern vectors.
-template <int U, bool MASK>
-inline void bwd_apply_chunk(const float* dy, const float* x, const float* beta, float* dx,
-                            int64_t gb, int64_t P, const float* mean, const float* k1,
+// dx = k1 * dy' + k2 * (x - mean) + k3 [+ r] over gb rows for U adjacent pattern vectors;
+// r (ADD, flat like dx) is another branch's gradient summed in the same pass, after the
+// BN value is rounded (bit for bit a separate add).
+template <bool MASK, bool ADD>
+inline V bwd_one(V d, V xm, V a, V b, V c, V bt, const float* r) {
+    if (MASK) d = relu_mask(d, xm, a, bt);
+    V v = vfma(d, a, vfma(xm, b, c));
+    return ADD ? vadd(v, vload(r)) : v;
+}
+
+template <int U, bool MASK, bool ADD>
+inline void bwd_apply_chunk(const float* dy, const float* x, const float* beta, const float* r,
+                            float* dx, int64_t gb, int64_t P, const float* mean, const float* k1,
                             const float* k2, const float* k3) {
     V m[U], a[U], b[U], c[U], bt[U];
     for (int u = 0; u < U; ++u) {
@@ -314,54 +323,54 @@ inline void bwd_apply_chunk(const float* dy, const float* x, const float* beta, 
     for (int64_t g = 0; g < gb; ++g)
         for (int u = 0; u < U; ++u) {
             const int64_t o = g * P + u * VL;
-            V d = vload(dy + o);
             const V xm = vsub(vload(x + o), m[u]);
-            if (MASK) d = relu_mask(d, xm, a[u], bt[u]);
-            vstore(dx + o, vfma(d, a[u], vfma(xm, b[u], c[u])));
+            vstore(dx + o, bwd_one<MASK, ADD>(vload(dy + o), xm, a[u], b[u], c[u], bt[u],
+                                              opt_off(r, o)));
         }
 }
 
 // Long rows, front to back (two per sweep for page-long rows).
-template <bool MASK>
-void bwd_apply_long(const float* dy, const float* x, const float* beta, float* dx, int64_t G,
-                    int64_t P, const float* mean, const float* k1, const float* k2,
-                    const float* k3) {
+template <bool MASK, bool ADD>
+void bwd_apply_long(const float* dy, const float* x, const float* beta, const float* r,
+                    float* dx, int64_t G, int64_t P, const float* mean, const float* k1,
+                    const float* k2, const float* k3) {
     int64_t g = 0;
     for (; two_rows(P) && g + 2 <= G; g += 2)
         for (int64_t j = 0; j < P; j += VL) {
             const V m = vload(mean + j), a = vload(k1 + j), b = vload(k2 + j), c = vload(k3 + j);
             const V bt = MASK ? vload(beta + j) : vzero();
             for (int64_t o = g * P + j; o < (g + 2) * P; o += P) {
-                V d = vload(dy + o);
                 const V xm = vsub(vload(x + o), m);
-                if (MASK) d = relu_mask(d, xm, a, bt);
-                vstore(dx + o, vfma(d, a, vfma(xm, b, c)));
+                vstore(dx + o, bwd_one<MASK, ADD>(vload(dy + o), xm, a, b, c, bt, opt_off(r, o)));
             }
         }
     for (; g < G; ++g)
         for (int64_t j = 0; j < P; j += VL)
-            bwd_apply_chunk<1, MASK>(dy + g * P + j, x + g * P + j, opt_off(beta, j),
-                                     dx + g * P + j, 1, P, mean + j, k1 + j, k2 + j, k3 + j);
+            bwd_apply_chunk<1, MASK, ADD>(dy + g * P + j, x + g * P + j, opt_off(beta, j),
+                                          opt_off(r, g * P + j), dx + g * P + j, 1, P, mean + j,
+                                          k1 + j, k2 + j, k3 + j);
 }
 
-template <bool MASK>
-void bwd_apply_impl(const float* dy, const float* x, const float* beta, float* dx, int64_t n,
-                    int64_t P, const float* mean, const float* k1, const float* k2,
-                    const float* k3) {
+template <bool MASK, bool ADD>
+void bwd_apply_impl(const float* dy, const float* x, const float* beta, const float* r,
+                    float* dx, int64_t n, int64_t P, const float* mean, const float* k1,
+                    const float* k2, const float* k3) {
     const int64_t G = n / P;
     if (P > kShortRow) {
-        bwd_apply_long<MASK>(dy, x, beta, dx, G, P, mean, k1, k2, k3);
+        bwd_apply_long<MASK, ADD>(dy, x, beta, r, dx, G, P, mean, k1, k2, k3);
     } else {
         const int64_t B = short_block_rows(P);
         for (int64_t g0 = 0; g0 < G; g0 += B) {
             const int64_t gb = G - g0 < B ? G - g0 : B, o = g0 * P;
             int64_t j = 0;
             for (; j + 4 * VL <= P; j += 4 * VL)
-                bwd_apply_chunk<4, MASK>(dy + o + j, x + o + j, opt_off(beta, j), dx + o + j,
-                                         gb, P, mean + j, k1 + j, k2 + j, k3 + j);
+                bwd_apply_chunk<4, MASK, ADD>(dy + o + j, x + o + j, opt_off(beta, j),
+                                              opt_off(r, o + j), dx + o + j, gb, P, mean + j,
+                                              k1 + j, k2 + j, k3 + j);
             for (; j < P; j += VL)
-                bwd_apply_chunk<1, MASK>(dy + o + j, x + o + j, opt_off(beta, j), dx + o + j,
-                                         gb, P, mean + j, k1 + j, k2 + j, k3 + j);
+                bwd_apply_chunk<1, MASK, ADD>(dy + o + j, x + o + j, opt_off(beta, j),
+                                              opt_off(r, o + j), dx + o + j, gb, P, mean + j,
+                                              k1 + j, k2 + j, k3 + j);
         }
     }
     const int64_t o = G * P, rem = n - o;
@@ -370,7 +379,9 @@ void bwd_apply_impl(const float* dy, const float* x, const float* beta, float* d
         V d = vloadn(dy + o + j, c);
         const V xm = vsub(vloadn(x + o + j, c), vload(mean + j));
         if (MASK) d = relu_mask(d, xm, vload(k1 + j), vload(beta + j));
-        vstoren(dx + o + j, vfma(d, vload(k1 + j), vfma(xm, vload(k2 + j), vload(k3 + j))), c);
+        V v = vfma(d, vload(k1 + j), vfma(xm, vload(k2 + j), vload(k3 + j)));
+        if (ADD) v = vadd(v, vloadn(r + o + j, c));
+        vstoren(dx + o + j, v, c);
     }
 }
 
@@ -428,11 +439,15 @@ void bn_bwd_reduce(const float* dy, const float* x, const float* beta, float* dx
         bwd_reduce_impl<false, false>(dy, x, beta, dx, n, P, mean, k1, scratch, sdy, sdyx);
 }
 
-void bn_bwd_apply(const float* dy, const float* x, const float* beta, float* dx, int64_t n,
-                  int64_t P, const float* mean, const float* k1, const float* k2,
+void bn_bwd_apply(const float* dy, const float* x, const float* beta, const float* r, float* dx,
+                  int64_t n, int64_t P, const float* mean, const float* k1, const float* k2,
                   const float* k3) {
-    if (beta)
-        bwd_apply_impl<true>(dy, x, beta, dx, n, P, mean, k1, k2, k3);
+    if (beta && r)
+        bwd_apply_impl<true, true>(dy, x, beta, r, dx, n, P, mean, k1, k2, k3);
+    else if (beta)
+        bwd_apply_impl<true, false>(dy, x, beta, r, dx, n, P, mean, k1, k2, k3);
+    else if (r)
+        bwd_apply_impl<false, true>(dy, x, beta, r, dx, n, P, mean, k1, k2, k3);
     else
-        bwd_apply_impl<false>(dy, x, beta, dx, n, P, mean, k1, k2, k3);
+        bwd_apply_impl<false, false>(dy, x, beta, r, dx, n, P, mean, k1, k2, k3);
 }

@@ -34,11 +34,14 @@ void batch_norm_forward_eval(const float* x, const float* residual, const float*
 // fused a ReLU; dy is masked on the fly where the pre-activation (x - mean) * gamma * rstd +
 // beta, recomputed from x exactly as the forward computed it, is not positive (so y is never
 // read). train: mean/rstd are the cached batch stats and dx includes the batch-statistics
-// terms; !train: they are the running stats (frozen BN) and dx = dy * gamma * rstd. dx may
-// alias dy or x (each element is read before it is written).
+// terms; !train: they are the running stats (frozen BN) and dx = dy * gamma * rstd. add
+// (M,C) or nullptr: another branch's gradient, dx += add in the same pass (a residual
+// network's dx_main + dx_shortcut). dx may alias dy or x (each element is read before it is
+// written), not add.
 void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* beta,
-                         const float* mean, const float* rstd, bool relu, float* dx,
-                         float* dgamma, float* dbeta, int64_t M, int64_t C, bool train);
+                         const float* mean, const float* rstd, bool relu, const float* add,
+                         float* dx, float* dgamma, float* dbeta, int64_t M, int64_t C,
+                         bool train);
 
 }  // namespace rc
 
@@ -49,7 +52,7 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
 //  bn_bwd_reduce: sdy[k] = sum dy', sdyx[k] = sum dy' * (x - mean), dy' = dy masked where
 //                 (x - mean) * k1 + beta <= 0 when beta != nullptr (the fused ReLU; k1 is
 //                 the forward's scale); when dx != nullptr also writes dx = k1 * dy' (eval)
-//  bn_bwd_apply:  dx = k1 * dy' + k2 * (x - mean) + k3
+//  bn_bwd_apply:  dx = k1 * dy' + k2 * (x - mean) + k3 [+ r], r (flat) may be null
 #define RC_BN_RANGE_KERNELS                                                                     \
     void bn_stats(const float* x, int64_t n, int64_t P, const float* piv, float* scratch,      \
                   double* s1, double* s2);                                                      \
@@ -58,8 +61,8 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
     void bn_bwd_reduce(const float* dy, const float* x, const float* beta, float* dx,          \
                        int64_t n, int64_t P, const float* mean, const float* k1,                \
                        float* scratch, double* sdy, double* sdyx);                              \
-    void bn_bwd_apply(const float* dy, const float* x, const float* beta, float* dx,           \
-                      int64_t n, int64_t P, const float* mean, const float* k1,                 \
+    void bn_bwd_apply(const float* dy, const float* x, const float* beta, const float* r,     \
+                      float* dx, int64_t n, int64_t P, const float* mean, const float* k1,      \
                       const float* k2, const float* k3);
 
 namespace rc::scalar {

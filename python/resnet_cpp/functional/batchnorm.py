@@ -86,7 +86,8 @@ def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = 
     return y, cache
 
 
-def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cache=False):
+def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cache=False,
+                          add=None):
     """Backward of ``batch_norm2d`` (training or eval cache; fused ReLU included).
 
     Args:
@@ -98,6 +99,8 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
         overwrite_cache: the kernels write over the cache's x (NHWC dx; with NHWC layout
             that is the forward's input itself) and y (dresidual), which are spent
             afterwards: no new activation-sized arrays. Use once per cache, without out.
+        add: optional float32 array of dy's shape and layout summed into dx in the same
+            pass (a residual block's other branch: dx = dx_bn + add); not ``out``.
 
     Returns:
         (dx, dgamma, dbeta), and for a fused residual (dx, dgamma, dbeta, dresidual): dx
@@ -114,9 +117,11 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
         # The masked gradient reaches both summands: compute it once, then a plain BN backward.
         dyt = _core.relu_backward(dyt, cache.y, out=cache.y if overwrite_cache else None)
         relu = False
+    addt = _core.nchw_to_nhwc(add) if nchw and add is not None else add
     dxt, dgamma, dbeta = _core.batch_norm_backward(
         dyt, cache.x, cache.gamma, cache.mean, cache.rstd, beta=cache.beta, relu=relu,
-        train=cache.training, out=cache.x if overwrite_cache else None if nchw else out)
+        train=cache.training, out=cache.x if overwrite_cache else None if nchw else out,
+        add=addt)
     dx = _core.nhwc_to_nchw(dxt, out=out) if nchw else dxt
     if not cache.residual:
         return dx, dgamma, dbeta

@@ -196,4 +196,4 @@ class PreActBottleneck(Module):
             return _add_into(da, ds)
         if self.preact == "both":
             return self.bn1.backward(_add_into(da, ds), out=da)
-        return _add_into(self.bn1.backward(da, out=da), ds)
+        return self.bn1.backward(da, out=da, add=ds)  # dx = bn1'(da) + ds in one pass

@@ -146,16 +146,18 @@ class BatchNorm2d(_Cached):
             self.num_batches_tracked[...] += 1
         return y
 
-    def backward(self, dy: np.ndarray, out: np.ndarray = None, overwrite_forward: bool = False):
+    def backward(self, dy: np.ndarray, out: np.ndarray = None, overwrite_forward: bool = False,
+                 add: np.ndarray = None):
         """dx, or ``(dx, dresidual)`` after ``forward(x, residual)``.
 
         dx is a fresh array unless ``out`` is given (``out=dy`` overwrites dy in place).
         ``overwrite_forward``: dx goes over the forward's input x and dresidual over its
         output y (NHWC; with NCHW over the cache's NHWC copies), for callers done with both.
-        Either saves activation-sized arrays.
+        Either saves activation-sized arrays. ``add`` (dy's shape) is summed into dx in the
+        same pass: a residual block's gradient from its other branch.
         """
         dx, dgamma, dbeta, *dres = F.batch_norm2d_backward(
-            dy, self._need_cache(), out=out, overwrite_cache=overwrite_forward)
+            dy, self._need_cache(), out=out, overwrite_cache=overwrite_forward, add=add)
         np.copyto(self.weight.grad, dgamma)
         np.copyto(self.bias.grad, dbeta)
         return (dx, dres[0]) if dres else dx
