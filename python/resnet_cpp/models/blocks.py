@@ -35,6 +35,12 @@ def _add_into(dx: np.ndarray, d: np.ndarray) -> np.ndarray:
     return F.add(dx, d, out=dx)
 
 
+def _projection_backward(downsample: Sequential, d: np.ndarray) -> np.ndarray:
+    """Backward of a v1 projection (1x1 conv + BN) that may consume d, the block's own array."""
+    conv_, bn_ = downsample
+    return conv_.backward(bn_.backward(d, out=d))
+
+
 class ShortcutA(Module):
     """Parameter-free shortcut (He et al. 2015, option A): subsample by ``stride`` and
     zero-pad channels (in_planes -> planes) equally on both sides. NHWC, C++ kernels."""
@@ -107,7 +113,7 @@ class BasicBlock(Module):
             return _add_into(dx, d)
         if self._kind == "A":
             return self.shortcut.add_backward_into(dx, d)
-        return _add_into(dx, self.downsample.backward(d))
+        return _add_into(dx, _projection_backward(self.downsample, d))
 
 
 class Bottleneck(Module):
@@ -144,7 +150,7 @@ class Bottleneck(Module):
         g = self.conv3.backward(g)
         g = self.conv2.backward(self.bn2.backward(g, out=g))
         dx = self.conv1.backward(self.bn1.backward(g, out=g))
-        return _add_into(dx, self.downsample.backward(d) if self._project else d)
+        return _add_into(dx, _projection_backward(self.downsample, d) if self._project else d)
 
 
 class PreActBottleneck(Module):
