@@ -1,9 +1,9 @@
 """Batch normalization (2-d, per channel), optionally fused with the following ReLU.
 
-Kernels: ``cpp/batchnorm.cpp`` (NHWC). A ``residual`` operand fuses a ResNet block's join:
-``relu(batch_norm(x) + residual)`` in one pass over memory. ``layout="NCHW"`` (the default, like PyTorch) is the
+Kernels: ``cpp/batchnorm.cpp`` (NHWC). ``layout="NCHW"`` (the default, like PyTorch) is the
 slow path: x is transposed to NHWC, normalized, and transposed back (two extra passes each
-way); models call with ``layout="NHWC"`` and keep activations channels-last.
+way); models call with ``layout="NHWC"`` and keep activations channels-last. A ``residual``
+operand fuses a ResNet block's join, ``relu(batch_norm(x) + residual)``, into one pass.
 """
 from __future__ import annotations
 
