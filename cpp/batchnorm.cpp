@@ -13,6 +13,7 @@
 #include "common.h"
 #include "dispatch.h"
 #include "simd/batchnorm_kernels.h"
+#include "simd/eltwise_kernels.h"
 
 namespace rc::scalar {
 namespace {
@@ -122,10 +123,10 @@ class Partials {
 
 }  // namespace
 
-void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
-                              float* running_mean, float* running_var, float* y, float* mean,
-                              float* rstd, int64_t M, int64_t C, double momentum, double eps,
-                              bool relu) {
+void batch_norm_forward_train(const float* x, const float* residual, const float* gamma,
+                              const float* beta, float* running_mean, float* running_var, float* y,
+                              float* mean, float* rstd, int64_t M, int64_t C, double momentum,
+                              double eps, bool relu) {
     RC_CHECK(M > 1, "batch_norm_forward_train: need more than one value per channel (N*H*W > 1)");
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
@@ -154,10 +155,11 @@ void batch_norm_forward_train(const float* x, const float* gamma, const float* b
         running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var * M / (M - 1));
         mean[c] = (float)m;
         rstd[c] = (float)r;
-        scale[c] = gamma[c] * r;
+        // From the cached (rounded) rstd: the backward rebuilds this scale for the ReLU mask.
+        scale[c] = gamma[c] * (double)rstd[c];
     }
 
-    // Pass 2: y = relu?((x - mean) * gamma * rstd + beta).
+    // Pass 2: y = relu?((x - mean) * gamma * rstd + beta + residual).
     for (int64_t j = 0; j < P; ++j) {
         mean_e[j] = mean[j % C];
         scale_e[j] = (float)scale[j % C];
@@ -166,13 +168,15 @@ void batch_norm_forward_train(const float* x, const float* gamma, const float* b
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t);
-        k.apply(x + r0 * C, y + r0 * C, (r1 - r0) * C, P, mean_e, scale_e, beta_e, relu);
+        k.apply(x + r0 * C, residual ? residual + r0 * C : residual, y + r0 * C, (r1 - r0) * C, P,
+                mean_e, scale_e, beta_e, relu);
     }
 }
 
-void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
-                             const float* running_mean, const float* running_var, float* y,
-                             int64_t M, int64_t C, double eps, bool relu) {
+void batch_norm_forward_eval(const float* x, const float* residual, const float* gamma,
+                             const float* beta, const float* running_mean,
+                             const float* running_var, float* y, int64_t M, int64_t C, double eps,
+                             bool relu) {
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
@@ -181,28 +185,34 @@ void batch_norm_forward_eval(const float* x, const float* gamma, const float* be
     for (int64_t j = 0; j < P; ++j) {
         const int64_t c = j % C;
         mean_e[j] = running_mean[c];
-        scale_e[j] = (float)(gamma[c] / std::sqrt((double)running_var[c] + eps));
+        // Rounded rstd first, as the backward (and functional's eval cache) computes it.
+        const float r = (float)(1.0 / std::sqrt((double)running_var[c] + eps));
+        scale_e[j] = (float)(gamma[c] * (double)r);
         beta_e[j] = beta[c];
     }
 #pragma omp parallel for schedule(static) num_threads(split.nt)
     for (int t = 0; t < split.nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t);
-        k.apply(x + r0 * C, y + r0 * C, (r1 - r0) * C, P, mean_e, scale_e, beta_e, relu);
+        k.apply(x + r0 * C, residual ? residual + r0 * C : residual, y + r0 * C, (r1 - r0) * C, P,
+                mean_e, scale_e, beta_e, relu);
     }
 }
 
-void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
-                         const float* rstd, const float* y, float* dx, float* dgamma,
-                         float* dbeta, int64_t M, int64_t C, bool train) {
+void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* beta,
+                         const float* mean, const float* rstd, bool relu, const float* add,
+                         float* dx, float* dgamma, float* dbeta, int64_t M, int64_t C,
+                         bool train) {
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
     const int nt = split.nt;
-    Patterns pat(4, P);
+    Patterns pat(5, P);
     float *mean_e = pat[0], *k1_e = pat[1], *k2_e = pat[2], *k3_e = pat[3];
+    float* beta_e = relu ? pat[4] : nullptr;
     for (int64_t j = 0; j < P; ++j) {
         mean_e[j] = mean[j % C];
         k1_e[j] = (float)((double)gamma[j % C] * rstd[j % C]);
+        if (relu) beta_e[j] = beta[j % C];
     }
 
     // Pass 1: sum dy' and sum dy' * (x - mean); in eval mode dx = gamma * rstd * dy' is
@@ -212,8 +222,8 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
-        k.bwd_reduce(dy + o, x + o, y ? y + o : y, dx_now ? dx_now + o : dx_now, (r1 - r0) * C,
-                     P, mean_e, k1_e, part.scratch(t), part.a(t), part.b(t));
+        k.bwd_reduce(dy + o, x + o, beta_e, dx_now ? dx_now + o : dx_now, (r1 - r0) * C, P,
+                     mean_e, k1_e, part.scratch(t), part.a(t), part.b(t));
     }
     std::vector<double> sdy(C), sdyx(C);
     part.combine(nt, C, sdy.data(), sdyx.data());
@@ -221,7 +231,11 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
         dbeta[c] = (float)sdy[c];
         dgamma[c] = (float)(sdyx[c] * rstd[c]);
     }
-    if (!train) return;
+    if (!train) {
+        // Eval (frozen BN, rare): the extra pass keeps the reduce kernel to one variant.
+        if (add) add_forward(dx, add, dx, M * C, false);
+        return;
+    }
 
     // Pass 2: dx = gamma*rstd * (dy' - dbeta/M - xhat * dgamma/M), xhat = (x - mean) * rstd,
     // written as k1 * dy' + k2 * (x - mean) + k3.
@@ -234,8 +248,8 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
-        k.bwd_apply(dy + o, x + o, y ? y + o : y, dx + o, (r1 - r0) * C, P, mean_e, k1_e, k2_e,
-                    k3_e);
+        k.bwd_apply(dy + o, x + o, beta_e, add ? add + o : add, dx + o, (r1 - r0) * C, P, mean_e,
+                    k1_e, k2_e, k3_e);
     }
 }
 

@@ -1,7 +1,9 @@
-// eltwise.cpp: ReLU, residual add (+ReLU), their backward, and NCHW<->NHWC conversion.
+// eltwise.cpp: ReLU, residual add (+ReLU), their backward, NCHW<->NHWC conversion and the
+// option-A shortcut (strided subsample + zero channel pad, NHWC).
 // Holds the baseline (scalar) instance of the shared range kernels, the ISA dispatch and the
 // threaded drivers. Every op is one streaming pass; threads take contiguous 64-byte-aligned
 // slices of the flat array, so results never depend on the thread count.
+#include <algorithm>
 #include <cstring>
 
 #include "common.h"
@@ -99,6 +101,55 @@ void relu_backward(const float* dy, const float* y, float* dx, int64_t n) {
 void add_forward(const float* a, const float* b, float* y, int64_t n, bool relu) {
     const EwKernels k = pick_kernels();
     split_flat(n, [&](int64_t s, int64_t e) { k.add(a + s, b + s, y + s, e - s, relu); });
+}
+
+// Pixel rows are the work items (a row is W*C or Wo*K contiguous floats): plain copies and
+// adds the compiler vectorizes, memory-bound, so no ISA-specific body.
+void shortcut_a_forward(const float* x, float* y, int64_t N, int64_t H, int64_t W, int64_t C,
+                        int64_t K, int64_t stride) {
+    const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1, lo = (K - C) / 2;
+    const int nt = threads_for(N * Ho * Wo * K);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < N * Ho; ++r) {
+        const int64_t n = r / Ho, h = (r % Ho) * stride;
+        const float* xr = x + (n * H + h) * W * C;
+        float* yr = y + r * Wo * K;
+        for (int64_t j = 0; j < Wo; ++j) {
+            float* yp = yr + j * K;
+            std::fill(yp, yp + lo, 0.0f);
+            std::memcpy(yp + lo, xr + j * stride * C, C * sizeof(float));
+            std::fill(yp + lo + C, yp + K, 0.0f);
+        }
+    }
+}
+
+void shortcut_a_backward(const float* dy, float* dx, int64_t N, int64_t H, int64_t W, int64_t C,
+                         int64_t K, int64_t stride, bool accumulate) {
+    const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1, lo = (K - C) / 2;
+    const int nt = threads_for(N * H * W * C);
+    // Input rows: a row off the stride grid gets no gradient (zeroed unless accumulating).
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < N * H; ++r) {
+        const int64_t n = r / H, h = r % H;
+        float* dxr = dx + r * W * C;
+        if (h % stride) {
+            if (!accumulate) std::fill(dxr, dxr + W * C, 0.0f);
+            continue;
+        }
+        const float* dyr = dy + (n * Ho + h / stride) * Wo * K + lo;
+        for (int64_t w = 0; w < W; ++w) {
+            float* d = dxr + w * C;
+            if (w % stride) {
+                if (!accumulate) std::fill(d, d + C, 0.0f);
+                continue;
+            }
+            const float* g = dyr + (w / stride) * K;
+            if (accumulate)
+                for (int64_t c = 0; c < C; ++c) d[c] += g[c];
+            else
+                std::memcpy(d, g, C * sizeof(float));
+        }
+    }
 }
 
 void nchw_to_nhwc(const float* x, float* y, int64_t N, int64_t C, int64_t HW) {

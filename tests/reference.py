@@ -135,6 +135,26 @@ def add_relu_backward(dy, y):
     return relu_backward(dy, y)
 
 
+def shortcut_a_forward(x, channels_out: int, stride: int):
+    """Option-A shortcut: subsample by stride, zero-pad channels, (K-C)//2 of them below."""
+    (x,) = _f64(x)
+    n, c = x.shape[:2]
+    sub = x[:, :, ::stride, ::stride]
+    y = np.zeros((n, channels_out) + sub.shape[2:])
+    lo = (channels_out - c) // 2
+    y[:, lo:lo + c] = sub
+    return y
+
+
+def shortcut_a_backward(dy, x_shape, stride: int):
+    (dy,) = _f64(dy)
+    c = x_shape[1]
+    lo = (dy.shape[1] - c) // 2
+    dx = np.zeros(x_shape)
+    dx[:, :, ::stride, ::stride] = dy[:, lo:lo + c]
+    return dx
+
+
 # ---------------------------------------------------------------- pooling
 
 def max_pool2d_forward(x, k: int, stride: int, pad: int):

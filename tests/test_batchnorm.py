@@ -2,8 +2,9 @@
 
 Parity runs through the functional API in both layouts and through the raw NHWC _core
 functions. BN uses the BACKWARD tolerance everywhere (its statistics are reductions over
-N*H*W terms). The fused-ReLU backward masks dy with OUR y, so a value rounding to either side
-of 0 cannot make the comparison flaky: the mask itself is checked by the forward.
+N*H*W terms). The fused-ReLU backward recomputes its mask from x; the reference masks dy with
+OUR y, so a value rounding to either side of 0 cannot make the comparison flaky, and
+test_relu_mask_matches_forward checks the recomputed mask against y > 0 bit for bit.
 """
 from __future__ import annotations
 
@@ -100,6 +101,120 @@ def test_eval_functional(isa_threads, rng, shape, layout, relu):
     assert_close(dbeta, dbeta_ref, **BACKWARD, name="dbeta")
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("shape", ODD + RESNET[:1], ids=str)
+def test_residual_functional(isa_threads, rng, shape, layout, relu, training):
+    """relu?(bn(x) + residual): the block join, against the reference ops composed."""
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
+    res = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, C)
+    if training:
+        z_ref, mean_ref, rstd_ref = ref.batch_norm_train_forward(x, gamma, beta)
+    else:
+        z_ref = ref.batch_norm_eval_forward(x, gamma, beta, rm, rv)
+    y_ref = ref.add_relu_forward(z_ref, res) if relu else z_ref + res
+    to = _nhwc if layout == "NHWC" else (lambda a: a)
+    back = _nchw if layout == "NHWC" else (lambda a: a)
+
+    y, cache = batch_norm2d(to(x), gamma, beta, rm.copy(), rv.copy(), training=training,
+                            relu=relu, layout=layout, residual=to(res))
+    assert_close(back(y), y_ref, **BACKWARD, name="y")
+    dx, dgamma, dbeta, dres = batch_norm2d_backward(to(dy), cache)
+    d_ref = ref.add_relu_backward(dy, back(y)) if relu else dy  # our mask, see module doc
+    if training:
+        dx_ref, dg_ref, db_ref = ref.batch_norm_backward(d_ref, x, gamma, mean_ref, rstd_ref)
+    else:
+        dx_ref, dg_ref, db_ref = ref.batch_norm_eval_backward(d_ref, x, gamma, rm, rv)
+    assert_close(back(dres), d_ref, **BACKWARD, name="dresidual")
+    assert_close(back(dx), dx_ref, **BACKWARD, name="dx")
+    assert_close(dgamma, dg_ref, **BACKWARD, name="dgamma")
+    assert_close(dbeta, db_ref, **BACKWARD, name="dbeta")
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 7, 17), (4, 8, 8, 16), (1, 3, 3, 1024)], ids=str)
+def test_residual_equals_unfused_bitwise(isa_threads, rng, shape):
+    """The fused join rounds like bn then add_relu, and may write over its residual."""
+    C = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    res = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, C)
+    z, _, _ = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy(), 0.1, 1e-5,
+                                             False)
+    want = _core.add_relu_forward(z, res)
+    out = res.copy()
+    y, _, _ = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy(), 0.1, 1e-5,
+                                             True, out=out, residual=out)
+    assert y is out and np.array_equal(y, want)
+    ze = _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, 1e-5, False)
+    ye = _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, 1e-5, True, residual=res)
+    assert np.array_equal(ye, _core.add_relu_forward(ze, res))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(1, 7, 7, 3), (3, 9, 7, 33), (2, 3, 3, 1024), (8, 32, 32, 16)],
+                         ids=str)
+def test_relu_mask_matches_forward(isa_threads, rng, shape, training):
+    """The backward's recomputed ReLU mask is exactly the forward's y > 0: the fused backward
+    equals a plain backward of dy * (y > 0) bit for bit."""
+    C = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, C)
+    beta[:] = 0  # centered pre-activations: about half of the mask is off
+    y, cache = batch_norm2d(x, gamma, beta, rm, rv, training=training, relu=True, layout="NHWC")
+    fused = _core.batch_norm_backward(dy, x, gamma, cache.mean, cache.rstd, beta=beta,
+                                      relu=True, train=training)
+    plain = _core.batch_norm_backward(np.where(y > 0, dy, 0).astype(np.float32), x, gamma,
+                                      cache.mean, cache.rstd, train=training)
+    for name, a, b in zip(["dx", "dgamma", "dbeta"], fused, plain):
+        assert np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(1, 7, 7, 3), (3, 9, 7, 33), (2, 3, 3, 1024), (8, 16, 16, 32)],
+                         ids=str)
+def test_backward_add_equals_separate_add(isa_threads, rng, shape, relu, training):
+    """add=: dx = bn'(dy) + add in one pass, bit for bit the separate add; out=dy still works."""
+    C = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    other = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, C)
+    _, cache = batch_norm2d(x, gamma, beta, rm, rv, training=training, relu=relu, layout="NHWC")
+    dx, dg, db = batch_norm2d_backward(dy, cache)
+    d = dy.copy()
+    got, dg2, db2 = batch_norm2d_backward(d, cache, out=d, add=other)
+    assert got is d
+    assert np.array_equal(got, _core.add_forward(dx, other))
+    assert np.array_equal(dg, dg2) and np.array_equal(db, db2)
+    # NCHW: add is given in the caller's layout
+    _, cache = batch_norm2d(_nchw(x), gamma, beta, rm, rv, training=training, relu=relu)
+    got = batch_norm2d_backward(_nchw(dy), cache, add=_nchw(other))[0]
+    assert np.array_equal(got, _nchw(_core.add_forward(dx, other)))
+
+
+def test_backward_in_place(isa_threads, rng):
+    """out=dy: dx overwrites dy with the same bits as a fresh dx (train and eval, ReLU)."""
+    shape = (4, 9, 9, 17)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, 17)
+    for training in (True, False):
+        y, cache = batch_norm2d(x, gamma, beta, rm.copy(), rv.copy(), training=training,
+                                relu=True, layout="NHWC")
+        want = batch_norm2d_backward(dy, cache)
+        d = dy.copy()
+        got = batch_norm2d_backward(d, cache, out=d)
+        assert got[0] is d
+        for a, b in zip(got, want):
+            assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("shape", [(1, 9, 9, 3), (2, 7, 7, 17), (8, 8, 8, 64)], ids=str)
 def test_core_raw_nhwc_and_2d(isa_threads, rng, shape):
     """The raw kernels on NHWC input, also flattened to (M, C), with out= buffers."""
@@ -118,8 +233,8 @@ def test_core_raw_nhwc_and_2d(isa_threads, rng, shape):
         assert_close(mean, mean_ref, **BACKWARD, name="mean")
         assert_close(rstd, rstd_ref, **BACKWARD, name="rstd")
         dout = np.full(xin.shape, np.nan, np.float32)
-        dx, dgamma, dbeta = _core.batch_norm_backward(dyin, xin, gamma, mean, rstd, y=y,
-                                                      train=True, out=dout)
+        dx, dgamma, dbeta = _core.batch_norm_backward(dyin, xin, gamma, mean, rstd, beta=beta,
+                                                      relu=True, train=True, out=dout)
         assert dx is dout
         dy_eff = ref.relu_backward(_nchw(dy), _nchw(y.reshape(shape)))
         dx_ref, dgamma_ref, dbeta_ref = ref.batch_norm_backward(dy_eff, _nchw(x), gamma,
@@ -182,7 +297,8 @@ def test_dyadic_bitwise_across_isas(rng):
                                                                eps, False)
                 ye = _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, eps, True)
                 re = np.full(C, 2.0, np.float32)
-                dxe, dge, dbe = _core.batch_norm_backward(dy, x, gamma, rm, re, y=ye, train=False)
+                dxe, dge, dbe = _core.batch_norm_backward(dy, x, gamma, rm, re, beta=beta,
+                                                          relu=True, train=False)
                 results.append((isa, t, [mean, rstd, rmt, rvt, ye, dxe, dge, dbe]))
     finally:
         _core.set_max_isa(old[0])
@@ -204,7 +320,8 @@ def test_deterministic_for_thread_count(isa_threads, rng):
     for _ in range(2):
         y, m, r = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy(), 0.1,
                                                  1e-5, True)
-        runs.append((y, m, r) + _core.batch_norm_backward(dy, x, gamma, m, r, y=y))
+        runs.append((y, m, r) + _core.batch_norm_backward(dy, x, gamma, m, r, beta=beta,
+                                                          relu=True))
     for a, b in zip(*runs):
         assert np.array_equal(a, b)
 
@@ -221,7 +338,7 @@ def test_thread_safety(rng):
 
     def run(x, dy, g, b, rm, rv):
         y, m, r = _core.batch_norm_forward_train(x, g, b, rm.copy(), rv.copy(), 0.1, 1e-5, True)
-        return (y, m, r) + _core.batch_norm_backward(dy, x, g, m, r, y=y)
+        return (y, m, r) + _core.batch_norm_backward(dy, x, g, m, r, beta=b, relu=True)
 
     expected = [run(*j) for j in jobs]
     got = [None] * len(jobs)
@@ -284,6 +401,10 @@ def _bad_cases():
         "train momentum >1": (lambda: T(x, g, b, rm, rv, 1.5), ValueError, "momentum"),
         "train empty batch": (lambda: T(x[:0], g, b, rm, rv), ValueError, "x"),
         "train one value": (lambda: T(x[:1, :1, :1], g, b, rm, rv), ValueError, "N*H*W"),
+        "train residual shape": (lambda: T(x, g, b, rm, rv, residual=x[:1].copy()), ValueError,
+                                 "residual"),
+        "train residual dtype": (lambda: T(x, g, b, rm, rv, residual=x.astype(np.float64)),
+                                 TypeError, "residual"),
         # forward_eval
         "eval x dtype": (lambda: E(x.astype(np.float16), g, b, rm, rv), TypeError, "x"),
         "eval x ndim": (lambda: E(x[None], g, b, rm, rv), ValueError, "x"),
@@ -293,6 +414,8 @@ def _bad_cases():
         "eval out readonly": (lambda: E(x, g, b, rm, rv, out=_ro(x)), ValueError, "out"),
         "eval eps <0": (lambda: E(x, g, b, rm, rv, -1e-5), ValueError, "eps"),
         "eval empty batch": (lambda: E(x[:, :0], g, b, rm, rv), ValueError, "x"),
+        "eval residual noncontig": (lambda: E(x, g, b, rm, rv, residual=np.zeros(
+            (2, 3, 6, 4), np.float32)[:, :, ::2]), ValueError, "residual"),
         # backward
         "bwd dy shape": (lambda: B(x[:1].copy(), x, g, m, r), ValueError, "dy"),
         "bwd dy dtype": (lambda: B(x.astype(np.float64), x, g, m, r), TypeError, "dy"),
@@ -300,9 +423,13 @@ def _bad_cases():
         "bwd gamma C": (lambda: B(x, x, np.ones(3, np.float32), m, r), ValueError, "gamma"),
         "bwd mean C": (lambda: B(x, x, g, np.ones(5, np.float32), r), ValueError, "mean"),
         "bwd rstd dtype": (lambda: B(x, x, g, m, r.astype(np.int32)), TypeError, "rstd"),
-        "bwd y shape": (lambda: B(x, x, g, m, r, y=x[:1].copy()), ValueError, "y"),
-        "bwd y noncontig": (lambda: B(x, x, g, m, r, y=np.zeros((2, 3, 6, 4), np.float32)[:, :, ::2]),
-                            ValueError, "y"),
+        "bwd relu no beta": (lambda: B(x, x, g, m, r, relu=True), ValueError, "beta"),
+        "bwd add shape": (lambda: B(x, x, g, m, r, add=x[:1].copy()), ValueError, "add"),
+        "bwd add dtype": (lambda: B(x, x, g, m, r, add=x.astype(np.float64)), TypeError, "add"),
+        "bwd beta C": (lambda: B(x, x, g, m, r, beta=np.ones(3, np.float32), relu=True),
+                       ValueError, "beta"),
+        "bwd beta dtype": (lambda: B(x, x, g, m, r, beta=b.astype(np.float64), relu=True),
+                           TypeError, "beta"),
         "bwd out readonly": (lambda: B(x, x, g, m, r, out=_ro(x)), ValueError, "out"),
         "bwd empty batch": (lambda: B(x[:0], x[:0], g, m, r), ValueError, "x"),
         # functional

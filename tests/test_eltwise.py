@@ -1,4 +1,5 @@
-"""ReLU, residual add (+ReLU) and NCHW<->NHWC conversion on every ISA path.
+"""ReLU, residual add (+ReLU), the option-A shortcut and NCHW<->NHWC conversion on every ISA
+path.
 
 These ops are exact in float32 (max, one add, a mask, a copy), so results are compared
 bitwise with NumPy; the float64 reference is checked too for parity with the oracle.
@@ -12,8 +13,8 @@ import pytest
 
 import reference as ref
 from resnet_cpp import _core
-from resnet_cpp.functional import (add, add_relu, add_relu_backward, relu, relu_backward, to_nchw,
-                                   to_nhwc)
+from resnet_cpp.functional import (add, add_relu, add_relu_backward, relu, relu_backward,
+                                   shortcut_a, shortcut_a_backward, to_nchw, to_nhwc)
 from tolerance import FORWARD, assert_close
 
 # Flat sizes around the vector widths and the threading threshold, plus ResNet shapes.
@@ -54,6 +55,33 @@ def test_add_and_add_relu(isa_threads, rng, shape):
     d = add_relu_backward(dy, cache)
     assert np.array_equal(d, np.where(y > 0, dy, 0))
     assert_close(d, ref.add_relu_backward(dy, y), **FORWARD, name="d")
+
+
+# (N, H, W, C, K, stride): odd sizes and strides (ceil division, C and K - C odd), 1 x 1
+# images, stride 1 (pad only), K == C, and the CIFAR transitions at batch 8.
+SHORTCUTS = [(1, 7, 7, 3, 8, 2), (2, 9, 5, 5, 5, 2), (3, 5, 8, 2, 7, 3), (1, 1, 1, 1, 4, 2),
+             (2, 6, 6, 3, 9, 1), (8, 32, 32, 16, 32, 2), (8, 16, 16, 32, 64, 2)]
+
+
+@pytest.mark.parametrize("case", SHORTCUTS, ids=str)
+def test_shortcut_a(isa_threads, rng, case):
+    N, H, W, C, K, s = case
+    x = rng.standard_normal((N, H, W, C)).astype(np.float32)
+    y, cache = shortcut_a(x, K, s)
+    y_ref = ref.shortcut_a_forward(np.moveaxis(x, -1, 1), K, s)
+    assert np.array_equal(np.moveaxis(y, -1, 1), y_ref)  # a copy: exact
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx_ref = np.moveaxis(ref.shortcut_a_backward(np.moveaxis(dy, -1, 1), (N, C, H, W), s), 1, -1)
+    out = np.full(x.shape, np.nan, np.float32)
+    dx = shortcut_a_backward(dy, cache, out=out)
+    assert dx is out and np.array_equal(dx, dx_ref)
+    base = rng.standard_normal(x.shape).astype(np.float32)
+    acc = base.copy()
+    assert shortcut_a_backward(dy, cache, out=acc, accumulate=True) is acc
+    assert np.array_equal(acc, base + dx_ref.astype(np.float32))
+    # out= for the forward: every element is written (pad channels included).
+    yo = np.full(y.shape, np.nan, np.float32)
+    assert shortcut_a(x, K, s, out=yo)[0] is yo and np.array_equal(yo, y)
 
 
 def test_out_and_in_place(rng):
@@ -173,6 +201,31 @@ def _bad_cases():
         cases[f"{name} y noncontig"] = (lambda f=f: f(nc.copy(), nc), ValueError, "y")
         cases[f"{name} empty"] = (lambda f=f: f(x[:0], x[:0]), ValueError, "dy")
         cases[f"{name} out readonly"] = (lambda f=f: f(x, x, out=_ro(x)), ValueError, "out")
+    # shortcut A: x (2, 3, 4, 5) -> dy (2, 2, 2, 8) at stride 2
+    SF, SB = c.shortcut_a_forward, c.shortcut_a_backward
+    dy = np.zeros((2, 2, 2, 8), np.float32)
+    cases.update({
+        "shortcut_a_forward dtype": (lambda: SF(x64, 8, 2), TypeError, "x"),
+        "shortcut_a_forward ndim": (lambda: SF(x[0], 8, 2), ValueError, "x"),
+        "shortcut_a_forward noncontig": (lambda: SF(nc, 8, 2), ValueError, "x"),
+        "shortcut_a_forward stride": (lambda: SF(x, 8, 0), ValueError, "stride"),
+        "shortcut_a_forward channels": (lambda: SF(x, 4, 2), ValueError, "channels_out"),
+        "shortcut_a_forward out shape": (lambda: SF(x, 8, 2, out=dy[:, :1].copy()), ValueError,
+                                         "out"),
+        "shortcut_a_forward out readonly": (lambda: SF(x, 8, 2, out=_ro(dy)), ValueError, "out"),
+        "shortcut_a_backward dtype": (lambda: SB(dy.astype(np.float64), 5, 3, 4, 2), TypeError,
+                                      "dy"),
+        "shortcut_a_backward dy shape": (lambda: SB(dy, 5, 5, 4, 2), ValueError, "dy"),
+        "shortcut_a_backward channels": (lambda: SB(dy, 9, 3, 4, 2), ValueError, "channels_in"),
+        "shortcut_a_backward H": (lambda: SB(dy, 5, 0, 4, 2), ValueError, "H"),
+        "shortcut_a_backward stride": (lambda: SB(dy, 5, 3, 4, -1), ValueError, "stride"),
+        "shortcut_a_backward out shape": (lambda: SB(dy, 5, 3, 4, 2, out=x[:1].copy()),
+                                          ValueError, "out"),
+        "shortcut_a_backward out readonly": (lambda: SB(dy, 5, 3, 4, 2, out=_ro(x)), ValueError,
+                                             "out"),
+        "shortcut_a_backward accumulate": (lambda: SB(dy, 5, 3, 4, 2, accumulate=True),
+                                           ValueError, "out"),
+    })
     return cases
 
 

@@ -258,6 +258,39 @@ def test_batchnorm2d_train_and_eval(rng, layout, relu):
     assert_close(bn.weight.grad, dg_ref, **BACKWARD, name="dgamma eval")
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_batchnorm2d_residual_and_overwrite_forward(rng, layout, relu):
+    """forward(x, residual) = relu?(bn(x) + residual), backward gives (dx, dresidual);
+    overwrite_forward returns the same values, written over the spent forward arrays."""
+    to, back = (_nhwc, _nchw) if layout == "NHWC" else (np.asarray, np.asarray)
+    x = _f32(rng, 4, 3, 5, 5)
+    res = _f32(rng, 4, 3, 5, 5)
+    dy = _f32(rng, 4, 3, 5, 5)
+    results = []
+    for overwrite in (False, True):
+        bn = nn.BatchNorm2d(3, relu=relu, layout=layout)
+        xin = to(x).copy()
+        y = bn(xin, residual=to(res))
+        z_ref, mean, rstd = R.batch_norm_train_forward(x, bn.weight.data, bn.bias.data)
+        y_ref = R.add_relu_forward(z_ref, res) if relu else z_ref + res
+        assert_close(back(y), y_ref, **BACKWARD, name="y")
+        d_ref = R.relu_backward(dy, back(y)) if relu else dy
+        dx_ref, dg_ref, db_ref = R.batch_norm_backward(d_ref, x, bn.weight.data, mean, rstd)
+        y_kept = y.copy()
+        dx, dres = bn.backward(to(dy), overwrite_forward=overwrite)
+        assert_close(back(dx), dx_ref, **BACKWARD, name="dx")
+        assert_close(back(dres), d_ref, **BACKWARD, name="dresidual")
+        assert_close(bn.weight.grad, dg_ref, **BACKWARD, name="dgamma")
+        if overwrite and layout == "NHWC":
+            assert dx is xin and (dres is y or not relu)
+        else:
+            assert np.array_equal(y, y_kept)
+        results.append((dx, dres, bn.weight.grad.copy(), bn.bias.grad.copy()))
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
 def test_train_eval_switch_changes_batchnorm(rng):
     bn = nn.BatchNorm2d(2)
     x = (_f32(rng, 3, 2, 4, 4) * 3 + 2).astype(np.float32)
@@ -334,7 +367,12 @@ def test_activation_buffers_reused_per_shape(rng):
     y2 = conv(x + 1)
     z2 = bn(y2)
     dx2 = bn.backward(np.ones_like(z2))
-    assert y1 is y2 and z1 is z2 and dx1 is dx2
+    assert y1 is y2 and z1 is z2
+    # Gradients are not kept between steps: fresh arrays, or the caller's dy with out=dy.
+    assert dx1 is not dx2
+    dy = np.ones_like(z2)
+    assert bn.backward(dy, out=dy) is dy
+    assert_close(dy, dx2, **FORWARD, name="in-place dx")
     y3 = conv(_f32(rng, 1, 3, 6, 6))  # another batch size gets its own buffer
     assert y3 is not y1 and y3.shape == (1, 4, 6, 6) and conv(x) is y1
 

@@ -30,6 +30,15 @@ Act require_act(const py::handle& obj, const char* name) {
     return {a, dims, (int64_t)a.size() / C, C};
 }
 
+// An optional (N,H,W,C)/(M,C) operand shaped like x: nullptr when None. `keep` holds the
+// checked array alive while its pointer is used.
+const float* optional_like(const py::object& obj, const char* name, const Act& x,
+                           py::array_t<float>& keep) {
+    if (obj.is_none()) return nullptr;
+    keep = require_f32(obj, name, x.dims);
+    return cptr(keep);
+}
+
 void require_unit_interval(double v, const char* name) {
     if (!(v >= 0.0 && v <= 1.0))
         throw py::value_error(std::string(name) + ": expected a number in [0, 1], got " + std::to_string(v));
@@ -46,8 +55,10 @@ void bind_batchnorm(py::module_& m) {
     m.def(
         "batch_norm_forward_train",
         [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
-           double momentum, double eps, bool relu, py::object out) {
+           double momentum, double eps, bool relu, py::object out, py::object residual_) {
             Act x = require_act(x_, "x");
+            py::array_t<float> residual;
+            const float* rp = optional_like(residual_, "residual", x, residual);
             const Dims c{x.C};
             auto gamma = require_f32(gamma_, "gamma", c);
             auto beta = require_f32(beta_, "beta", c);
@@ -62,23 +73,26 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> mean(x.C), rstd(x.C);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_forward_train(cptr(x.a), cptr(gamma), cptr(beta), ptr(rm), ptr(rv),
-                                             ptr(y), ptr(mean), ptr(rstd), x.M, x.C, momentum, eps,
-                                             relu);
+                rc::batch_norm_forward_train(cptr(x.a), rp, cptr(gamma), cptr(beta), ptr(rm),
+                                             ptr(rv), ptr(y), ptr(mean), ptr(rstd), x.M, x.C,
+                                             momentum, eps, relu);
             }
             return py::make_tuple(y, mean, rstd);
         },
         py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
         py::arg("running_var"), py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
-        py::arg("relu") = false, py::arg("out") = py::none(),
+        py::arg("relu") = false, py::arg("out") = py::none(), py::arg("residual") = py::none(),
         "Training batch norm over x (N,H,W,C) or (M,C): returns (y, mean (C,), rstd (C,)) and\n"
-        "updates running_mean/running_var in place (unbiased variance). relu fuses max(y, 0).");
+        "updates running_mean/running_var in place (unbiased variance). residual (x's shape)\n"
+        "is added to the normalized value, then relu fuses max(y, 0).");
 
     m.def(
         "batch_norm_forward_eval",
         [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
-           double eps, bool relu, py::object out) {
+           double eps, bool relu, py::object out, py::object residual_) {
             Act x = require_act(x_, "x");
+            py::array_t<float> residual;
+            const float* rp = optional_like(residual_, "residual", x, residual);
             const Dims c{x.C};
             auto gamma = require_f32(gamma_, "gamma", c);
             auto beta = require_f32(beta_, "beta", c);
@@ -88,41 +102,51 @@ void bind_batchnorm(py::module_& m) {
             auto y = output_f32(out, "out", x.dims);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_forward_eval(cptr(x.a), cptr(gamma), cptr(beta), cptr(rm), cptr(rv),
-                                            ptr(y), x.M, x.C, eps, relu);
+                rc::batch_norm_forward_eval(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(rm),
+                                            cptr(rv), ptr(y), x.M, x.C, eps, relu);
             }
             return y;
         },
         py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
         py::arg("running_var"), py::arg("eps") = 1e-5, py::arg("relu") = false,
-        py::arg("out") = py::none(),
-        "Eval batch norm with running stats over x (N,H,W,C) or (M,C); relu fuses max(y, 0).");
+        py::arg("out") = py::none(), py::arg("residual") = py::none(),
+        "Eval batch norm with running stats over x (N,H,W,C) or (M,C); residual (x's shape) is\n"
+        "added to the normalized value, then relu fuses max(y, 0).");
 
     m.def(
         "batch_norm_backward",
         [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
-           py::object y_, bool train, py::object out) {
+           py::object beta_, bool relu, bool train, py::object out, py::object add_) {
             Act x = require_act(x_, "x");
             auto dy = require_f32(dy_, "dy", x.dims);
             const Dims c{x.C};
             auto gamma = require_f32(gamma_, "gamma", c);
             auto mean = require_f32(mean_, "mean", c);
             auto rstd = require_f32(rstd_, "rstd", c);
-            py::array_t<float> y;
-            if (!y_.is_none()) y = require_f32(y_, "y", x.dims);
-            const float* yp = y_.is_none() ? nullptr : cptr(y);
+            if (relu && beta_.is_none())
+                throw py::value_error("beta: required with relu=True (the ReLU mask is "
+                                      "recomputed from x, gamma, beta, mean and rstd)");
+            py::array_t<float> beta;
+            if (relu) beta = require_f32(beta_, "beta", c);
+            const float* bp = relu ? cptr(beta) : nullptr;
+            py::array_t<float> add;
+            const float* ap = optional_like(add_, "add", x, add);
             auto dx = output_f32(out, "out", x.dims);
             py::array_t<float> dgamma(x.C), dbeta(x.C);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_backward(cptr(dy), cptr(x.a), cptr(gamma), cptr(mean), cptr(rstd),
-                                        yp, ptr(dx), ptr(dgamma), ptr(dbeta), x.M, x.C, train);
+                rc::batch_norm_backward(cptr(dy), cptr(x.a), cptr(gamma), bp, cptr(mean),
+                                        cptr(rstd), relu, ap, ptr(dx), ptr(dgamma), ptr(dbeta),
+                                        x.M, x.C, train);
             }
             return py::make_tuple(dx, dgamma, dbeta);
         },
         py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"),
-        py::arg("y") = py::none(), py::arg("train") = true, py::arg("out") = py::none(),
-        "Batch norm backward: returns (dx, dgamma, dbeta). y (the forward output) given: dy is\n"
-        "masked by y > 0 (fused ReLU backward). train: mean/rstd are the cached batch stats;\n"
-        "else the running ones (frozen BN, dx = dy * gamma * rstd).");
+        py::arg("beta") = py::none(), py::arg("relu") = false, py::arg("train") = true,
+        py::arg("out") = py::none(), py::arg("add") = py::none(),
+        "Batch norm backward: returns (dx, dgamma, dbeta). relu: the forward fused a ReLU; dy\n"
+        "is masked where (x - mean) * gamma * rstd + beta <= 0, recomputed from x exactly as\n"
+        "the forward did (needs beta). train: mean/rstd are the cached batch stats; else the\n"
+        "running ones (frozen BN, dx = dy * gamma * rstd). add (x's shape): summed into dx in\n"
+        "the same pass. out may be dy or x (in place), not add.");
 }

@@ -10,6 +10,7 @@ using rc::py_checks::Dims;
 using rc::py_checks::output_f32;
 using rc::py_checks::ptr;
 using rc::py_checks::require_f32;
+using rc::py_checks::require_range;
 
 namespace {
 
@@ -74,6 +75,49 @@ void bind_eltwise(py::module_& m) {
     m.def(
         "add_relu_backward", masked, py::arg("dy"), py::arg("y"), py::arg("out") = py::none(),
         "d = dy * (y > 0), the gradient of add_relu for both a and b.");
+
+    m.def(
+        "shortcut_a_forward",
+        [](py::handle x_, int64_t channels_out, int64_t stride, py::object out) {
+            auto x = require_f32(x_, "x", {-1, -1, -1, -1});
+            const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
+            require_range(stride, "stride", 1, INT32_MAX);
+            require_range(channels_out, "channels_out", C, INT32_MAX);
+            const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
+            auto y = output_f32(out, "out", {N, Ho, Wo, channels_out});
+            {
+                py::gil_scoped_release nogil;
+                rc::shortcut_a_forward(cptr(x), ptr(y), N, H, W, C, channels_out, stride);
+            }
+            return y;
+        },
+        py::arg("x"), py::arg("channels_out"), py::arg("stride"), py::arg("out") = py::none(),
+        "Option-A shortcut, NHWC: x (N,H,W,C) -> (N,ceil(H/stride),ceil(W/stride),channels_out),\n"
+        "subsampled by stride, channels zero-padded by (K-C)//2 below and the rest above.");
+    m.def(
+        "shortcut_a_backward",
+        [](py::handle dy_, int64_t channels_in, int64_t H, int64_t W, int64_t stride,
+           py::object out, bool accumulate) {
+            auto dy = require_f32(dy_, "dy", {-1, -1, -1, -1});
+            const int64_t N = dy.shape(0), K = dy.shape(3);
+            require_range(stride, "stride", 1, INT32_MAX);
+            require_range(channels_in, "channels_in", 1, K);
+            require_range(H, "H", 1, INT32_MAX);
+            require_range(W, "W", 1, INT32_MAX);
+            require_f32(dy_, "dy", {N, (H - 1) / stride + 1, (W - 1) / stride + 1, K});
+            if (accumulate && out.is_none())
+                throw py::value_error("out: required with accumulate=True (dx += the gradient)");
+            auto dx = output_f32(out, "out", {N, H, W, channels_in});
+            {
+                py::gil_scoped_release nogil;
+                rc::shortcut_a_backward(cptr(dy), ptr(dx), N, H, W, channels_in, K, stride,
+                                        accumulate);
+            }
+            return dx;
+        },
+        py::arg("dy"), py::arg("channels_in"), py::arg("H"), py::arg("W"), py::arg("stride"),
+        py::arg("out") = py::none(), py::arg("accumulate") = false,
+        "Backward of shortcut_a_forward: dx (N,H,W,channels_in); accumulate adds into out.");
 
     m.def(
         "nchw_to_nhwc",

@@ -12,48 +12,58 @@
 
 namespace rc {
 
-// Training forward. x, y (M,C); gamma, beta, running_mean, running_var, mean, rstd (C,).
-// Normalizes with the biased batch variance, caches mean and rstd = 1/sqrt(var+eps), and
-// updates running stats in place (unbiased variance, PyTorch momentum). Needs M > 1.
-// y = relu?((x - mean) * gamma * rstd + beta).
-void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
-                              float* running_mean, float* running_var, float* y, float* mean,
-                              float* rstd, int64_t M, int64_t C, double momentum, double eps,
-                              bool relu);
+// Training forward. x, y (M,C); residual (M,C) or nullptr; gamma, beta, running_mean,
+// running_var, mean, rstd (C,). Normalizes with the biased batch variance, caches mean and
+// rstd = 1/sqrt(var+eps), and updates running stats in place (unbiased variance, PyTorch
+// momentum). Needs M > 1. y = relu?((x - mean) * gamma * rstd + beta [+ residual]): with a
+// residual this is the ResNet block's BN + add + ReLU in one pass (the BN value is rounded
+// before the add, so it equals the unfused ops bit for bit).
+void batch_norm_forward_train(const float* x, const float* residual, const float* gamma,
+                              const float* beta, float* running_mean, float* running_var, float* y,
+                              float* mean, float* rstd, int64_t M, int64_t C, double momentum,
+                              double eps, bool relu);
 
-// Eval forward with running stats: y = relu?((x - rm) * gamma / sqrt(rv + eps) + beta).
-void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
-                             const float* running_mean, const float* running_var, float* y,
-                             int64_t M, int64_t C, double eps, bool relu);
+// Eval forward with running stats: y = relu?((x - rm) * gamma / sqrt(rv + eps) + beta
+// [+ residual]).
+void batch_norm_forward_eval(const float* x, const float* residual, const float* gamma,
+                             const float* beta, const float* running_mean,
+                             const float* running_var, float* y, int64_t M, int64_t C, double eps,
+                             bool relu);
 
-// Backward. dy, x, dx (M,C); y (M,C) or nullptr; gamma, mean, rstd, dgamma, dbeta (C,).
-// With y, dy is masked by y > 0 on the fly (fused ReLU backward). train: mean/rstd are the
-// cached batch stats and dx includes the batch-statistics terms; !train: they are the
-// running stats (frozen BN) and dx = dy * gamma * rstd.
-void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
-                         const float* rstd, const float* y, float* dx, float* dgamma,
-                         float* dbeta, int64_t M, int64_t C, bool train);
+// Backward. dy, x, dx (M,C); gamma, beta, mean, rstd, dgamma, dbeta (C,). relu: the forward
+// fused a ReLU; dy is masked on the fly where the pre-activation (x - mean) * gamma * rstd +
+// beta, recomputed from x exactly as the forward computed it, is not positive (so y is never
+// read). train: mean/rstd are the cached batch stats and dx includes the batch-statistics
+// terms; !train: they are the running stats (frozen BN) and dx = dy * gamma * rstd. add
+// (M,C) or nullptr: another branch's gradient, dx += add in the same pass (a residual
+// network's dx_main + dx_shortcut). dx may alias dy or x (each element is read before it is
+// written), not add.
+void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* beta,
+                         const float* mean, const float* rstd, bool relu, const float* add,
+                         float* dx, float* dgamma, float* dbeta, int64_t M, int64_t C,
+                         bool train);
 
 }  // namespace rc
 
 // Range kernels, one set per ISA namespace. n = elements in the slice; P = pattern period;
 // scratch = 2P floats of per-thread workspace (the reductions' float32 partial sums).
 //  bn_stats:      s1[k] = sum (x - piv)[k + iP], s2[k] = sum of squares (k < P, float64 out)
-//  bn_apply:      y = relu?((x - mean) * scale + beta)
-//  bn_bwd_reduce: sdy[k] = sum dy', sdyx[k] = sum dy' * (x - mean), dy' = dy masked by y > 0
-//                 when y != nullptr; when dx != nullptr also writes dx = k1 * dy' (eval mode)
-//  bn_bwd_apply:  dx = k1 * dy' + k2 * (x - mean) + k3
+//  bn_apply:      y = relu?((x - mean) * scale + beta + r), r (the residual) may be null
+//  bn_bwd_reduce: sdy[k] = sum dy', sdyx[k] = sum dy' * (x - mean), dy' = dy masked where
+//                 (x - mean) * k1 + beta <= 0 when beta != nullptr (the fused ReLU; k1 is
+//                 the forward's scale); when dx != nullptr also writes dx = k1 * dy' (eval)
+//  bn_bwd_apply:  dx = k1 * dy' + k2 * (x - mean) + k3 [+ r], r (flat) may be null
 #define RC_BN_RANGE_KERNELS                                                                     \
     void bn_stats(const float* x, int64_t n, int64_t P, const float* piv, float* scratch,      \
                   double* s1, double* s2);                                                      \
-    void bn_apply(const float* x, float* y, int64_t n, int64_t P, const float* mean,           \
-                  const float* scale, const float* beta, bool relu);                            \
-    void bn_bwd_reduce(const float* dy, const float* x, const float* y, float* dx, int64_t n,  \
-                       int64_t P, const float* mean, const float* k1, float* scratch,           \
-                       double* sdy, double* sdyx);                                              \
-    void bn_bwd_apply(const float* dy, const float* x, const float* y, float* dx, int64_t n,   \
-                      int64_t P, const float* mean, const float* k1, const float* k2,           \
-                      const float* k3);
+    void bn_apply(const float* x, const float* r, float* y, int64_t n, int64_t P,              \
+                  const float* mean, const float* scale, const float* beta, bool relu);         \
+    void bn_bwd_reduce(const float* dy, const float* x, const float* beta, float* dx,          \
+                       int64_t n, int64_t P, const float* mean, const float* k1,                \
+                       float* scratch, double* sdy, double* sdyx);                              \
+    void bn_bwd_apply(const float* dy, const float* x, const float* beta, const float* r,     \
+                      float* dx, int64_t n, int64_t P, const float* mean, const float* k1,      \
+                      const float* k2, const float* k3);
 
 namespace rc::scalar {
 RC_BN_RANGE_KERNELS

@@ -1,4 +1,4 @@
-"""ReLU, the residual add (optionally fused with ReLU), and NCHW<->NHWC conversion.
+"""ReLU, the residual add (optionally fused with ReLU), the option-A shortcut, NCHW<->NHWC.
 
 Kernels: ``cpp/eltwise.cpp``. relu/add work on float32 C-contiguous arrays of any shape and
 layout (elementwise); the ReLU caches only its output y, whose > 0 mask is the backward.
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from .. import _core
 
-__all__ = ["relu", "relu_backward", "add", "add_relu", "add_relu_backward", "to_nhwc",
-           "to_nchw"]
+__all__ = ["relu", "relu_backward", "add", "add_relu", "add_relu_backward", "shortcut_a",
+           "shortcut_a_backward", "to_nhwc", "to_nchw"]
 
 
 def relu(x, *, out=None):
@@ -39,6 +39,25 @@ def add_relu(a, b, *, out=None):
 def add_relu_backward(dy, cache):
     """d = dy * (y > 0): the gradient for both a and b. Returns d."""
     return _core.add_relu_backward(dy, cache)
+
+
+def shortcut_a(x, channels_out: int, stride: int, *, out=None):
+    """Parameter-free shortcut (He et al. 2015, option A) on NHWC float32 x (N, H, W, C).
+
+    Subsamples by ``stride`` and zero-pads the channels to ``channels_out`` (>= C), (K-C)//2
+    below and the rest above. Returns (y (N, ceil(H/stride), ceil(W/stride), K), cache).
+    """
+    y = _core.shortcut_a_forward(x, channels_out, stride, out=out)
+    return y, (x.shape[1], x.shape[2], x.shape[3], int(stride))
+
+
+def shortcut_a_backward(dy, cache, *, out=None, accumulate: bool = False):
+    """dx (N, H, W, C) of ``shortcut_a``: dy's middle channels at the stride grid, else 0.
+
+    ``accumulate=True`` adds that into ``out`` instead (the residual sum in one pass).
+    """
+    H, W, C, stride = cache
+    return _core.shortcut_a_backward(dy, C, H, W, stride, out=out, accumulate=accumulate)
 
 
 def to_nhwc(x, *, out=None):

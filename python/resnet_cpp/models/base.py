@@ -65,6 +65,8 @@ class ResNetBase(Module):
         """
         d = self.avgpool.backward(self.fc.backward(dy))
         for name in reversed(self._trunk[1:]):
-            d = getattr(self, name).backward(d)
+            m = getattr(self, name)
+            # d is always an array of this backward's own making: a BN may overwrite it.
+            d = m.backward(d, out=d) if isinstance(m, BatchNorm2d) else m.backward(d)
         d = getattr(self, self._trunk[0]).backward(d, need_dx=need_dx)
         return None if d is None else F.to_nchw(d)

@@ -1,10 +1,15 @@
 """Residual units shared by the model zoo; every tensor here is NHWC.
 
 BasicBlock and Bottleneck are ResNet v1 (torchvision names: conv1, bn1, ..., downsample.0/1).
-The BN that precedes a ReLU runs fused (``BatchNorm2d(relu=True)``) and the block ends in
-the fused ``add_relu``. Backward is explicit: the gradient reaching the block output flows
-through both branches and the two input gradients are summed (``dx = dx_main + dx_short``).
+The BN that precedes a ReLU runs fused (``BatchNorm2d(relu=True)``); the last BN also takes
+the shortcut as its residual, so BN + add + ReLU is one pass and the block keeps no separate
+pre-add tensor. Backward is explicit: the gradient reaching the block output flows through
+both branches and the two input gradients are summed (``dx = dx_main + dx_short``).
 PreActBottleneck is the v2 unit (BN-ReLU-conv, plain add, no ReLU after it).
+
+Memory: a backward overwrites in place every gradient array the block itself created once
+it is consumed (``bn.backward(g, out=g)``), and the join's gradients go over the BN input
+and output the forward left (``overwrite_forward``), never over the caller's dy.
 """
 from __future__ import annotations
 
@@ -30,40 +35,37 @@ def _add_into(dx: np.ndarray, d: np.ndarray) -> np.ndarray:
     return F.add(dx, d, out=dx)
 
 
+def _projection_backward(downsample: Sequential, d: np.ndarray) -> np.ndarray:
+    """Backward of a v1 projection (1x1 conv + BN) that may consume d, the block's own array."""
+    conv_, bn_ = downsample
+    return conv_.backward(bn_.backward(d, out=d))
+
+
 class ShortcutA(Module):
     """Parameter-free shortcut (He et al. 2015, option A): subsample by ``stride`` and
-    zero-pad channels (in_planes -> planes) equally on both sides."""
+    zero-pad channels (in_planes -> planes) equally on both sides. NHWC, C++ kernels."""
 
     def __init__(self, in_planes: int, planes: int, stride: int):
         super().__init__()
         if planes < in_planes:
             raise ValueError(f"shortcut A cannot reduce channels ({in_planes} -> {planes})")
         self.in_planes, self.planes, self.stride = in_planes, planes, stride
-        self.lo = (planes - in_planes) // 2
 
     def extra_repr(self) -> str:
         return f"{self.in_planes} -> {self.planes}, stride={self.stride}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        s, lo = self.stride, self.lo
-        sub = x[:, ::s, ::s, :]
-        # Pad channels are zeroed once; every call rewrites only the middle slice.
-        y = self._buffer("y", sub.shape[:3] + (self.planes,), zero=True)
-        y[..., lo:lo + self.in_planes] = sub
-        self._x_shape = x.shape
+        s = self.stride
+        shape = (x.shape[0], -(-x.shape[1] // s), -(-x.shape[2] // s), self.planes)
+        y, self._cache = F.shortcut_a(x, self.planes, s, out=self._buffer("y", shape))
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        s, lo = self.stride, self.lo
-        dx = np.zeros(self._x_shape, np.float32)
-        dx[:, ::s, ::s, :] = dy[..., lo:lo + self.in_planes]
-        return dx
+        return F.shortcut_a_backward(dy, self._cache)
 
     def add_backward_into(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        """dx += backward(dy) without materializing the mostly-zero gradient."""
-        s, lo = self.stride, self.lo
-        dx[:, ::s, ::s, :] += dy[..., lo:lo + self.in_planes]
-        return dx
+        """dx += backward(dy) in one pass, without materializing the mostly-zero gradient."""
+        return F.shortcut_a_backward(dy, self._cache, out=dx, accumulate=True)
 
 
 class BasicBlock(Module):
@@ -80,7 +82,7 @@ class BasicBlock(Module):
         self.conv1 = conv(in_planes, planes, 3, stride)
         self.bn1 = bn(planes, relu=True)
         self.conv2 = conv(planes, planes, 3)
-        self.bn2 = bn(planes)
+        self.bn2 = bn(planes, relu=True)  # applied as relu(bn2(h) + shortcut)
         self._project = stride != 1 or in_planes != planes
         if self._project:
             if shortcut == "A":
@@ -93,24 +95,25 @@ class BasicBlock(Module):
         return self.bn2
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        h = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        h = self.conv2(self.bn1(self.conv1(x)))
         if self._kind == "identity":
             s = x
         elif self._kind == "A":
             s = self.shortcut(x)
         else:
             s = self.downsample(x)
-        y, self._cache = F.add_relu(h, s, out=self._buffer("y", h.shape))
-        return y
+        return self.bn2(h, residual=s)  # relu(bn2(h) + s)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        d = F.add_relu_backward(dy, self._cache)
-        dx = self.conv1.backward(self.bn1.backward(self.conv2.backward(self.bn2.backward(d))))
+        # d = dy * (y > 0) reaches both branches; d and dx go over bn2's spent y and x.
+        g, d = self.bn2.backward(dy, overwrite_forward=True)
+        g = self.conv2.backward(g)
+        dx = self.conv1.backward(self.bn1.backward(g, out=g))
         if self._kind == "identity":
             return _add_into(dx, d)
         if self._kind == "A":
             return self.shortcut.add_backward_into(dx, d)
-        return _add_into(dx, self.downsample.backward(d))
+        return _add_into(dx, _projection_backward(self.downsample, d))
 
 
 class Bottleneck(Module):
@@ -127,7 +130,7 @@ class Bottleneck(Module):
         self.conv2 = conv(width, width, 3, stride)
         self.bn2 = bn(width, relu=True)
         self.conv3 = conv(width, out, 1)
-        self.bn3 = bn(out)
+        self.bn3 = bn(out, relu=True)  # applied as relu(bn3(h) + shortcut)
         self._project = stride != 1 or in_planes != out
         if self._project:
             self.downsample = Sequential(conv(in_planes, out, 1, stride), bn(out))
@@ -138,17 +141,16 @@ class Bottleneck(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         h = self.bn1(self.conv1(x))
         h = self.bn2(self.conv2(h))
-        h = self.bn3(self.conv3(h))
         s = self.downsample(x) if self._project else x
-        y, self._cache = F.add_relu(h, s, out=self._buffer("y", h.shape))
-        return y
+        return self.bn3(self.conv3(h), residual=s)  # relu(bn3(h) + s)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        d = F.add_relu_backward(dy, self._cache)
-        dh = self.conv3.backward(self.bn3.backward(d))
-        dh = self.conv2.backward(self.bn2.backward(dh))
-        dx = self.conv1.backward(self.bn1.backward(dh))
-        return _add_into(dx, self.downsample.backward(d) if self._project else d)
+        # d = dy * (y > 0) reaches both branches; d and dx go over bn3's spent y and x.
+        g, d = self.bn3.backward(dy, overwrite_forward=True)
+        g = self.conv3.backward(g)
+        g = self.conv2.backward(self.bn2.backward(g, out=g))
+        dx = self.conv1.backward(self.bn1.backward(g, out=g))
+        return _add_into(dx, _projection_backward(self.downsample, d) if self._project else d)
 
 
 class PreActBottleneck(Module):
@@ -188,14 +190,16 @@ class PreActBottleneck(Module):
         h = self.conv3(self.bn3(self.conv2(self.bn2(self.conv1(a)))))
         src = a if self.preact == "both" else x
         s = self.downsample(src) if self.project else src
-        return F.add(h, s, out=self._buffer("y", h.shape))
+        # conv3's output is needed by nobody but the add: the sum goes into it (one buffer).
+        return F.add(h, s, out=h)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        dh = self.conv2.backward(self.bn3.backward(self.conv3.backward(dy)))
-        da = self.conv1.backward(self.bn2.backward(dh))       # grad wrt the residual input
+        g = self.conv3.backward(dy)
+        g = self.conv2.backward(self.bn3.backward(g, out=g))
+        da = self.conv1.backward(self.bn2.backward(g, out=g))  # grad wrt the residual input
         ds = self.downsample.backward(dy) if self.project else dy  # grad wrt the shortcut input
         if self.preact == "none":
             return _add_into(da, ds)
         if self.preact == "both":
-            return self.bn1.backward(_add_into(da, ds))
-        return _add_into(self.bn1.backward(da), ds)
+            return self.bn1.backward(_add_into(da, ds), out=da)
+        return self.bn1.backward(da, out=da, add=ds)  # dx = bn1'(da) + ds in one pass

@@ -113,6 +113,8 @@ class BatchNorm2d(_Cached):
     Parameters ``weight`` (gamma, ones) and ``bias`` (beta, zeros); buffers
     ``running_mean``, ``running_var`` (float32) and ``num_batches_tracked`` (int64 0-d),
     updated in place in training mode. Eval mode normalizes with the running stats.
+    ``forward(x, residual)`` fuses a ResNet block's join, relu?(bn(x) + residual); its
+    backward then returns ``(dx, dresidual)``.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *,
@@ -133,23 +135,32 @@ class BatchNorm2d(_Cached):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"relu={self.relu}, layout={self.layout!r}")
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, residual: np.ndarray = None) -> np.ndarray:
         ok = isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[0] > 0
         out = self._buffer("y", x.shape) if ok else None
         y, self._cache = F.batch_norm2d(
             x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
             training=self.training, momentum=self.momentum, eps=self.eps, relu=self.relu,
-            layout=self.layout, out=out)
+            layout=self.layout, out=out, residual=residual)
         if self.training:
             self.num_batches_tracked[...] += 1
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        cache = self._need_cache()
-        dx, dgamma, dbeta = F.batch_norm2d_backward(dy, cache, out=self._buffer("dx", dy.shape))
+    def backward(self, dy: np.ndarray, out: np.ndarray = None, overwrite_forward: bool = False,
+                 add: np.ndarray = None):
+        """dx, or ``(dx, dresidual)`` after ``forward(x, residual)``.
+
+        dx is a fresh array unless ``out`` is given (``out=dy`` overwrites dy in place).
+        ``overwrite_forward``: dx goes over the forward's input x and dresidual over its
+        output y (NHWC; with NCHW over the cache's NHWC copies), for callers done with both.
+        Either saves activation-sized arrays. ``add`` (dy's shape) is summed into dx in the
+        same pass: a residual block's gradient from its other branch.
+        """
+        dx, dgamma, dbeta, *dres = F.batch_norm2d_backward(
+            dy, self._need_cache(), out=out, overwrite_cache=overwrite_forward, add=add)
         np.copyto(self.weight.grad, dgamma)
         np.copyto(self.bias.grad, dbeta)
-        return dx
+        return (dx, dres[0]) if dres else dx
 
 
 class ReLU(_Cached):

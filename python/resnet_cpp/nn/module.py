@@ -9,6 +9,8 @@ Activation buffers: layers write their outputs into per-layer arrays kept betwee
 (one per output shape), so a training step allocates almost nothing. The price: an
 output is overwritten by the next forward of the same layer with the same shape; copy
 it if you keep it. Models return freshly allocated logits, so that case is rare.
+Gradients are not kept between steps: a backward returns fresh arrays or, where the caller
+says so (``out=dy``, ``overwrite_forward``), reuses arrays that are spent.
 """
 from __future__ import annotations
 
