@@ -224,6 +224,23 @@ def test_out_buffers_are_filled(rng):
     np.testing.assert_array_equal(out_nchw, y_nchw)
 
 
+def test_backward_dx_out_may_be_the_forward_input(rng):
+    """dx_out receives dx; it may alias the cached input (dw is computed before dx)."""
+    x = rng.standard_normal((2, 8, 8, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((2, 8, 8, 16)).astype(np.float32)
+    y, cache = conv2d(x.copy(), w, None, 1, 1, layout="NHWC")
+    dx_ref, dw_ref, _ = conv2d_backward(dy, cache)
+    y, cache = conv2d(x.copy(), w, None, 1, 1, layout="NHWC")
+    dx, dw, _ = conv2d_backward(dy, cache, dx_out=cache.x)
+    assert dx is cache.x
+    np.testing.assert_array_equal(dx, dx_ref)
+    np.testing.assert_array_equal(dw, dw_ref)
+    _, cache = conv2d(x.transpose(0, 3, 1, 2).copy(), w, None, 1, 1)
+    with pytest.raises(ValueError, match="dx_out: only supported with layout='NHWC'"):
+        conv2d_backward(dy.transpose(0, 3, 1, 2).copy(), cache, dx_out=np.empty_like(x))
+
+
 EXACT = [(2, 3, 9, 9, 17, 3, 1, 1), (1, 5, 9, 7, 33, 3, 2, 1), (2, 5, 8, 8, 5, 1, 2, 0),
          (1, 3, 9, 9, 16, 7, 2, 3), (2, 17, 7, 9, 16, 3, 1, 1)]
 

@@ -73,13 +73,17 @@ def conv2d(x, w, b=None, stride: int = 1, padding: int = 0, *, layout: str = "NC
     return y, ConvCache(x_nhwc, w_rsck, int(stride), int(padding), b is not None, layout)
 
 
-def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True):
+def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True, dx_out=None):
     """Gradients of :func:`conv2d`.
 
     Args:
         dy: gradient of y, in the layout given to the forward.
         cache: the forward's cache.
         need_dx: False skips the input gradient (e.g. for the first layer).
+        dx_out: optional NHWC float32 array for dx (``layout="NHWC"`` only). It may be the
+            forward's input ``cache.x`` itself: the weight gradient is computed first.
+            Reusing a spent activation this way saves allocating (and page-faulting) an
+            activation-sized array per layer and step.
 
     Returns:
         ``(dx or None, dw (K, C, R, S), db (K,) or None)``; dx in the forward's layout.
@@ -89,11 +93,13 @@ def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True):
         if not isinstance(dy, np.ndarray) or dy.ndim != 4:
             raise ValueError(f"dy: expected a 4-d (N, K, P, Q) NumPy array, got {getattr(dy, 'shape', type(dy))}")
         dy = np.ascontiguousarray(dy.transpose(0, 2, 3, 1))
+    if dx_out is not None and layout != "NHWC":
+        raise ValueError("dx_out: only supported with layout='NHWC'")
     R, S = w.shape[0], w.shape[1]
+    dw, db = _core.conv2d_backward_weight(x, dy, R, S, stride, pad, with_bias)
     dx = None
     if need_dx:
-        dx = _core.conv2d_backward_data(dy, w, x.shape[1], x.shape[2], stride, pad)
+        dx = _core.conv2d_backward_data(dy, w, x.shape[1], x.shape[2], stride, pad, dx_out)
         if layout == "NCHW":
             dx = np.ascontiguousarray(dx.transpose(0, 3, 1, 2))
-    dw, db = _core.conv2d_backward_weight(x, dy, R, S, stride, pad, with_bias)
     return dx, np.ascontiguousarray(dw.transpose(3, 2, 0, 1)), db

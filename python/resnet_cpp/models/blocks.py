@@ -107,8 +107,12 @@ class BasicBlock(Module):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         # d = dy * (y > 0) reaches both branches; d and dx go over bn2's spent y and x.
         g, d = self.bn2.backward(dy, overwrite_forward=True)
-        g = self.conv2.backward(g)
-        dx = self.conv1.backward(self.bn1.backward(g, out=g))
+        # conv2's dx goes over its own input (bn1's output: bn1 recomputes its mask from x);
+        # conv1's over its spent output (bn1's input) when the shapes allow.
+        g = self.conv2.backward(g, out=self.conv2._cache.x)
+        x1 = self.bn1._cache.x
+        g = self.bn1.backward(g, out=g)
+        dx = self.conv1.backward(g, out=x1 if x1.shape == self.conv1._cache.x.shape else None)
         if self._kind == "identity":
             return _add_into(dx, d)
         if self._kind == "A":

@@ -99,8 +99,10 @@ class Conv2d(_Cached):
                                   layout=self.layout, out=out)
         return y
 
-    def backward(self, dy: np.ndarray, need_dx: bool = True):
-        dx, dw, db = F.conv2d_backward(dy, self._need_cache(), need_dx=need_dx)
+    def backward(self, dy: np.ndarray, need_dx: bool = True, out: np.ndarray = None):
+        """dx (None without need_dx); ``out`` (NHWC) receives it and may be the forward's
+        input, which the weight gradient reads first."""
+        dx, dw, db = F.conv2d_backward(dy, self._need_cache(), need_dx=need_dx, dx_out=out)
         np.copyto(self.weight.grad, dw)
         if self.bias is not None:
             np.copyto(self.bias.grad, db)
