@@ -4,6 +4,7 @@
     python benchmarks/bench_train.py --model resnet56 --version 2 --width keras --vs-torch
     python benchmarks/bench_train.py --model resnet18 --batch 16 --image 224 --vs-torch
     python benchmarks/bench_train.py --model resnet20 --mode infer --vs-torch
+    python benchmarks/bench_train.py --model resnet20 --profile   # ms per _core function
 
 A step is forward, loss, backward and an SGD update (momentum 0.9, weight decay 1e-4) on a
 fixed random batch, after warm-up. With --vs-torch the same architecture is built in PyTorch
@@ -44,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--vs-torch", action="store_true")
     p.add_argument("--no-rss", action="store_true", help="skip the child-process RSS measurement")
     p.add_argument("--json", action="store_true", help="print one JSON line per row")
+    p.add_argument("--profile", action="store_true",
+                   help="only our step: wall ms per _core function per step, over --repeats steps")
     p.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     imagenet = a.model not in CIFAR_MODELS and a.version == 1 and a.model in {
@@ -294,6 +297,49 @@ def run_rss_child(a):
     print(hwm_kib / 1024)
 
 
+def profile_ours(a, x, y):
+    """Wall time of each _core function per step (every binding wrapped in a timer)."""
+    import collections
+
+    rc, model = build_ours(a)
+    rc.set_num_threads(a.threads)
+    spent = collections.defaultdict(float)
+
+    def timed(name, f):
+        def call(*args, **kw):
+            t0 = time.perf_counter()
+            try:
+                return f(*args, **kw)
+            finally:
+                spent[name] += time.perf_counter() - t0
+        return call
+
+    core = rc._core
+    originals = {n: getattr(core, n) for n in dir(core)
+                 if not n.startswith("_") and callable(getattr(core, n))}
+    for n, f in originals.items():
+        setattr(core, n, timed(n, f))
+    try:
+        step = ours_step_fn(a, rc, model, x, y)
+        for _ in range(a.warmup):
+            step()
+        spent.clear()
+        total = time_steps(step, a.repeats) * a.repeats
+    finally:
+        for n, f in originals.items():
+            setattr(core, n, f)
+    per_step = 1e3 / a.repeats
+    print(f"{a.model} {a.mode} batch {a.batch} threads {a.threads}: "
+          f"{total * per_step:.1f} ms per step (mean of {a.repeats})")
+    inside = 0.0
+    for n, t in sorted(spent.items(), key=lambda kv: -kv[1]):
+        inside += t
+        print(f"{n:<32}{t * per_step:>8.2f} ms{100 * t / total:>6.1f}%")
+    rest = total - inside
+    print(f"{'outside _core (Python, NumPy)':<32}{rest * per_step:>8.2f} ms{100 * rest / total:>6.1f}%")
+    return 0
+
+
 def main(argv=None):
     a = parse_args(argv)
     if a.rss_child:
@@ -302,6 +348,8 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a.batch, 3, a.image, a.image), dtype=np.float32)
     y = rng.integers(0, a.classes, a.batch)
+    if a.profile:
+        return profile_ours(a, x, y)
 
     rc, model = build_ours(a)
     rc.set_num_threads(a.threads)
