@@ -2,7 +2,6 @@
 // Holds the scalar fallback (direct loops, baseline flags; simple on purpose) and the
 // dispatch to the AVX2 / AVX-512 implementations.
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -118,17 +117,7 @@ void backward_weight_scalar(const float* x, const float* dy, float* dw, float* d
         }
 }
 
-ConvAlgo initial_algo() {
-    const char* env = std::getenv("RESNET_CPP_CONV_ALGO");
-    if (!env || !*env) return ConvAlgo::automatic;
-    try {
-        return parse_conv_algo(env);
-    } catch (const std::invalid_argument&) {
-        return ConvAlgo::automatic;  // a bad environment value must not break the import
-    }
-}
-
-std::atomic<int> g_algo{int(initial_algo())};
+std::atomic<int> g_algo{int(env_setting("RESNET_CPP_CONV_ALGO", ConvAlgo::automatic, parse_conv_algo))};
 
 }  // namespace
 

@@ -72,17 +72,7 @@ Isa best_compiled(Isa want) {
     return best;
 }
 
-Isa initial_cap() {
-    const char* env = std::getenv("RESNET_CPP_MAX_ISA");
-    if (!env || !*env) return Isa::avx512;
-    try {
-        return parse_isa(env);
-    } catch (const std::invalid_argument&) {
-        return Isa::avx512;  // a typo must not crash import; build_info() shows the cap
-    }
-}
-
-std::atomic<int> g_cap{(int)initial_cap()};
+std::atomic<int> g_cap{(int)env_setting("RESNET_CPP_MAX_ISA", Isa::avx512, parse_isa)};
 
 }  // namespace
 

@@ -1,6 +1,8 @@
 // dispatch.h: which instruction-set path runs. Detected once (CPUID + XGETBV), limited to
 // the paths compiled into this build, and capped by RESNET_CPP_MAX_ISA or set_max_isa().
 #pragma once
+#include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -20,5 +22,19 @@ Isa active_isa();                        // min(best compiled+supported, cap): k
 // Kernels write `#pragma omp parallel for num_threads(rc::num_threads())`.
 void set_num_threads(int n);
 int num_threads();
+
+// The setting named by environment variable `name`, parsed by `parse` (which throws
+// std::invalid_argument on bad names), or `fallback` when unset or bad: a typo must not
+// break the import; build_info() shows what is in effect.
+template <class T, class Parse>
+T env_setting(const char* name, T fallback, Parse parse) {
+    const char* env = std::getenv(name);
+    if (!env || !*env) return fallback;
+    try {
+        return parse(env);
+    } catch (const std::invalid_argument&) {
+        return fallback;
+    }
+}
 
 }  // namespace rc
