@@ -1,6 +1,8 @@
 // conv.cpp: 2-D convolution, NHWC activations and RSCK weights (see simd/conv_kernels.h).
 // Holds the scalar fallback (direct loops, baseline flags; simple on purpose) and the
 // dispatch to the AVX2 / AVX-512 implementations.
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
@@ -117,12 +119,59 @@ void backward_weight_scalar(const float* x, const float* dy, float* dw, float* d
         }
 }
 
-std::atomic<int> g_algo{int(env_setting("RESNET_CPP_CONV_ALGO", ConvAlgo::automatic, parse_conv_algo))};
+// The speed-first choice ("fast"): measured (benchmarks/NOTES.md, "Winograd"), 1 thread,
+// F(4x4) beats F(2x2) on every ResNet-20/18 layer and direct wherever its GEMMs have 16+
+// channels on both sides. Its transformed weights (36 x C x K floats) are swept once per
+// block of tiles, so for 512x512 only the forward still wins (27 vs 33 ms at 7x7, batch
+// 16; both backward passes lose). Backward-data reduces over K and writes C: with K >= 16
+// it wins even for C < 16, where the direct kernel wastes vector lanes (the stem).
+int fast_tile(const ConvShape& s, ConvPass pass) {
+    const bool wide = pass == ConvPass::backward_data ? s.K >= 16 : s.C >= 16 && s.K >= 16;
+    if (!wide) return 0;
+    if (s.C * s.K <= 256 * 256) return 4;
+    if (pass == ConvPass::forward && s.C * s.K <= 512 * 512) return 4;
+    return 0;
+}
+
+// The default ("auto"): the fastest choice that keeps float32 precision, measured
+// (benchmarks/NOTES.md, "Precision"): F(4x4)'s output transform (entries up to 8, with
+// cancellation) amplifies the GEMM's rounding 4-9x, which reaches the model's gradients
+// through forward and backward-data; F(2x2) rounds like direct. Backward-weight's final
+// transform G^T dU G only shrinks (entries <= 1), so F(4x4) there rounds like direct too.
+// F(2x2) loses to direct at 512x512 (every pass) and ties it in backward-data at 256x256.
+int precise_tile(const ConvShape& s, ConvPass pass) {
+    switch (pass) {
+    case ConvPass::forward: return s.C >= 16 && s.K >= 16 && s.C * s.K <= 256 * 256 ? 2 : 0;
+    case ConvPass::backward_data: return s.K >= 16 && s.C * s.K <= 128 * 128 ? 2 : 0;
+    default: return fast_tile(s, pass);
+    }
+}
+
+// One setting per pass (forward, backward-data, backward-weight).
+std::atomic<int> g_algo[3] = {};
+
+const ConvAlgo kAlgos[] = {ConvAlgo::automatic, ConvAlgo::fast, ConvAlgo::direct,
+                           ConvAlgo::winograd2, ConvAlgo::winograd4};
+const char* const kPassNames[] = {"forward", "backward_data", "backward_weight"};
+
+ConvAlgo parse_one(const std::string& name) {
+    for (ConvAlgo a : kAlgos)
+        if (name == conv_algo_name(a)) return a;
+    throw std::invalid_argument("conv algorithm: expected 'auto', 'fast', 'direct', 'winograd2' or "
+                                "'winograd4' (or per pass: 'forward=...,backward_data=...,"
+                                "backward_weight=...'), got '" + name + "'");
+}
+
+[[maybe_unused]] const bool g_env_read = [] {
+    set_conv_algo(env_setting("RESNET_CPP_CONV_ALGO", ConvAlgoSetting{}, parse_conv_algo));
+    return true;
+}();
 
 }  // namespace
 
 const char* conv_algo_name(ConvAlgo a) {
     switch (a) {
+    case ConvAlgo::fast: return "fast";
     case ConvAlgo::direct: return "direct";
     case ConvAlgo::winograd2: return "winograd2";
     case ConvAlgo::winograd4: return "winograd4";
@@ -130,36 +179,60 @@ const char* conv_algo_name(ConvAlgo a) {
     }
 }
 
-ConvAlgo parse_conv_algo(const std::string& name) {
-    for (ConvAlgo a : {ConvAlgo::automatic, ConvAlgo::direct, ConvAlgo::winograd2, ConvAlgo::winograd4})
-        if (name == conv_algo_name(a)) return a;
-    throw std::invalid_argument(
-        "conv algorithm: expected 'auto', 'direct', 'winograd2' or 'winograd4', got '" + name + "'");
+ConvPass parse_conv_pass(const std::string& name) {
+    for (int p = 0; p < 3; ++p)
+        if (name == kPassNames[p]) return ConvPass(p);
+    throw std::invalid_argument("pass: expected 'forward', 'backward_data' or 'backward_weight', got '" +
+                                name + "'");
 }
 
-void set_conv_algo(ConvAlgo a) { g_algo.store(int(a), std::memory_order_relaxed); }
+ConvAlgoSetting parse_conv_algo(const std::string& spec) {
+    ConvAlgoSetting out{};
+    if (spec.find('=') == std::string::npos) {
+        out.fill(parse_one(spec));
+        return out;
+    }
+    // "pass=name,pass=name": unnamed passes stay 'auto'.
+    size_t start = 0;
+    while (start <= spec.size()) {
+        const size_t comma = std::min(spec.find(',', start), spec.size());
+        const std::string item = spec.substr(start, comma - start);
+        const size_t eq = item.find('=');
+        if (eq == std::string::npos)
+            throw std::invalid_argument("conv algorithm: expected 'pass=name' items, got '" + item + "'");
+        out[size_t(parse_conv_pass(item.substr(0, eq)))] = parse_one(item.substr(eq + 1));
+        start = comma + 1;
+    }
+    return out;
+}
 
-ConvAlgo conv_algo() { return ConvAlgo(g_algo.load(std::memory_order_relaxed)); }
+std::string conv_algo_spec(const ConvAlgoSetting& a) {
+    if (a[0] == a[1] && a[1] == a[2]) return conv_algo_name(a[0]);
+    std::string out;
+    for (int p = 0; p < 3; ++p)
+        out += std::string(p ? "," : "") + kPassNames[p] + "=" + conv_algo_name(a[size_t(p)]);
+    return out;
+}
+
+void set_conv_algo(const ConvAlgoSetting& a) {
+    for (int p = 0; p < 3; ++p) g_algo[p].store(int(a[size_t(p)]), std::memory_order_relaxed);
+}
+
+ConvAlgoSetting conv_algo() {
+    ConvAlgoSetting out{};
+    for (int p = 0; p < 3; ++p) out[size_t(p)] = ConvAlgo(g_algo[p].load(std::memory_order_relaxed));
+    return out;
+}
 
 int conv_winograd_tile(const ConvShape& s, ConvPass pass) {
     if (active_isa() == Isa::scalar || s.R != 3 || s.S != 3 || s.stride != 1) return 0;
-    switch (conv_algo()) {
+    switch (ConvAlgo(g_algo[int(pass)].load(std::memory_order_relaxed))) {
     case ConvAlgo::direct: return 0;
     case ConvAlgo::winograd2: return 2;
     case ConvAlgo::winograd4: return 4;
-    default: break;
+    case ConvAlgo::fast: return fast_tile(s, pass);
+    default: return precise_tile(s, pass);
     }
-    // Measured (benchmarks/NOTES.md, "Winograd"), 1 thread: F(4x4) beats F(2x2) on every
-    // ResNet-20/18 layer and direct wherever its GEMMs have 16+ channels on both sides. Its
-    // transformed weights (36 x C x K floats) are swept once per block of tiles, so for
-    // 512x512 only the forward still wins (27 vs 33 ms at 7x7, batch 16; both backward
-    // passes lose). Backward-data reduces over K and writes C: with K >= 16 it wins even for
-    // C < 16, where the direct kernel wastes vector lanes (the stem: 2.8 vs 5.6 ms).
-    const bool wide = pass == ConvPass::backward_data ? s.K >= 16 : s.C >= 16 && s.K >= 16;
-    if (!wide) return 0;
-    if (s.C * s.K <= 256 * 256) return 4;
-    if (pass == ConvPass::forward && s.C * s.K <= 512 * 512) return 4;
-    return 0;
 }
 
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {

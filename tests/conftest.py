@@ -37,3 +37,12 @@ def isa_threads(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def default_conv_algorithm():
+    """Run under the default convolution algorithms ('auto'), restoring the setting after."""
+    old = resnet_cpp.conv_algorithm()
+    resnet_cpp.set_conv_algorithm("auto")
+    yield
+    resnet_cpp.set_conv_algorithm(old)

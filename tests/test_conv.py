@@ -160,34 +160,72 @@ def test_parity_3x3_stride1_both_algorithms(isa_threads, conv_algo, shape):
     check_all(shape)
 
 
-def test_auto_picks_winograd_only_for_3x3_stride1():
+PASSES = ("forward", "backward_data", "backward_weight")
+
+
+def _choices(setting, C, K, R=3, st=1):
+    """What each pass runs for a 14x14 batch-16 layer under ``setting``."""
     old = _core.conv_algorithm()
     try:
-        resnet_cpp.set_conv_algorithm("auto")
-        if _core.active_isa() == "scalar":
-            pytest.skip("Winograd runs on the SIMD paths only; this build has none active")
-        algo = lambda p, C, K, R=3, st=1: _core.conv2d_algorithm(  # noqa: E731
-            p, 16, 14, 14, C, K, R, R, st, R // 2)
-        for p in ("forward", "backward_data", "backward_weight"):
-            assert algo(p, 16, 16) == "winograd4"
-            assert algo(p, 256, 256) == "winograd4"
-            assert algo(p, 16, 32, st=2) == "direct"
-            assert algo(p, 16, 32, R=1) == "direct"
-            assert algo(p, 16, 3) == "direct"
-        # the stem (C = 3): only backward-data, which reduces over K = 16, runs Winograd
-        assert [algo(p, 3, 16) for p in ("forward", "backward_data", "backward_weight")] == [
-            "direct", "winograd4", "direct"]
-        # 512x512: only the forward still gains
-        assert [algo(p, 512, 512) for p in ("forward", "backward_data", "backward_weight")] == [
-            "winograd4", "direct", "direct"]
+        resnet_cpp.set_conv_algorithm(setting)
+        return [_core.conv2d_algorithm(p, 16, 14, 14, C, K, R, R, st, R // 2) for p in PASSES]
+    finally:
+        resnet_cpp.set_conv_algorithm(old)
+
+
+@pytest.mark.skipif(_core.active_isa() == "scalar", reason="Winograd runs on the SIMD paths only")
+def test_fast_picks_winograd4_wherever_it_measured_faster():
+    assert _choices("fast", 16, 16) == ["winograd4"] * 3
+    assert _choices("fast", 256, 256) == ["winograd4"] * 3
+    for C, K, R, st in ((16, 32, 3, 2), (16, 32, 1, 1), (16, 3, 3, 1)):
+        assert _choices("fast", C, K, R, st) == ["direct"] * 3
+    # the stem (C = 3): only backward-data, which reduces over K = 16, runs Winograd
+    assert _choices("fast", 3, 16) == ["direct", "winograd4", "direct"]
+    # 512x512: only the forward still gains
+    assert _choices("fast", 512, 512) == ["winograd4", "direct", "direct"]
+
+
+@pytest.mark.skipif(_core.active_isa() == "scalar", reason="Winograd runs on the SIMD paths only")
+def test_auto_keeps_float32_precision():
+    """The default: F(2x2) (which rounds like direct) for forward and backward-data, F(4x4)
+    only for backward-weight (whose final transform does not amplify rounding)."""
+    assert _choices("auto", 16, 16) == ["winograd2", "winograd2", "winograd4"]
+    assert _choices("auto", 128, 128) == ["winograd2", "winograd2", "winograd4"]
+    assert _choices("auto", 256, 256) == ["winograd2", "direct", "winograd4"]
+    assert _choices("auto", 512, 512) == ["direct"] * 3
+    assert _choices("auto", 3, 16) == ["direct", "winograd2", "direct"]
+    for C, K, R, st in ((16, 32, 3, 2), (16, 32, 1, 1), (16, 3, 3, 1)):
+        assert _choices("auto", C, K, R, st) == ["direct"] * 3
+    assert "winograd4" not in _choices("auto", 64, 64)[:2]
+
+
+@pytest.mark.skipif(_core.active_isa() == "scalar", reason="Winograd runs on the SIMD paths only")
+def test_per_pass_setting():
+    setting = "forward=winograd4,backward_weight=direct"
+    assert _choices(setting, 32, 32) == ["winograd4", "winograd2", "direct"]
+    old = _core.conv_algorithm()
+    try:
+        resnet_cpp.set_conv_algorithm(setting)
+        assert resnet_cpp.conv_algorithm() == (
+            "forward=winograd4,backward_data=auto,backward_weight=direct")
+        resnet_cpp.set_conv_algorithm("backward_data=fast,forward=fast,backward_weight=fast")
+        assert resnet_cpp.conv_algorithm() == "fast"
     finally:
         resnet_cpp.set_conv_algorithm(old)
 
 
 def test_conv_algorithm_names_are_checked():
-    with pytest.raises(ValueError, match="conv algorithm: expected 'auto', 'direct', 'winograd2' or"):
+    old = _core.conv_algorithm()
+    with pytest.raises(ValueError, match="^conv algorithm: expected 'auto', 'fast', 'direct'"):
         resnet_cpp.set_conv_algorithm("fft")
-    with pytest.raises(ValueError, match="pass: expected"):
+    with pytest.raises(ValueError, match="^conv algorithm: expected 'auto', 'fast', 'direct'"):
+        resnet_cpp.set_conv_algorithm("forward=fft")
+    with pytest.raises(ValueError, match="^pass: expected 'forward'"):
+        resnet_cpp.set_conv_algorithm("fwd=direct")
+    with pytest.raises(ValueError, match="^conv algorithm: expected 'pass=name' items"):
+        resnet_cpp.set_conv_algorithm("forward=direct,winograd2")
+    assert _core.conv_algorithm() == old  # a refused setting changes nothing
+    with pytest.raises(ValueError, match="^pass: expected"):
         _core.conv2d_algorithm("fwd", 1, 8, 8, 16, 16, 3, 3, 1, 1)
 
 
@@ -197,7 +235,9 @@ def test_conv_algorithm_from_environment():
     import sys
 
     code = "import resnet_cpp; print(resnet_cpp.conv_algorithm())"
-    for env, want in (("direct", "direct"), ("winograd4", "winograd4"), ("bogus", "auto")):
+    for env, want in (("direct", "direct"), ("fast", "fast"), ("bogus", "auto"),
+                      ("forward=winograd4", "forward=winograd4,backward_data=auto,"
+                                            "backward_weight=auto")):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**os.environ, "RESNET_CPP_CONV_ALGO": env}, check=True)
         assert out.stdout.strip() == want

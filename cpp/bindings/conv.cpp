@@ -40,22 +40,19 @@ py::array_t<float> first_check(const py::handle& obj, const char* name) {
 }  // namespace
 
 void bind_conv(py::module_& m) {
-    m.def("set_conv_algorithm", [](const std::string& name) { rc::set_conv_algo(rc::parse_conv_algo(name)); },
+    m.def("set_conv_algorithm",
+          [](const std::string& spec) { rc::set_conv_algo(rc::parse_conv_algo(spec)); },
           py::arg("name"),
-          "3x3 stride-1 convolutions: 'auto' (default), 'direct', 'winograd2' (F(2x2,3x3)) or "
-          "'winograd4' (F(4x4,3x3)); as RESNET_CPP_CONV_ALGO.");
-    m.def("conv_algorithm", [] { return std::string(rc::conv_algo_name(rc::conv_algo())); });
+          "3x3 stride-1 convolutions: 'auto' (default: the fastest float32-precise choice), "
+          "'fast' (F(4x4,3x3) Winograd wherever it is faster; rounds more), 'direct', "
+          "'winograd2' (F(2x2,3x3)) or 'winograd4' (F(4x4,3x3)); one name for every pass or "
+          "'forward=...,backward_data=...,backward_weight=...'. As RESNET_CPP_CONV_ALGO.");
+    m.def("conv_algorithm", [] { return rc::conv_algo_spec(rc::conv_algo()); });
     m.def(
         "conv2d_algorithm",
         [](const std::string& pass, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
            int64_t R, int64_t S, int64_t stride, int64_t pad) {
-            rc::ConvPass p;
-            if (pass == "forward") p = rc::ConvPass::forward;
-            else if (pass == "backward_data") p = rc::ConvPass::backward_data;
-            else if (pass == "backward_weight") p = rc::ConvPass::backward_weight;
-            else
-                throw py::value_error("pass: expected 'forward', 'backward_data' or "
-                                      "'backward_weight', got '" + pass + "'");
+            const rc::ConvPass p = rc::parse_conv_pass(pass);  // std::invalid_argument -> ValueError
             rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
             const int m = rc::conv_winograd_tile(s, p);
             return std::string(m == 0 ? "direct" : m == 2 ? "winograd2" : "winograd4");

@@ -24,6 +24,7 @@
 // - 3x3 stride-1 layers may run Winograd F(2x2, 3x3) or F(4x4, 3x3) instead
 //   (simd/winograd.h), chosen per call by conv_winograd_tile().
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -36,16 +37,21 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s);
 
-// Algorithm for 3x3 stride-1 convolutions: `automatic` picks the one that measured fastest
-// for the shape (conv_winograd_tile in conv.cpp), `direct` never uses Winograd, `winograd2`
-// and `winograd4` force F(2x2, 3x3) or F(4x4, 3x3) on every 3x3 stride-1 call of a SIMD path.
-// Process-wide; RESNET_CPP_CONV_ALGO sets it at load.
-enum class ConvAlgo : int { automatic = 0, direct = 1, winograd2 = 2, winograd4 = 3 };
+// Algorithm for 3x3 stride-1 convolutions, set per pass: `automatic` ("auto", the default)
+// picks the fastest choice that keeps float32 precision, `fast` the fastest measured
+// (F(4x4) Winograd, which rounds more), `direct` never uses Winograd, `winograd2` and
+// `winograd4` force F(2x2, 3x3) or F(4x4, 3x3) on every 3x3 stride-1 call of a SIMD path.
+// Process-wide; RESNET_CPP_CONV_ALGO sets it at load ("fast", or
+// "forward=fast,backward_data=direct,...").
+enum class ConvAlgo : int { automatic = 0, fast = 1, direct = 2, winograd2 = 3, winograd4 = 4 };
 enum class ConvPass : int { forward = 0, backward_data = 1, backward_weight = 2 };
+using ConvAlgoSetting = std::array<ConvAlgo, 3>;  // indexed by ConvPass
 const char* conv_algo_name(ConvAlgo a);
-ConvAlgo parse_conv_algo(const std::string& name);  // throws std::invalid_argument
-void set_conv_algo(ConvAlgo a);
-ConvAlgo conv_algo();
+ConvPass parse_conv_pass(const std::string& name);          // throws std::invalid_argument
+ConvAlgoSetting parse_conv_algo(const std::string& spec);  // throws std::invalid_argument
+std::string conv_algo_spec(const ConvAlgoSetting& a);      // inverse of parse_conv_algo
+void set_conv_algo(const ConvAlgoSetting& a);
+ConvAlgoSetting conv_algo();
 // What the entry point runs now for this call: 0 (direct), 2 or 4 (Winograd tile size).
 int conv_winograd_tile(const ConvShape& s, ConvPass pass);
 

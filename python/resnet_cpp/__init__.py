@@ -28,6 +28,7 @@ __all__ = [
     "checkpoint",
     "compiled_isas",
     "conv_algorithm",
+    "conv_precision",
     "data",
     "functional",
     "models",
@@ -42,8 +43,27 @@ __all__ = [
 ]
 
 
+# What each convolution setting guarantees (README, "Precision"; measured by
+# benchmarks/precision.py --models, tested by tests/test_precision.py for "auto").
+CONV_PRECISION = {
+    "auto": "float32: every model output and gradient within 10x PyTorch fp32's error "
+            "against float64 (tested: ResNet-20 A/B, ResNet-56 v2, ResNet-18; measured <= 3.5x)",
+    "fast": "fast (opt-in): F(4x4) Winograd; gradients up to 9x PyTorch fp32's error given "
+            "the same ReLU branches, forward 4x, and 3-4x as many ReLU masks flipped "
+            "(worst gradient seen with a flip: 2e-2 relative)",
+    "direct": "float32: direct convolution only (measured <= 3.5x PyTorch fp32's error)",
+}
+
+
+def conv_precision(setting: str | None = None) -> str:
+    """What the convolution setting (default: the current one) guarantees about precision."""
+    setting = conv_algorithm() if setting is None else setting
+    return CONV_PRECISION.get(setting, "forced per-pass setting: no precision guarantee "
+                              "beyond 'fast' (see README, 'Precision')")
+
+
 def build_info() -> dict:
-    """Describe this build: version, ISA paths, OpenMP, threads and CUDA."""
+    """Describe this build: version, ISA paths, OpenMP, threads, precision and CUDA."""
     from . import backend
 
     return {
@@ -55,5 +75,6 @@ def build_info() -> dict:
         "openmp": bool(_core.openmp),
         "num_threads": _core.num_threads(),
         "conv_algorithm": _core.conv_algorithm(),
+        "conv_precision": conv_precision(),
         **backend.cuda_info(),
     }

@@ -16,13 +16,14 @@ from .blocks import BasicBlock, Bottleneck, PreActBottleneck
 from .cifar import CifarResNet
 from .imagenet import IMAGENET_DEPTHS, ImageNetResNet
 from .preact import PreActResNet
+from .torch_twin import torch_twin
 
 CIFAR_V1_DEPTHS = (20, 32, 44, 56, 110, 1202)
 CIFAR_V2_DEPTHS = (29, 56, 110, 164, 1001)
 
 __all__ = [
     "BasicBlock", "Bottleneck", "CifarResNet", "IMAGENET_DEPTHS", "ImageNetResNet",
-    "PreActBottleneck", "PreActResNet", "ResNetBase", "create", "valid_names",
+    "PreActBottleneck", "PreActResNet", "ResNetBase", "create", "torch_twin", "valid_names",
     *[f"resnet{d}" for d in CIFAR_V1_DEPTHS],
     *[f"resnet{d}" for d in IMAGENET_DEPTHS],
     *[f"preact_resnet{d}" for d in CIFAR_V2_DEPTHS],
