@@ -219,7 +219,7 @@ def load_into(model, source, *, new_head: bool = False):
     ``source``: a path (any format above), a :class:`Weights` or a state_dict. With
     ``new_head`` the file's classifier (``fc.*``) is ignored and the model's own, freshly
     initialized one is kept (fine-tuning on other classes). Every other key must match:
-    missing or unexpected keys raise KeyError, shape mismatches ValueError, and nothing is
+    missing or unexpected keys and shape mismatches raise ValueError, and nothing is
     modified unless all checks pass.
     """
     w = _as_weights(source)
@@ -237,7 +237,7 @@ def load_into(model, source, *, new_head: bool = False):
                and not (new_head and k.startswith("fc."))]
     unexpected = [k for k in sd if k not in keys]
     if missing or unexpected:
-        raise KeyError(f"{where}: does not fit {type(model).__name__}: missing keys "
+        raise ValueError(f"{where}: does not fit {type(model).__name__}: missing keys "
                        f"{missing[:8]}{' ...' if len(missing) > 8 else ''}, unexpected keys "
                        f"{unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
     return model.load_state_dict(sd, strict=False)
