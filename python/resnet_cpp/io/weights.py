@@ -52,15 +52,20 @@ class Weights:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """"torch", "safetensors" or "npz" from the file's first bytes; ValueError otherwise."""
+    """"torch", "safetensors" or "npz" from the file's first bytes; ValueError otherwise
+    (``checkpoint.CheckpointError`` for a damaged zip archive)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(b"PK\x03\x04"):
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile as e:
+            raise ckpt.CheckpointError(f"{path}: a zip archive (.npz or .pth) that is "
+                                       f"truncated or corrupted ({e})") from e
         return "npz" if names and all(n.endswith(".npy") for n in names) else "torch"
     # safetensors: a u64 (little-endian) header length, then the JSON header
     if len(head) > 8 and head[8:9] == b"{" and \
