@@ -90,10 +90,13 @@ def test_finetune_from_a_pytorch_checkpoint(folder_run, tmp_path, capsys):
     torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, pth)
     out = tmp_path / "ft"
     assert main(["train", "--dataset", "folder", "--data-dir", str(root), "--init-from",
-                 str(pth), "--new-head", "3", "--freeze-trunk", "--freeze-bn", "--epochs", "1",
-                 "--batch-size", "16", "--out", str(out), *QUIET]) == 0
+                 str(pth), "--new-head", "3", "--freeze-trunk", "--freeze-bn", "--epochs", "2",
+                 "--batch-size", "16", "--max-steps", "2", "--out", str(out), *QUIET]) == 0
     assert "training resnet20 v1 on folder" in capsys.readouterr().out
+    pth.unlink()  # a resumed run needs only its own checkpoint
+    assert main(["train", "--resume", str(out), *QUIET]) == 0
     c = ckpt.load(out / "last.npz")
+    assert c.meta["position"]["epoch"] == 2 and c.meta["config"]["freeze_trunk"] is True
     assert c.meta["config"]["cli"]["image_size"] == 32  # a CIFAR model: 32x32 crops
     theirs = {k: v.numpy() for k, v in net.state_dict().items()}
     for k, v in c.model_state.items():
@@ -101,6 +104,7 @@ def test_finetune_from_a_pytorch_checkpoint(folder_run, tmp_path, capsys):
             assert v.shape[0] == 3
         else:
             np.testing.assert_array_equal(v, theirs[k], err_msg=k)
+    torch.save(net.state_dict(), pth)
     assert main(["train", "--dataset", "folder", "--data-dir", str(root), "--init-from",
                  str(pth), "--new-head", "5", "--out", str(tmp_path / "x"), *QUIET]) == 2
     assert "--new-head 5: the training data has 3 classes" in capsys.readouterr().err

@@ -103,6 +103,18 @@ def test_trunk_lr_is_its_own_parameter_group(data, pretrained):
                               src["layer3.0.conv2.weight"])
 
 
+def test_resume_with_parameter_groups_is_bit_exact(data, pretrained, tmp_path):
+    path, _ = pretrained
+    kw = dict(init_from=path, new_head=True, trunk_lr=0.01, freeze_bn=True, momentum=0.9)
+    whole = fit(data, out_dir=str(tmp_path / "a"), **kw)
+    fit(data, out_dir=str(tmp_path / "b"), max_steps=2, **kw)
+    resumed = fit(data, out_dir=str(tmp_path / "b"), resume=True, **kw)
+    for k, v in whole.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[k], v, err_msg=k)
+    with pytest.raises(ValueError, match="param groups"):  # another trunk lr: other groups
+        fit(data, out_dir=str(tmp_path / "b"), resume=True, **{**kw, "trunk_lr": 0.02})
+
+
 def test_finetune_errors(data, pretrained):
     path, _ = pretrained
     with pytest.raises(ValueError, match=r"^new_head needs init_from"):

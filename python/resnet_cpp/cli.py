@@ -259,8 +259,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             threads=args.threads, out_dir=out, resume=resuming, augment=settings["augment"],
             label_smoothing=settings["label_smoothing"], progress=not args.no_progress,
             max_steps=args.max_steps, model_config=model_config,
-            config={"cli": settings}, init_from=init,
-            new_head=settings["new_head"] is not None, freeze_trunk=settings["freeze_trunk"],
+            config={"cli": settings}, init_from=init,  # None when resuming
+            new_head=init is not None and settings["new_head"] is not None,
+            freeze_trunk=settings["freeze_trunk"],
             trunk_lr=settings["trunk_lr"], freeze_bn=settings["freeze_bn"])
     except (ValueError, ImportError) as e:
         raise UserError(str(e)) from e
@@ -400,8 +401,9 @@ def _predict_inputs(args: argparse.Namespace, meta: dict, model, mean, std):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import resnet_cpp
     from tqdm.auto import tqdm
+
+    import resnet_cpp
 
     if args.threads is not None:
         resnet_cpp.set_num_threads(args.threads)

@@ -309,7 +309,7 @@ class Trainer:
         init = finetune.prepare(model, init_from=init_from, new_head=new_head,
                                 freeze_trunk=freeze_trunk, trunk_lr=trunk_lr,
                                 freeze_bn=freeze_bn)
-        self.finetune = {k: v for k, v in (
+        self.finetune_config = {k: v for k, v in (
             ("init_from", init and init.path), ("new_head", new_head),
             ("freeze_trunk", freeze_trunk), ("trunk_lr", trunk_lr), ("freeze_bn", freeze_bn))
             if v}
@@ -388,7 +388,7 @@ class Trainer:
             "schedule": self.schedule.state_dict()["name"], "seed": self.seed,
             "threads": self.threads, "augment": self.augment,
             "label_smoothing": self.label_smoothing, "steps_per_epoch": self.steps_per_epoch,
-            **self.finetune, **self.extra_config})
+            **self.finetune_config, **self.extra_config})
 
     def _meta(self) -> dict:
         from . import __version__

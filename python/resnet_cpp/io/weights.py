@@ -230,12 +230,12 @@ def load_into(model, source, *, new_head: bool = False):
     w = _as_weights(source)
     where = w.path or "state_dict"
     sd = w.state_dict
-    own = dict(model.named_parameters())
+    own = dict(model.named_parameters()).get("fc.weight")
     if new_head:
         sd = OrderedDict((k, v) for k, v in sd.items() if not k.startswith("fc."))
-    elif "fc.weight" in sd and "fc.weight" in own and sd["fc.weight"].shape != own["fc.weight"].shape:
+    elif "fc.weight" in sd and own is not None and sd["fc.weight"].shape != own.shape:
         raise ValueError(f"{where}: its head has {sd['fc.weight'].shape[0]} classes, the model "
-                         f"{own['fc.weight'].shape[0]}; pass new_head=True (CLI: --new-head) "
+                         f"{own.shape[0]}; pass new_head=True (CLI: --new-head) "
                          "to train a new head")
     keys = [k for k, _ in model.named_parameters()] + [k for k, _ in model.named_buffers()]
     missing = [k for k in keys if k not in sd and not k.endswith("num_batches_tracked")
