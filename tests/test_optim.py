@@ -150,6 +150,64 @@ def test_zero_grad_and_bad_arguments(rng):
         optim.create_optimizer("rmsprop", params, lr=0.1)
 
 
+@pytest.mark.parametrize("name,kwargs", [
+    ("sgd", dict(momentum=0.9, nesterov=True)), ("adam", {}), ("adamw", {})])
+def test_param_groups_equal_one_optimizer_per_group(rng, name, kwargs):
+    """Two groups (own lr and weight decay) step exactly as two separate optimizers, and a
+    schedule's lr change reaches each group in proportion to its lr at construction."""
+    params = make_params(rng)
+    twins = [P(p.data.copy(), p.decay) for p in params]
+    grouped = optim.create_optimizer(name, [{"params": [params[0]], "lr": 0.01},
+                                            {"params": [params[1]], "weight_decay": 0.2}],
+                                     lr=0.1, weight_decay=0.05, **kwargs)
+    alone = [optim.create_optimizer(name, [twins[0]], lr=0.01, weight_decay=0.05, **kwargs),
+             optim.create_optimizer(name, [twins[1]], lr=0.1, weight_decay=0.2, **kwargs)]
+    assert grouped.params == params and [g["lr"] for g in grouped.param_groups] == [0.01, 0.1]
+    for step, gs in enumerate(grads(rng, params, STEPS)):
+        if step == 3:  # a schedule halves the rate: each group keeps its ratio
+            grouped.lr = 0.05
+            alone[0].lr, alone[1].lr = 0.005, 0.05
+        for p, t, g in zip(params, twins, gs):
+            p.grad[...] = g
+            t.grad[...] = g
+        grouped.step()
+        for o in alone:
+            o.step()
+    assert [g["lr"] for g in grouped.param_groups] == pytest.approx([0.005, 0.05])
+    for p, t in zip(params, twins):
+        np.testing.assert_array_equal(p.data, t.data)
+
+
+def test_param_groups_state_dict_and_errors(rng):
+    params = make_params(rng)
+    groups = [{"params": [params[0]], "lr": 0.01}, {"params": [params[1]]}]
+    opt = optim.SGD(groups, lr=0.1, momentum=0.9)
+    state = opt.state_dict()
+    assert [g["size"] for g in state["param_groups"]] == [1, 1]
+    again = optim.SGD([{"params": [params[0]], "lr": 0.01}, {"params": [params[1]]}], lr=0.1,
+                      momentum=0.9)
+    again.lr = 0.5
+    again.load_state_dict(state)
+    assert again.lr == 0.1 and again.param_groups[0]["lr"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="param groups"):  # same sizes, other lr ratio
+        optim.SGD([{"params": [params[0]], "lr": 0.02}, {"params": [params[1]]}], lr=0.1,
+                  momentum=0.9).load_state_dict(state)
+    with pytest.raises(ValueError, match="param groups"):  # one group of both
+        optim.SGD(params, lr=0.1, momentum=0.9).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]: unknown key\(s\) \['momentum'\]"):
+        optim.SGD([{"params": params, "momentum": 0.5}], lr=0.1)
+    with pytest.raises(ValueError, match=r"^params\[1\] appears in more than one"):
+        optim.SGD([{"params": [params[0]]}, {"params": [params[0]]}], lr=0.1)
+    with pytest.raises(ValueError, match=r"^param_groups\[1\] has an empty"):
+        optim.SGD([{"params": params}, {"params": []}], lr=0.1)
+    with pytest.raises(ValueError, match=r"^param_groups\[0\] sets lr=0.1"):
+        optim.SGD([{"params": params, "lr": 0.1}], lr=0.0)
+    with pytest.raises(ValueError, match=r"^param_groups\[0\]: lr and weight_decay"):
+        optim.SGD([{"params": params, "weight_decay": -1}], lr=0.1)
+    with pytest.raises(TypeError, match=r"^params must be all parameters or all group"):
+        optim.SGD([params[0], {"params": [params[1]]}], lr=0.1)
+
+
 # --------------------------------------------------------------------------- schedules
 
 

@@ -17,7 +17,7 @@ from ._core import (
     set_num_threads,
 )
 
-from . import checkpoint, data, functional, models, nn, optim, train  # noqa: E402
+from . import checkpoint, data, functional, io, models, nn, optim, train  # noqa: E402
 
 __version__ = _core.__version__
 
@@ -31,6 +31,7 @@ __all__ = [
     "conv_precision",
     "data",
     "functional",
+    "io",
     "models",
     "nn",
     "optim",

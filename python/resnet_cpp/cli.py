@@ -4,7 +4,8 @@ Subcommands:
   train    train a ResNet (no arguments: ResNet-20 v1 on the bundled Fashion-MNIST subset
            for a short run), writing checkpoints and metrics.jsonl to --out
   eval     accuracy, per-class accuracy and confusion matrix of a checkpoint
-  predict  predicted classes for images in a .npy file
+  predict  top classes of image files / folders (Pillow) or of a .npy array of images
+  export   a checkpoint (any format) to ONNX and/or safetensors
   plot     DIR/curves.png from DIR/metrics.jsonl (needs matplotlib)
   info     the build: ISA paths, OpenMP threads, CUDA
 User errors (bad arguments, missing files, damaged checkpoints, a diverged run) print one
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-DATASETS = ("bundled", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz")
+DATASETS = ("bundled", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz", "folder")
 DEFAULT_EPOCHS = 6  # the no-argument run: ~1 min on 2 Zen 4 cores (47 steps of 128 per epoch)
 
 
@@ -73,30 +74,101 @@ def _cmd_info(args: argparse.Namespace) -> int:
 # Settings a resumed run takes from its checkpoint (giving a different value is an error).
 _RUN_SETTINGS = ("dataset", "data_dir", "model", "version", "width", "shortcut", "epochs",
                  "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "recipe",
-                 "label_smoothing", "augment", "seed", "weight_decay")
+                 "label_smoothing", "augment", "seed", "weight_decay", "init_from", "new_head",
+                 "freeze_trunk", "trunk_lr", "freeze_bn", "image_size", "grayscale")
 _TRAIN_DEFAULTS = {"dataset": "bundled", "data_dir": None, "model": None, "version": 1,
                    "width": None, "shortcut": None, "epochs": DEFAULT_EPOCHS,
                    "batch_size": None, "lr": None, "optimizer": None, "schedule": None,
                    "warmup_epochs": 0.0, "recipe": None, "label_smoothing": 0.0,
-                   "augment": True, "seed": 0, "weight_decay": None}
+                   "augment": True, "seed": 0, "weight_decay": None, "init_from": None,
+                   "new_head": None, "freeze_trunk": False, "trunk_lr": None,
+                   "freeze_bn": False, "image_size": None, "grayscale": False}
 
 
-def _load_data(name: str, data_dir: str | None):
-    from .data import load_dataset
+def _load_data(name: str, data_dir: str | None, preprocess=None):
+    """(train, test) of a named dataset; ``folder`` reads images with ``preprocess``."""
+    from .data import load_dataset, load_image_folder
 
     try:
+        if name == "folder":
+            if not data_dir:
+                raise UserError("--dataset folder needs --data-dir DIR (DIR/<class>/<image>)")
+            return load_image_folder(data_dir, preprocess)
         return load_dataset(name, data_dir)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
         raise UserError(str(e)) from e
 
 
 def _image_shape(ds) -> list[int]:
-    """(C, H, W) of one image of a Dataset."""
-    return [int(v) for v in np.shape(ds.images)[1:]]
+    """(C, H, W) of one image of a dataset."""
+    return [int(v) for v in ds.shape]
+
+
+def _is_imagenet(name: str, version: int) -> bool:
+    from .models import IMAGENET_DEPTHS
+
+    return version == 1 and name.startswith("resnet") and name[6:].isdigit() \
+        and int(name[6:]) in IMAGENET_DEPTHS
+
+
+def _read_weights(path: str):
+    """rc.io.Weights of any weights file; damaged files are CheckpointErrors (exit 1)."""
+    from . import checkpoint as ckpt
+    from . import io as rio
+
+    try:
+        return rio.read_weights(path)
+    except (ckpt.CheckpointError, ImportError, FileNotFoundError):
+        raise
+    except ValueError as e:
+        raise ckpt.CheckpointError(str(e)) from e
+
+
+def _load_model(path: str):
+    """(model in eval mode, rc.io.Weights) from a weights file of any format."""
+    from . import checkpoint as ckpt
+    from . import io as rio
+
+    w = _read_weights(path)
+    try:
+        return rio.build_model(w)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ckpt.CheckpointError(f"{path}: cannot rebuild the model: {e}") from e
+
+
+def _init_settings(settings: dict):
+    """Read --init-from; take the model (unless --model) and image settings from it."""
+    from . import io as rio
+
+    try:
+        w = _read_weights(settings["init_from"])
+        cfg = w.meta.get("model") or rio.infer_config(w.state_dict)
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        raise UserError(f"--init-from {settings['init_from']}: {e}") from e
+    if settings["model"] is None:
+        settings["model"], settings["version"] = cfg["name"], cfg.get("version", 1)
+        settings["init_arch"] = {k: cfg[k] for k in ("widths", "shortcut", "width") if k in cfg}
+    if settings["dataset"] == "folder":
+        if settings["image_size"] is None:
+            settings["image_size"] = (w.meta.get("preprocess") or {}).get("size")
+        if cfg.get("in_channels") == 1:
+            settings["grayscale"] = True
+    return w
+
+
+def _folder_preprocess(settings: dict):
+    """Preprocess for --dataset folder: --image-size, else 224 (ImageNet models) or 32."""
+    from .data import Preprocess
+
+    size = settings["image_size"] or (224 if _is_imagenet(settings["model"],
+                                                         settings["version"]) else 32)
+    settings["image_size"] = size  # recorded, so a resumed run reads images alike
+    return Preprocess(size=size, channels=1 if settings["grayscale"] else 3)
 
 
 def _model_kwargs(settings: dict, train) -> dict:
-    kw = {"num_classes": len(train.classes), "in_channels": _image_shape(train)[0]}
+    kw = {**settings.get("init_arch", {}),
+          "num_classes": len(train.classes), "in_channels": _image_shape(train)[0]}
     if settings.get("width") is not None:
         if settings["version"] != 2:
             raise UserError("--width (paper|keras) selects pre-activation widths; it needs "
@@ -119,8 +191,9 @@ def _create_model(name: str, version: int, kwargs: dict):
         raise UserError(f"cannot build model {name!r} v{version} with {kwargs}: {e}") from e
 
 
-def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool]:
-    """Merge defaults, a resumed checkpoint's settings and explicit arguments."""
+def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool, object]:
+    """Merge defaults, a resumed checkpoint's settings and explicit arguments; also return
+    the --init-from weights of a fresh run (None otherwise)."""
     from . import checkpoint as ckpt
 
     given = {k: getattr(args, k) for k in _RUN_SETTINGS if getattr(args, k) is not None}
@@ -141,8 +214,12 @@ def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool]:
         if args.out is not None and os.path.abspath(args.out) != \
                 os.path.abspath(os.path.dirname(os.path.abspath(path))):
             raise UserError("--resume writes into the resumed run's directory; drop --out")
-        return {**_TRAIN_DEFAULTS, **saved}, os.path.dirname(os.path.abspath(path)), True
+        return {**_TRAIN_DEFAULTS, **saved}, os.path.dirname(os.path.abspath(path)), True, None
     settings = {**_TRAIN_DEFAULTS, **given}
+    init = _init_settings(settings) if settings["init_from"] else None
+    if settings["new_head"] is not None and init is None:
+        raise UserError("--new-head trains a new classifier on pretrained weights: give "
+                        "--init-from FILE")
     if settings["model"] is None:  # the smallest CIFAR ResNet of each version
         settings["model"] = "resnet20" if settings["version"] == 1 else "resnet29"
     out = args.out
@@ -152,16 +229,20 @@ def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool]:
     elif os.path.isfile(os.path.join(out, "last.npz")):
         raise UserError(f"{out} already holds a run (last.npz); continue it with "
                         f"--resume {out} or choose another --out")
-    return settings, out, False
+    return settings, out, False, init
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import train as T
 
-    settings, out, resuming = _resolve_train_settings(args)
+    settings, out, resuming, init = _resolve_train_settings(args)
     if settings["dataset"] == "npz" and not settings["data_dir"]:
         raise UserError("--dataset npz needs --data-dir PATH.npz")
-    train, test = _load_data(settings["dataset"], settings["data_dir"])
+    preprocess = _folder_preprocess(settings) if settings["dataset"] == "folder" else None
+    train, test = _load_data(settings["dataset"], settings["data_dir"], preprocess)
+    if settings["new_head"] not in (None, 0) and settings["new_head"] != len(train.classes):
+        raise UserError(f"--new-head {settings['new_head']}: the training data has "
+                        f"{len(train.classes)} classes")
     kwargs = _model_kwargs(settings, train)
     model = _create_model(settings["model"], settings["version"], kwargs)
     model_config = {"name": settings["model"], "version": settings["version"],
@@ -178,8 +259,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             threads=args.threads, out_dir=out, resume=resuming, augment=settings["augment"],
             label_smoothing=settings["label_smoothing"], progress=not args.no_progress,
             max_steps=args.max_steps, model_config=model_config,
-            config={"cli": settings})
-    except ValueError as e:
+            config={"cli": settings}, init_from=init,  # None when resuming
+            new_head=init is not None and settings["new_head"] is not None,
+            freeze_trunk=settings["freeze_trunk"],
+            trunk_lr=settings["trunk_lr"], freeze_bn=settings["freeze_bn"])
+    except (ValueError, ImportError) as e:
         raise UserError(str(e)) from e
     if history.interrupted:
         return 130
@@ -226,7 +310,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if name is None:
         raise UserError(f"{args.checkpoint} does not record its dataset; pass --dataset")
     data_dir = args.data_dir if args.dataset else (args.data_dir or cli.get("data_dir"))
-    _, test = _load_data(name, data_dir)
+    pre = None
+    if name == "folder":
+        from .io import describe_checkpoint
+
+        pre = _image_preprocess(describe_checkpoint(c.meta), model)
+    _, test = _load_data(name, data_dir, pre)
     want = c.meta.get("data", {}).get("image_shape")
     if want and _image_shape(test) != list(want):
         raise UserError(f"{name} images are {tuple(_image_shape(test))}, the model was trained on "
@@ -267,38 +356,110 @@ def _prepare_images(x: np.ndarray, shape: list | None) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _image_preprocess(meta: dict, model):
+    """How image files are prepared for ``model``: as in its training, else to its input
+    size (the whole image for a model trained on arrays; 256 -> 224 for ImageNet models)."""
+    from .data import Preprocess
+    from .models import ImageNetResNet
+
+    if meta.get("preprocess"):
+        return Preprocess.from_dict(meta["preprocess"])
+    c = model.in_channels
+    if meta.get("image_shape"):
+        size = int(meta["image_shape"][1])
+        return Preprocess(size=size, resize=size, channels=c)
+    if isinstance(model, ImageNetResNet):
+        return Preprocess(size=224, channels=c)
+    return Preprocess(size=32, resize=32, channels=c)
+
+
+def _predict_inputs(args: argparse.Namespace, meta: dict, model, mean, std):
+    """(names, number of batches, iterator of normalized float32 batches)."""
+    paths = args.images
+    if len(paths) == 1 and paths[0].endswith(".npy"):
+        try:
+            raw = np.load(paths[0], allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {paths[0]}: {e}") from e
+        if not isinstance(raw, np.ndarray):
+            raise UserError(f"{paths[0]} must be a .npy array, not an .npz archive")
+        x = _prepare_images(raw, meta.get("image_shape"))
+        if mean is not None:
+            x = (x - mean[:, None, None]) / std[:, None, None]
+        bs = args.batch_size
+        return ([str(i) for i in range(len(x))], -(-len(x) // bs),
+                (np.ascontiguousarray(x[i:i + bs]) for i in range(0, len(x), bs)))
+    from .data import image_files
+
+    norm = {} if mean is None else {"mean": mean, "std": std}
+    try:
+        ds = image_files(paths, _image_preprocess(meta, model), **norm)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        raise UserError(str(e)) from e
+    loader = ds.make_loader(args.batch_size, shuffle=False, mean=ds.mean, std=ds.std)
+    return ds.paths, len(loader), (x for x, _ in loader)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     import resnet_cpp
 
     if args.threads is not None:
         resnet_cpp.set_num_threads(args.threads)
-    c, model, mean, std = _load_checkpoint(args.checkpoint)
+    model, w = _load_model(args.checkpoint)
+    norm = w.meta.get("normalization") or {}
+    mean = np.asarray(norm["mean"], np.float32) if "mean" in norm else None
+    std = np.asarray(norm["std"], np.float32) if "std" in norm else None
+    classes = w.meta.get("classes") or []
+    names, n_batches, batches = _predict_inputs(args, w.meta, model, mean, std)
+    k = min(args.top_k, model.num_classes)
+    tops, probs = [], []
     try:
-        raw = np.load(args.images, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {args.images}: {e}") from e
-    if not isinstance(raw, np.ndarray):
-        raise UserError(f"{args.images} must be a .npy array, not an .npz archive")
-    x = _prepare_images(raw, c.meta.get("data", {}).get("image_shape"))
-    if mean is not None:
-        x = (x - mean[:, None, None]) / std[:, None, None]
-    classes = c.meta.get("data", {}).get("classes") or []
-    preds, confs = [], []
-    for i in range(0, len(x), args.batch_size):
-        logits = np.asarray(model(np.ascontiguousarray(x[i:i + args.batch_size])), np.float64)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p = z / z.sum(axis=1, keepdims=True)
-        preds.append(p.argmax(axis=1))
-        confs.append(p.max(axis=1))
-    pred = np.concatenate(preds).astype(np.int64)
-    conf = np.concatenate(confs)
+        for x in tqdm(batches, total=n_batches, desc="predict", unit="batch",
+                      disable=args.no_progress or n_batches < 2):
+            logits = np.asarray(model(x), np.float64)
+            z = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p = z / z.sum(axis=1, keepdims=True)
+            top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+            tops.append(top)
+            probs.append(np.take_along_axis(p, top, axis=1))
+    except ValueError as e:  # an unreadable image, reported by the loader
+        raise UserError(str(e)) from e
+    top, prob = np.concatenate(tops).astype(np.int64), np.concatenate(probs)
     if args.output:
-        np.save(args.output, pred)
-        print(f"saved {len(pred)} predicted classes to {args.output}")
+        np.save(args.output, top[:, 0])
+        print(f"saved {len(top)} predicted classes to {args.output}")
     if not args.output or args.print:
-        for i, (k, pk) in enumerate(zip(pred, conf)):
-            name = classes[k] if k < len(classes) else str(k)
-            print(f"{i}\t{k}\t{name}\t{pk:.3f}")
+        for name, row, prow in zip(names, top, prob):
+            cols = [f"{c}\t{classes[c] if c < len(classes) else c}\t{pc:.3f}"
+                    for c, pc in zip(row, prow)]
+            print(name + "\t" + "\t".join(cols))
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from . import io as rio
+
+    if not (args.onnx or args.safetensors):
+        raise UserError("give --onnx OUT.onnx and/or --safetensors OUT.safetensors")
+    model, w = _load_model(args.checkpoint)
+    meta = {**w.meta, "model": w.meta.get("model") or rio.infer_config(w.state_dict)}
+    try:
+        if args.safetensors:
+            rio.save_safetensors(args.safetensors, model.state_dict(), meta)
+            print(f"wrote {args.safetensors} (weights and model config)")
+        if args.onnx:
+            size = None if args.image_size is None else (args.image_size, args.image_size)
+            rio.export_onnx(model, args.onnx, image_size=size, meta=meta, opset=args.opset)
+            print(f"wrote {args.onnx} (opset {args.opset}, input NCHW float32 (batch, "
+                  f"{model.in_channels}, {args.image_size or 'H'}, {args.image_size or 'W'}), "
+                  "BN folded)")
+    except (ImportError, ValueError, OSError) as e:
+        raise UserError(str(e)) from e
     return 0
 
 
@@ -335,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default he2015: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, lr /10 "
                        "at 50% and 75%) or, with --resume, from the resumed run.")
     t.add_argument("--dataset", choices=DATASETS, help="default: bundled")
-    t.add_argument("--data-dir", help="dataset directory (for npz: the .npz file)")
+    t.add_argument("--data-dir", help="dataset directory (for npz: the .npz file; for "
+                   "folder: DIR/<class>/<image>, or DIR/train and DIR/val)")
     t.add_argument("--model", help="model name (default resnet20; resnet29 for --version 2)")
     t.add_argument("--version", type=int, choices=(1, 2), help="ResNet v1 or v2 (default 1)")
     t.add_argument("--width", choices=("paper", "keras"), help="CIFAR ResNet widths")
@@ -360,6 +522,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many optimizer steps (smoke tests)")
     t.add_argument("--plot", action="store_true", help="write OUT/curves.png at the end")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    f = t.add_argument_group("fine-tuning and image folders")
+    f.add_argument("--init-from", metavar="FILE", help="start from these weights: a PyTorch "
+                   ".pth/.pt, .safetensors or resnet_cpp .npz (the model is taken from the "
+                   "file unless --model)")
+    f.add_argument("--new-head", metavar="N", nargs="?", const=0, type=_positive_int,
+                   help="replace the file's classifier by a new one for the data's N classes")
+    f.add_argument("--freeze-trunk", action="store_true", default=None,
+                   help="train only the head; the trunk stays bit for bit as loaded")
+    f.add_argument("--trunk-lr", type=_nonneg_float,
+                   help="learning rate of the trunk (the head trains at --lr)")
+    f.add_argument("--freeze-bn", action="store_true", default=None,
+                   help="BN layers keep (and use) their running statistics")
+    f.add_argument("--image-size", type=_positive_int, help="--dataset folder: crop size "
+                   "(default: the --init-from model's, else 224 for ImageNet models, 32)")
+    f.add_argument("--grayscale", action="store_true", default=None,
+                   help="--dataset folder: read images as one channel")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a test split")
@@ -370,15 +548,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=_positive_int)
     e.set_defaults(func=_cmd_eval)
 
-    r = sub.add_parser("predict", help="predict the classes of images in a .npy file")
-    r.add_argument("--checkpoint", required=True, help="a .npz written by train")
-    r.add_argument("images", help=".npy of (N,H,W) or (N,C,H,W) images, uint8 0..255 or "
-                   "float in [0,1]")
+    r = sub.add_parser("predict", help="predict the classes of image files or folders (or a "
+                       ".npy array)", description="One line per image: its name, then per "
+                       "predicted class its index, name and probability, best first.")
+    r.add_argument("--checkpoint", required=True, help="a .npz written by train, or any "
+                   "weights file resnet_cpp reads (.pth, .pt, .safetensors)")
+    r.add_argument("images", nargs="+", help="image files and folders (read with Pillow), "
+                   "or one .npy of (N,H,W) or (N,C,H,W) images, uint8 0..255 or float in [0,1]")
+    r.add_argument("--top-k", type=_positive_int, default=1, help="classes per image")
     r.add_argument("--output", "-o", help="save predicted class indices (int64) to this .npy")
     r.add_argument("--print", action="store_true", help="also print with --output")
     r.add_argument("--batch-size", type=_positive_int, default=256)
     r.add_argument("--threads", type=_positive_int)
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_predict)
+
+    x = sub.add_parser("export", help="write a checkpoint as ONNX and/or safetensors",
+                       description="ONNX: BN folded into the convolutions, float32 NCHW "
+                       "input with a dynamic batch, logits out; safetensors: the weights. "
+                       "Both carry the model config, class names and normalization.")
+    x.add_argument("--checkpoint", required=True, help="a .npz written by train, or any "
+                   "weights file resnet_cpp reads (.pth, .pt, .safetensors)")
+    x.add_argument("--onnx", metavar="OUT", help="write an ONNX model here")
+    x.add_argument("--safetensors", metavar="OUT", help="write the weights here")
+    x.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
+    x.add_argument("--image-size", type=_positive_int,
+                   help="fix the ONNX input's H and W (default: dynamic)")
+    x.set_defaults(func=_cmd_export)
 
     pl = sub.add_parser("plot", help="plot loss/accuracy curves of a run (needs matplotlib)")
     pl.add_argument("dir", help="run directory holding metrics.jsonl")

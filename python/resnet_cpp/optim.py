@@ -59,40 +59,93 @@ __all__ = [
 
 
 class Optimizer:
-    """Base class: holds the parameter list, the current ``lr`` and the step count.
+    """Base class: holds the parameters (in groups), the current ``lr`` and the step count.
 
-    ``params`` are objects with ``.data`` and ``.grad`` float32 C-contiguous arrays and a
-    ``.decay`` flag (``rc.nn.Parameter``). ``decay_bn_bias=False`` applies no weight decay
-    to parameters whose ``.decay`` is False (biases, BN gamma/beta).
+    ``params`` is an iterable of parameters, objects with ``.data`` and ``.grad`` float32
+    C-contiguous arrays and a ``.decay`` flag (``rc.nn.Parameter``), or, as in PyTorch, a
+    list of parameter groups ``[{"params": [...], "lr": ..., "weight_decay": ...}, ...]``
+    where a group's ``lr`` and ``weight_decay`` default to the optimizer's. ``param_groups``
+    holds the groups, ``params`` every parameter in group order. ``decay_bn_bias=False``
+    applies no weight decay to parameters whose ``.decay`` is False (biases, BN gamma/beta).
+
+    Schedules set ``optimizer.lr``; each group keeps the ratio of its lr to ``lr`` given at
+    construction, so a group created with ``lr=0.01`` beside ``lr=0.1`` always runs at a
+    tenth of the scheduled rate (what PyTorch's proportional schedules do per group).
     """
 
     name = "optimizer"
+    GROUP_KEYS = ("params", "lr", "weight_decay")
 
     def __init__(self, params: Iterable, lr: float, weight_decay: float,
                  decay_bn_bias: bool) -> None:
-        self.params = list(params)
-        if not self.params:
-            raise ValueError("optimizer got an empty parameter list")
-        for i, p in enumerate(self.params):
-            for attr in ("data", "grad"):
-                a = getattr(p, attr, None)
-                if not isinstance(a, np.ndarray) or a.dtype != np.float32 \
-                        or not a.flags.c_contiguous:
-                    raise TypeError(f"params[{i}].{attr} must be a float32 C-contiguous "
-                                    "ndarray (an rc.nn.Parameter)")
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.decay_bn_bias = bool(decay_bn_bias)
+        self.param_groups: list[dict] = []
+        self._lr_scales: list[float] = []
+        self.params = []
+        seen: set[int] = set()
+        for gi, group in enumerate(_as_groups(params)):
+            unknown = sorted(set(group) - set(self.GROUP_KEYS))
+            if unknown:
+                raise ValueError(f"param_groups[{gi}]: unknown key(s) {unknown}; a group "
+                                 "may set 'lr' and 'weight_decay'")
+            members = list(group["params"])
+            if not members:
+                raise ValueError(f"param_groups[{gi}] has an empty parameter list")
+            glr = float(group.get("lr", lr))
+            gwd = float(group.get("weight_decay", weight_decay))
+            if glr < 0 or gwd < 0:
+                raise ValueError(f"param_groups[{gi}]: lr and weight_decay must be >= 0, "
+                                 f"got {glr} and {gwd}")
+            if glr != lr and lr == 0:
+                raise ValueError(f"param_groups[{gi}] sets lr={glr}: group rates are kept "
+                                 "as multiples of the optimizer's lr, which must be > 0")
+            for p in members:
+                i = len(self.params)
+                if id(p) in seen:
+                    raise ValueError(f"params[{i}] appears in more than one param group")
+                seen.add(id(p))
+                for attr in ("data", "grad"):
+                    a = getattr(p, attr, None)
+                    if not isinstance(a, np.ndarray) or a.dtype != np.float32 \
+                            or not a.flags.c_contiguous:
+                        raise TypeError(f"params[{i}].{attr} must be a float32 C-contiguous "
+                                        "ndarray (an rc.nn.Parameter)")
+                self.params.append(p)
+            self.param_groups.append({"params": members, "lr": glr, "weight_decay": gwd})
+            self._lr_scales.append(glr / lr if lr else 1.0)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        self._lr = float(lr)
         self.step_count = 0
 
-    def _wd(self, p) -> float:
+    @property
+    def lr(self) -> float:
+        """The scheduled learning rate; setting it rescales every group's lr."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = float(value)
+        for group, scale in zip(self.param_groups, self._lr_scales):
+            group["lr"] = self._lr * scale
+
+    def _each(self):
+        """(flat index, parameter, its group) for every parameter, in ``params`` order."""
+        i = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                yield i, p, group
+                i += 1
+
+    def _wd(self, p, group: dict) -> float:
         """Weight decay for one parameter (0 for no-decay params unless decay_bn_bias)."""
         if self.decay_bn_bias or getattr(p, "decay", True):
-            return self.weight_decay
+            return group["weight_decay"]
         return 0.0
 
     def zero_grad(self) -> None:
@@ -107,19 +160,29 @@ class Optimizer:
         """JSON-serializable hyper-parameters (excluding ``lr``)."""
         return {"weight_decay": self.weight_decay, "decay_bn_bias": self.decay_bn_bias}
 
+    def _groups_state(self) -> list[dict]:
+        return [{"size": len(g["params"]), "lr_scale": s, "weight_decay": g["weight_decay"]}
+                for g, s in zip(self.param_groups, self._lr_scales)]
+
     def _arrays(self) -> dict[str, np.ndarray]:
         return {}
 
     def state_dict(self) -> dict:
-        """``{"name", "lr", "step", "hparams", "arrays": {key: ndarray copy}}``."""
+        """``{"name", "lr", "step", "hparams", "param_groups", "arrays": {key: copy}}``;
+        ``param_groups`` describes each group (size, lr scale, weight decay)."""
         return {"name": self.name, "lr": self.lr, "step": self.step_count,
-                "hparams": self.hparams(),
+                "hparams": self.hparams(), "param_groups": self._groups_state(),
                 "arrays": {k: a.copy() for k, a in self._arrays().items()}}
 
     def check_state_dict(self, state: dict) -> None:
-        """Raise if ``state`` cannot be loaded (wrong optimizer, keys or shapes)."""
+        """Raise if ``state`` cannot be loaded (wrong optimizer, groups, keys or shapes)."""
         if state.get("name") != self.name:
             raise ValueError(f"optimizer state is for {state.get('name')!r}, not {self.name!r}")
+        # States written before param groups existed hold one group of every parameter.
+        groups = state.get("param_groups")
+        if groups is not None and groups != self._groups_state():
+            raise ValueError(f"optimizer state has param groups {groups}, this optimizer "
+                             f"{self._groups_state()}")
         own = self._arrays()
         arrays = state.get("arrays", {})
         missing = sorted(set(own) - set(arrays))
@@ -141,7 +204,21 @@ class Optimizer:
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v}" for k, v in self.hparams().items())
-        return f"{type(self).__name__}(lr={self.lr}, {hp})"
+        groups = f", groups={len(self.param_groups)}" if len(self.param_groups) > 1 else ""
+        return f"{type(self).__name__}(lr={self.lr}, {hp}{groups})"
+
+
+def _as_groups(params: Iterable) -> list[dict]:
+    """A parameter iterable or a list of group dicts -> a list of group dicts."""
+    items = list(params)
+    if items and all(isinstance(g, dict) for g in items):
+        for gi, g in enumerate(items):
+            if "params" not in g:
+                raise ValueError(f"param_groups[{gi}] has no 'params' entry")
+        return items
+    if any(isinstance(g, dict) for g in items):
+        raise TypeError("params must be all parameters or all group dicts, not a mix")
+    return [{"params": items}]
 
 
 class SGD(Optimizer):
@@ -167,9 +244,9 @@ class SGD(Optimizer):
                         if self.momentum else [None] * len(self.params))
 
     def step(self) -> None:
-        for p, buf in zip(self.params, self.buffers):
-            F.sgd_step(p.data, p.grad, buf, lr=self.lr, momentum=self.momentum,
-                       weight_decay=self._wd(p), nesterov=self.nesterov)
+        for i, p, group in self._each():
+            F.sgd_step(p.data, p.grad, self.buffers[i], lr=group["lr"], momentum=self.momentum,
+                       weight_decay=self._wd(p, group), nesterov=self.nesterov)
         self.step_count += 1
 
     def hparams(self) -> dict:
@@ -202,10 +279,10 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         self.step_count += 1
-        for p, m, v in zip(self.params, self.m, self.v):
-            F.adam_step(p.data, p.grad, m, v, step=self.step_count, lr=self.lr,
-                        beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                        weight_decay=self._wd(p), decoupled=self.decoupled)
+        for i, p, group in self._each():
+            F.adam_step(p.data, p.grad, self.m[i], self.v[i], step=self.step_count,
+                        lr=group["lr"], beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                        weight_decay=self._wd(p, group), decoupled=self.decoupled)
 
     def hparams(self) -> dict:
         return {"betas": [self.beta1, self.beta2], "eps": self.eps, **super().hparams()}

@@ -161,7 +161,10 @@ class EvalResult:
 
 
 def _make_loader(data, batch_size: int, **kw):
-    """A DataLoader over a Dataset; anything already iterable is used as is."""
+    """A DataLoader over a Dataset (an ImageLoader over an ImageDataset); anything already
+    iterable is used as is."""
+    if hasattr(data, "make_loader"):
+        return data.make_loader(batch_size, **kw)
     if hasattr(data, "images") and hasattr(data, "labels"):
         from .data import DataLoader
 
@@ -273,6 +276,8 @@ class Trainer:
                  max_steps: int | None = None, normalize: bool = True, mean=None, std=None,
                  model_config: dict | None = None, eval_batch_size: int = 256,
                  save_best: bool = True, config: dict | None = None,
+                 init_from=None, new_head: bool = False, freeze_trunk: bool = False,
+                 trunk_lr: float | None = None, freeze_bn: bool = False,
                  on_step: Callable[["Trainer"], None] | None = None,
                  on_epoch: Callable[["Trainer", dict], None] | None = None) -> None:
         if epochs < 1:
@@ -299,10 +304,24 @@ class Trainer:
         self.model_config = model_config or getattr(model, "config", None)
         self.extra_config = dict(config or {})
 
-        if mean is None and normalize and hasattr(train_data, "images"):
-            from .data import channel_stats
+        from . import finetune
 
-            mean, std = channel_stats(train_data)
+        init = finetune.prepare(model, init_from=init_from, new_head=new_head,
+                                freeze_trunk=freeze_trunk, trunk_lr=trunk_lr,
+                                freeze_bn=freeze_bn)
+        self.finetune_config = {k: v for k, v in (
+            ("init_from", init and init.path), ("new_head", new_head),
+            ("freeze_trunk", freeze_trunk), ("trunk_lr", trunk_lr), ("freeze_bn", freeze_bn))
+            if v}
+        if mean is None and normalize:
+            if init is not None and init.meta.get("normalization"):  # the pretrained model's
+                mean, std = init.meta["normalization"]["mean"], init.meta["normalization"]["std"]
+            elif hasattr(train_data, "channel_stats"):  # an ImageDataset's own
+                mean, std = train_data.channel_stats()
+            elif hasattr(train_data, "images"):
+                from .data import channel_stats
+
+                mean, std = channel_stats(train_data)
         self.mean = None if mean is None else np.asarray(mean, np.float32)
         self.std = None if std is None else np.asarray(std, np.float32)
 
@@ -328,7 +347,8 @@ class Trainer:
             if isinstance(schedule, optim.Schedule):
                 raise ValueError("a Schedule instance needs its Optimizer passed as optimizer=")
             self.optimizer, schedule = self.recipe.build(
-                model.parameters(), self.total_steps, lr=lr, optimizer=optimizer,
+                finetune.param_groups(model, trunk_lr), self.total_steps, lr=lr,
+                optimizer=optimizer,
                 schedule=schedule, warmup_steps=warmup_steps, **kw)
         if schedule.optimizer is not self.optimizer:
             raise ValueError("the schedule drives a different optimizer than optimizer=")
@@ -368,7 +388,7 @@ class Trainer:
             "schedule": self.schedule.state_dict()["name"], "seed": self.seed,
             "threads": self.threads, "augment": self.augment,
             "label_smoothing": self.label_smoothing, "steps_per_epoch": self.steps_per_epoch,
-            **self.extra_config})
+            **self.finetune_config, **self.extra_config})
 
     def _meta(self) -> dict:
         from . import __version__
@@ -383,8 +403,10 @@ class Trainer:
             {"mean": self.mean.tolist(), "std": self.std.tolist()},
             "data": {"name": getattr(data, "name", None),
                      "classes": list(getattr(data, "classes", []) or []),
-                     "image_shape": [int(v) for v in np.shape(data.images)[1:]]
-                     if hasattr(data, "images") else None},
+                     "image_shape": [int(v) for v in data.shape]
+                     if hasattr(data, "shape") else None,
+                     "preprocess": data.preprocess.to_dict()
+                     if hasattr(data, "preprocess") else None},
             "optimizer": opt_state,
             "schedule": self.schedule.state_dict(),
             "position": {"epoch": self.epoch, "batch": self.batch,
@@ -646,7 +668,10 @@ def fit(model, train_data, test_data=None, **kwargs) -> History:
     schedule ("multistep"|"cosine"|"onecycle"|"constant"|"keras" or a Schedule),
     warmup_epochs, seed, threads, out_dir (checkpoints last.npz/best.npz and
     metrics.jsonl), resume (True: continue from out_dir/last.npz; or a path), augment,
-    label_smoothing, progress, verbose, max_steps, normalize/mean/std, model_config
-    ({"name", "version", "kwargs"} stored for rebuilding), on_step, on_epoch.
+    label_smoothing, progress, verbose, max_steps, normalize/mean/std (default: the
+    init_from checkpoint's, an ImageDataset's own, else the training data's statistics),
+    model_config ({"name", "version", "kwargs"} stored for rebuilding), on_step, on_epoch.
+    Fine-tuning (:mod:`resnet_cpp.finetune`): init_from (weights file), new_head,
+    freeze_trunk, trunk_lr, freeze_bn.
     """
     return Trainer(model, train_data, test_data, **kwargs).fit()

@@ -19,6 +19,16 @@ from .datasets import (
     channel_stats,
     load_dataset,
 )
+from .images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageDataset,
+    ImageLoader,
+    Preprocess,
+    image_files,
+    image_folder,
+    load_image_folder,
+)
 from .loader import DataLoader
 from .readers import (
     RestrictedUnpickler,
@@ -36,12 +46,20 @@ __all__ = [
     "DATASET_NAMES",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "DataLoader",
     "Dataset",
+    "ImageDataset",
+    "ImageLoader",
+    "Preprocess",
     "RestrictedUnpickler",
     "UnsafePickleError",
     "channel_stats",
+    "image_files",
+    "image_folder",
     "load_dataset",
+    "load_image_folder",
     "read_cifar_batch",
     "read_cifar_meta",
     "read_idx",

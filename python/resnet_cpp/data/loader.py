@@ -71,12 +71,16 @@ class DataLoader:
     batches per epoch and ``iter_from(k)`` resumes an epoch at batch k.
     """
 
+    # What the loader reads; subclasses for other dataset types (images.ImageLoader) widen it.
+    dataset_types: tuple = (Dataset,)
+
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = True,
                  augment: bool = False, padding: int = 4, flip: bool = True,
                  mean: Any = None, std: Any = None, seed: int = 0, drop_last: bool = False,
                  prefetch: int = 2) -> None:
-        if not isinstance(dataset, Dataset):
-            raise TypeError(f"dataset must be a resnet_cpp.data.Dataset, "
+        if not isinstance(dataset, self.dataset_types):
+            raise TypeError(f"dataset must be a resnet_cpp.data."
+                            f"{' or '.join(t.__name__ for t in self.dataset_types)}, "
                             f"got {type(dataset).__name__}")
         if len(dataset) == 0:
             raise ValueError(f"dataset {dataset.name!r} is empty")

@@ -16,9 +16,14 @@ class ResNetBase(Module):
     (forward order, the stem conv first), then call ``_finish(rng)``. Everything between
     the entry conversion and the global average pool runs NHWC; the head sees (N, C).
     ``config`` holds the ``create`` arguments that rebuild the architecture.
+
+    Fine-tuning: a frozen prefix of the trunk (``requires_grad_(False)``) gets no backward
+    when the input gradient is not needed, and ``freeze_bn()`` keeps every BatchNorm in
+    eval mode (running statistics used and left unchanged) while the model trains.
     """
 
     _trunk: tuple = ()
+    bn_frozen = False
 
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
@@ -45,6 +50,26 @@ class ResNetBase(Module):
                 if hasattr(m, "residual_bn"):
                     m.residual_bn().weight.data.fill(0.0)
 
+    def freeze_bn(self, frozen: bool = True) -> ResNetBase:
+        """Frozen-BN semantics: BN layers normalize with their running statistics and never
+        update them, also in training mode (gamma and beta still train unless frozen)."""
+        self.bn_frozen = bool(frozen)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> ResNetBase:
+        super().train(mode)
+        if mode and self.bn_frozen:
+            for m in self.modules():
+                if isinstance(m, BatchNorm2d):
+                    object.__setattr__(m, "training", False)
+        return self
+
+    def fuse(self) -> ResNetBase:
+        """An inference copy with each BN folded into the conv before it (see models.fuse)."""
+        from .fuse import fuse
+
+        return fuse(self)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, in_channels, H, W) float32 -> logits (N, num_classes), a fresh array."""
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -61,12 +86,23 @@ class ResNetBase(Module):
     def backward(self, dy: np.ndarray, need_dx: bool = True):
         """dlogits (N, num_classes) -> dx (N, C, H, W), filling every parameter's .grad.
 
-        ``need_dx=False`` skips the input gradient (training never needs it) and returns None.
+        ``need_dx=False`` skips the input gradient (training never needs it) and returns None;
+        trunk modules before the first one with a trainable parameter are then skipped too.
         """
+        first = 0
+        if not need_dx:
+            first = next((i for i, name in enumerate(self._trunk)
+                          if any(p.requires_grad for p in getattr(self, name).parameters())),
+                         len(self._trunk))
+        if first == len(self._trunk):  # a frozen trunk: only the head learns
+            self.fc.backward(dy, need_dx=False)
+            return None
         d = self.avgpool.backward(self.fc.backward(dy))
-        for name in reversed(self._trunk[1:]):
+        for name in reversed(self._trunk[max(first, 1):]):
             m = getattr(self, name)
             # d is always an array of this backward's own making: a BN may overwrite it.
             d = m.backward(d, out=d) if isinstance(m, BatchNorm2d) else m.backward(d)
+        if first > 0:
+            return None
         d = getattr(self, self._trunk[0]).backward(d, need_dx=need_dx)
         return None if d is None else F.to_nchw(d)

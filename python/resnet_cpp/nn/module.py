@@ -42,14 +42,17 @@ class Parameter:
     ``data`` is updated in place by optimizers and never rebound; ``grad`` (same shape,
     zero at creation) is overwritten by the owning module's ``backward``. ``decay`` says
     whether weight decay applies (conv/linear weights) or not (biases, BN gamma/beta).
+    ``requires_grad=False`` freezes it: models skip the backward of a frozen prefix and
+    ``resnet_cpp.train`` leaves it out of the optimizer.
     """
 
-    __slots__ = ("data", "grad", "decay")
+    __slots__ = ("data", "grad", "decay", "requires_grad")
 
     def __init__(self, data, decay: bool = True):
         self.data = _canonical(np.array(data, dtype=np.float32, order="C", copy=True))
         self.grad = np.zeros(self.data.shape, np.float32)
         self.decay = bool(decay)
+        self.requires_grad = True
 
     @classmethod
     def zeros(cls, shape, decay: bool = True) -> Parameter:
@@ -58,15 +61,18 @@ class Parameter:
         p.data = np.zeros(shape, np.float32)
         p.grad = np.zeros(shape, np.float32)
         p.decay = bool(decay)
+        p.requires_grad = True
         return p
 
     def __getstate__(self):
-        return {"data": self.data, "grad": self.grad, "decay": self.decay}
+        return {"data": self.data, "grad": self.grad, "decay": self.decay,
+                "requires_grad": self.requires_grad}
 
     def __setstate__(self, state) -> None:
         self.data = _canonical(state["data"])
         self.grad = _canonical(state["grad"])
         self.decay = state["decay"]
+        self.requires_grad = state.get("requires_grad", True)
 
     @property
     def shape(self) -> tuple:
@@ -77,7 +83,8 @@ class Parameter:
         return self.data.size
 
     def __repr__(self) -> str:
-        return f"Parameter(shape={self.data.shape}, decay={self.decay})"
+        frozen = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter(shape={self.data.shape}, decay={self.decay}{frozen})"
 
 
 class Module:
@@ -194,6 +201,12 @@ class Module:
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad.fill(0.0)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze every parameter of this module, as in PyTorch."""
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
 
     # -- checkpoints ---------------------------------------------------------------------
     def _state_entries(self) -> list[tuple[str, np.ndarray]]:
