@@ -113,12 +113,16 @@ def chain(x, *ops):
     for op in ops:
         x, back = op(x)
         backs.append(back)
+    return x, reverse_all(backs)
 
+
+def reverse_all(backs):
+    """The backward of a sequence of ops: their backward closures in reverse order."""
     def back_all(dy):
         for back in reversed(backs):
             dy = back(dy)
         return dy
-    return x, back_all
+    return back_all
 
 
 def ref_v1_block(net, h, pre, stride, shortcut, bottleneck):
@@ -222,11 +226,6 @@ def ref_preact_v2(net, x, n, width):
     backs.append(back_final)
     logits, back_head = net.head(h)
     backs.append(back_head)
-
-    def back_all(dy):
-        for back in reversed(backs):
-            dy = back(dy)
-        return dy
-    return logits, back_all
+    return logits, reverse_all(backs)
 
 

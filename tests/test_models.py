@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import reference as R
+from model_precision import randomize
 from ref_models import RefNet, ref_cifar_v1, ref_imagenet, ref_preact_v2
 import resnet_cpp.functional as F
 import resnet_cpp.models as models
@@ -161,23 +162,8 @@ def test_create_names_versions_and_errors():
     assert models.resnet110().depth == 110 and models.preact_resnet29().depth == 29
 
 
-def _randomize(model, rng):
-    """Non-trivial BN affine params and running stats so every path matters."""
-    for name, p in model.named_parameters():
-        if ".bn" in name or name.startswith("bn") or "downsample.1" in name:
-            p.data[...] = rng.uniform(0.5, 1.5, p.shape) if name.endswith("weight") \
-                else rng.uniform(-0.2, 0.2, p.shape)
-        elif name.endswith("bias"):
-            p.data[...] = rng.uniform(-0.1, 0.1, p.shape)
-    for name, b in model.named_buffers():
-        if name.endswith("running_mean"):
-            b[...] = rng.uniform(-0.1, 0.1, b.shape)
-        elif name.endswith("running_var"):
-            b[...] = rng.uniform(0.5, 2.0, b.shape)
-
-
 def _check_against_reference(model, ref_fn, rng, x_shape, tol=BACKWARD):
-    _randomize(model, rng)
+    randomize(model, rng)
     # A ReLU input within float32 rounding of 0 may take the other branch in float32 and
     # change a gradient by a whole upstream value (seen: |z| = 9e-7 in a 4x4 stage, where a
     # 1e-7 relative change of x moved dx by 144x the tolerance on the direct path too): the
@@ -327,7 +313,7 @@ def test_finite_differences_on_tiny_model(rng):
     """
     model = models.CifarResNet(8, num_classes=4, in_channels=2, shortcut="B",
                                widths=(3, 4, 6), seed=1)
-    _randomize(model, rng)
+    randomize(model, rng)
     x = rng.standard_normal((4, 2, 6, 6)).astype(np.float32)
     labels = np.array([0, 1, 2, 3], dtype=np.int64)
 
