@@ -324,7 +324,7 @@ def main(argv=None) -> int:
                          "machine; assumes every thread is busy for the whole call)")
     args = ap.parse_args(argv)
 
-    order = ["scalar", "avx2", "avx512"]
+    order = ["scalar", "avx2", "avx512", "avx512_bf16"]
     best = order.index(_core.detected_isa())
     runnable = [i for i in _core.compiled_isas() if order.index(i) <= best]
     isas = runnable if args.isa == "all" else [i for i in args.isa.split(",") if i in runnable]

@@ -59,7 +59,11 @@ Isa detect() {
     bool avx2 = r[1] & (1u << 5);
     bool f = r[1] & (1u << 16), dq = r[1] & (1u << 17), bw = r[1] & (1u << 30),
          vl = r[1] & (1u << 31);
-    if (os_zmm && avx2 && fma && f && dq && bw && vl) return Isa::avx512;
+    if (os_zmm && avx2 && fma && f && dq && bw && vl) {
+        cpuid(7, 1, r);
+        const bool bf16 = r[0] & (1u << 5);  // AVX512_BF16: CPUID.(EAX=7,ECX=1):EAX bit 5
+        return bf16 ? Isa::avx512_bf16 : Isa::avx512;
+    }
     if (os_ymm && avx2 && fma) return Isa::avx2;
 #endif
     return Isa::scalar;
@@ -72,12 +76,13 @@ Isa best_compiled(Isa want) {
     return best;
 }
 
-std::atomic<int> g_cap{(int)env_setting("RESNET_CPP_MAX_ISA", Isa::avx512, parse_isa)};
+std::atomic<int> g_cap{(int)env_setting("RESNET_CPP_MAX_ISA", Isa::avx512_bf16, parse_isa)};
 
 }  // namespace
 
 const char* isa_name(Isa isa) {
     switch (isa) {
+        case Isa::avx512_bf16: return "avx512_bf16";
         case Isa::avx512: return "avx512";
         case Isa::avx2: return "avx2";
         default: return "scalar";
@@ -88,7 +93,9 @@ Isa parse_isa(const std::string& name) {
     if (name == "scalar") return Isa::scalar;
     if (name == "avx2") return Isa::avx2;
     if (name == "avx512") return Isa::avx512;
-    throw std::invalid_argument("isa: expected one of 'scalar', 'avx2', 'avx512', got '" + name + "'");
+    if (name == "avx512_bf16") return Isa::avx512_bf16;
+    throw std::invalid_argument("isa: expected one of 'scalar', 'avx2', 'avx512', 'avx512_bf16', got '" +
+                                name + "'");
 }
 
 Isa detected_isa() {
@@ -104,16 +111,24 @@ std::vector<Isa> compiled_isas() {
 #ifdef RESNET_CPP_HAVE_AVX512
     v.push_back(Isa::avx512);
 #endif
+#ifdef RESNET_CPP_HAVE_AVX512_BF16
+    v.push_back(Isa::avx512_bf16);
+#endif
     return v;
 }
 
 Isa max_isa() { return (Isa)g_cap.load(std::memory_order_relaxed); }
 void set_max_isa(Isa isa) { g_cap.store((int)isa, std::memory_order_relaxed); }
 
-Isa active_isa() {
+Isa active_path() {
     int cap = g_cap.load(std::memory_order_relaxed);
     int hw = (int)detected_isa();
     return best_compiled((Isa)(cap < hw ? cap : hw));
+}
+
+Isa active_isa() {
+    Isa p = active_path();
+    return (int)p > (int)Isa::avx512 ? Isa::avx512 : p;
 }
 
 // One process-wide thread count (OpenMP's own is per calling thread, so a kernel called

@@ -57,12 +57,36 @@ void bind_conv(py::module_& m) {
                 throw py::value_error("pass: expected 'forward', 'backward_data' or "
                                       "'backward_weight', got '" + pass + "'");
             rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
+            if (rc::conv_runs_bf16()) return std::string("direct_bf16");
             const int m = rc::conv_winograd_tile(s, p);
             return std::string(m == 0 ? "direct" : m == 2 ? "winograd2" : "winograd4");
         },
         py::arg("pass"), py::arg("N"), py::arg("H"), py::arg("W"), py::arg("C"), py::arg("K"),
         py::arg("R"), py::arg("S"), py::arg("stride"), py::arg("pad"),
-        "Which algorithm ('direct', 'winograd2' or 'winograd4') a conv call of this shape runs now.");
+        "Which algorithm ('direct', 'winograd2', 'winograd4' or, in bf16 precision, 'direct_bf16') "
+        "a conv call of this shape runs now.");
+    m.def("set_conv_precision",
+          [](const std::string& name) { rc::set_conv_precision(rc::parse_conv_precision(name)); },
+          py::arg("name"),
+          "Convolution operands: 'fp32' (default) or 'bf16' (rounded to bf16, fp32 sums; runs only "
+          "where conv_runs_bf16()); as RESNET_CPP_CONV_PRECISION. resnet_cpp.set_precision wraps it.");
+    m.def("conv_precision", [] { return std::string(rc::conv_precision_name(rc::conv_precision())); });
+    m.def("conv_runs_bf16", &rc::conv_runs_bf16,
+          "True when bf16 precision is set and the active ISA path has a bf16 dot product.");
+    m.def(
+        "round_to_bf16",
+        [](const py::object& xo) {
+            auto x = require_f32(xo, "x", {-1});
+            auto y = output_f32(py::none(), "out", {x.shape(0)});
+            {
+                py::gil_scoped_release nogil;
+                rc::round_to_bf16(cptr(x), ptr(y), x.shape(0));
+            }
+            return y;
+        },
+        py::arg("x"),
+        "x (n,) float32 rounded to bf16 as the bf16 convolutions round their operands (nearest "
+        "even, NaN quiet, denormals to signed zero), returned as float32.");
     m.def(
         "conv2d_forward",
         [](const py::object& xo, const py::object& wo, const py::object& bo, int64_t stride,

@@ -17,6 +17,7 @@ from ._core import (
     set_num_threads,
 )
 
+from ._precision import bf16_active, precision, set_precision, use_precision  # noqa: E402
 from . import checkpoint, data, functional, models, nn, optim, train  # noqa: E402
 
 __version__ = _core.__version__
@@ -24,6 +25,7 @@ __version__ = _core.__version__
 __all__ = [
     "__version__",
     "active_isa",
+    "bf16_active",
     "build_info",
     "checkpoint",
     "compiled_isas",
@@ -33,6 +35,9 @@ __all__ = [
     "models",
     "nn",
     "optim",
+    "precision",
+    "set_precision",
+    "use_precision",
     "train",
     "detected_isa",
     "num_threads",
@@ -55,5 +60,7 @@ def build_info() -> dict:
         "openmp": bool(_core.openmp),
         "num_threads": _core.num_threads(),
         "conv_algorithm": _core.conv_algorithm(),
+        "precision": _core.conv_precision() + ("" if _core.conv_precision() == "fp32" or
+                                               _core.conv_runs_bf16() else " (runs fp32: no AVX512-BF16)"),
         **backend.cuda_info(),
     }

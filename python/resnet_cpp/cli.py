@@ -73,12 +73,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 # Settings a resumed run takes from its checkpoint (giving a different value is an error).
 _RUN_SETTINGS = ("dataset", "data_dir", "model", "version", "width", "shortcut", "epochs",
                  "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "recipe",
-                 "label_smoothing", "augment", "seed", "weight_decay")
+                 "label_smoothing", "augment", "seed", "weight_decay", "precision")
 _TRAIN_DEFAULTS = {"dataset": "bundled", "data_dir": None, "model": None, "version": 1,
                    "width": None, "shortcut": None, "epochs": DEFAULT_EPOCHS,
                    "batch_size": None, "lr": None, "optimizer": None, "schedule": None,
                    "warmup_epochs": 0.0, "recipe": None, "label_smoothing": 0.0,
-                   "augment": True, "seed": 0, "weight_decay": None}
+                   "augment": True, "seed": 0, "weight_decay": None, "precision": "fp32"}
 
 
 def _load_data(name: str, data_dir: str | None):
@@ -178,7 +178,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             threads=args.threads, out_dir=out, resume=resuming, augment=settings["augment"],
             label_smoothing=settings["label_smoothing"], progress=not args.no_progress,
             max_steps=args.max_steps, model_config=model_config,
-            config={"cli": settings})
+            precision=settings["precision"], config={"cli": settings})
     except ValueError as e:
         raise UserError(str(e)) from e
     if history.interrupted:
@@ -353,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (pad 4) + horizontal flip (default on)")
     t.add_argument("--threads", type=_positive_int, help="OpenMP threads (default: all)")
+    t.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="convolution operands (default fp32); bf16 needs AVX512-BF16")
     t.add_argument("--seed", type=_nonneg_int, help="seed for init, shuffling, augmentation")
     t.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
