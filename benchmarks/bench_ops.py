@@ -351,7 +351,7 @@ def main(argv=None) -> int:
                  if args.filter in f"{c.name} {c.op}"] for p in precisions}
     algos = args.algo.split(",")
     old_isa, old_threads, old_algo = _core.max_isa(), _core.num_threads(), _core.conv_algorithm()
-    old_precision = _core.conv_precision()
+    old_precision = _core.precision()
 
     def clock(t):
         stat = min if args.stat == "min" else statistics.median
@@ -372,8 +372,8 @@ def main(argv=None) -> int:
             for isa, algo_name, prec in ((i, a, p) for i in isas for a in algos for p in precisions):
                 resnet_cpp.set_max_isa(isa)
                 resnet_cpp.set_conv_algorithm(algo_name)
-                _core.set_conv_precision(prec)
-                if prec == "bf16" and not _core.conv_runs_bf16():
+                _core.set_precision(prec)
+                if prec == "bf16" and not _core.bf16_active():
                     continue  # this path would run fp32
                 peak = args.peak * t if args.peak else measure_peak(t, args.cpu_time)
                 for case in cases[prec]:
@@ -411,7 +411,7 @@ def main(argv=None) -> int:
         resnet_cpp.set_max_isa(old_isa)
         resnet_cpp.set_num_threads(old_threads)
         resnet_cpp.set_conv_algorithm(old_algo)
-        _core.set_conv_precision(old_precision)
+        _core.set_precision(old_precision)
     return 0
 
 

@@ -85,7 +85,7 @@ def ours_step_fn(a, rc, model, x, y, precision="fp32"):
         model.eval()
 
         def infer():
-            rc._core.set_conv_precision(precision)
+            rc._core.set_precision(precision)
             model(x)
         return infer
     model.train()
@@ -93,7 +93,7 @@ def ours_step_fn(a, rc, model, x, y, precision="fp32"):
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
     def step():
-        rc._core.set_conv_precision(precision)
+        rc._core.set_precision(precision)
         logits = model(x)
         crit(logits, y)
         opt.zero_grad()

@@ -12,7 +12,7 @@ namespace rc {
 namespace {
 
 std::atomic<int> g_precision{
-    int(env_setting("RESNET_CPP_CONV_PRECISION", ConvPrecision::fp32, parse_conv_precision))};
+    int(env_setting("RESNET_CPP_PRECISION", ConvPrecision::fp32, parse_conv_precision))};
 
 // Round-to-nearest-even to the top 16 bits, as vcvtneps2bf16 does (Intel SDM): denormals
 // become signed zero, NaNs stay NaN with the quiet bit set, overflow rounds to infinity.

@@ -38,15 +38,15 @@ SHAPES = ODD + RESNET20 + RESNET_IMAGENET + RESNET50
 def bf16_path(request):
     """bf16 precision on one bf16 path and thread count; restores all three settings."""
     isa, threads = request.param
-    old = (_core.max_isa(), _core.num_threads(), _core.conv_precision())
+    old = (_core.max_isa(), _core.num_threads(), _core.precision())
     resnet_cpp.set_max_isa(isa)
     resnet_cpp.set_num_threads(threads)
-    _core.set_conv_precision("bf16")
-    assert _core.conv_runs_bf16()
+    _core.set_precision("bf16")
+    assert _core.bf16_active()
     yield request.param
     resnet_cpp.set_max_isa(old[0])
     resnet_cpp.set_num_threads(old[1])
-    _core.set_conv_precision(old[2])
+    _core.set_precision(old[2])
 
 
 def _ours(shape, x, w, b, dy):
@@ -162,10 +162,10 @@ def test_below_bf16_paths_run_fp32_and_warn():
     """Capped under avx512_bf16, bf16 precision runs the fp32 kernels, with a warning."""
     x, w, b, dy = _inputs(ODD[1])
     N, C, H, W, K, R, st, pad = ODD[1]
-    old = (_core.max_isa(), _core.conv_precision())
+    old = (_core.max_isa(), _core.precision())
     try:
         resnet_cpp.set_max_isa("avx512")
-        _core.set_conv_precision("fp32")
+        _core.set_precision("fp32")
         fp32 = _ours(ODD[1], x, w, b, dy)
         with pytest.warns(RuntimeWarning, match=r"precision 'bf16' needs AVX512-BF16"):
             resnet_cpp.set_precision("bf16")
@@ -176,7 +176,7 @@ def test_below_bf16_paths_run_fp32_and_warn():
         assert "runs fp32" in resnet_cpp.build_info()["precision"]
     finally:
         resnet_cpp.set_max_isa(old[0])
-        _core.set_conv_precision(old[1])
+        _core.set_precision(old[1])
 
 
 def test_use_precision_restores():
@@ -196,20 +196,20 @@ def test_precision_names_are_checked():
     with pytest.raises(ValueError, match=r"^precision: expected 'fp32' or 'bf16', got 'fp16'"):
         resnet_cpp.set_precision("fp16")
     with pytest.raises(ValueError, match=r"^precision: expected 'fp32' or 'bf16'"):
-        _core.set_conv_precision("bfloat16")
+        _core.set_precision("bfloat16")
     with pytest.raises(TypeError, match=r"^x: expected dtype float32"):
         _core.round_to_bf16(np.zeros(3))
 
 
 def test_precision_from_environment():
-    """RESNET_CPP_CONV_PRECISION sets the default at import; a bad value falls back to fp32;
+    """RESNET_CPP_PRECISION sets the default at import; a bad value falls back to fp32;
     bf16 under a cap without it warns at import."""
     code = "import resnet_cpp; print(resnet_cpp.precision())"
     for env, want in (("bf16", "bf16"), ("fp32", "fp32"), ("bogus", "fp32")):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**os.environ, "RESNET_CPP_CONV_PRECISION": env}, check=True)
+                             env={**os.environ, "RESNET_CPP_PRECISION": env}, check=True)
         assert out.stdout.strip() == want
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "RESNET_CPP_CONV_PRECISION": "bf16",
+                         env={**os.environ, "RESNET_CPP_PRECISION": "bf16",
                               "RESNET_CPP_MAX_ISA": "avx512"})
     assert "RuntimeWarning: precision 'bf16' needs AVX512-BF16" in out.stderr

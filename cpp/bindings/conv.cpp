@@ -65,13 +65,14 @@ void bind_conv(py::module_& m) {
         py::arg("R"), py::arg("S"), py::arg("stride"), py::arg("pad"),
         "Which algorithm ('direct', 'winograd2', 'winograd4' or, in bf16 precision, 'direct_bf16') "
         "a conv call of this shape runs now.");
-    m.def("set_conv_precision",
+    // Python wraps these in resnet_cpp.set_precision / precision / bf16_active (_precision.py).
+    m.def("set_precision",
           [](const std::string& name) { rc::set_conv_precision(rc::parse_conv_precision(name)); },
           py::arg("name"),
           "Convolution operands: 'fp32' (default) or 'bf16' (rounded to bf16, fp32 sums; runs only "
-          "where conv_runs_bf16()); as RESNET_CPP_CONV_PRECISION. resnet_cpp.set_precision wraps it.");
-    m.def("conv_precision", [] { return std::string(rc::conv_precision_name(rc::conv_precision())); });
-    m.def("conv_runs_bf16", &rc::conv_runs_bf16,
+          "where bf16_active()); as RESNET_CPP_PRECISION.");
+    m.def("precision", [] { return std::string(rc::conv_precision_name(rc::conv_precision())); });
+    m.def("bf16_active", &rc::conv_runs_bf16,
           "True when bf16 precision is set and the active ISA path has a bf16 dot product.");
     m.def(
         "round_to_bf16",

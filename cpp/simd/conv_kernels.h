@@ -55,7 +55,7 @@ int conv_winograd_tile(const ConvShape& s, ConvPass pass);
 // Operand precision of every convolution (conv_bf16.cpp). fp32 (default); or bf16: inputs,
 // weights and output gradients rounded to bf16 (nearest even) as the kernels read them,
 // products summed in fp32, outputs fp32; direct convolution only. Process-wide;
-// RESNET_CPP_CONV_PRECISION sets it at load. bf16 runs only where the active path has a
+// RESNET_CPP_PRECISION sets it at load. bf16 runs only where the active path has a
 // bf16 dot product (avx512_bf16); elsewhere the convolutions stay fp32.
 enum class ConvPrecision : int { fp32 = 0, bf16 = 1 };
 const char* conv_precision_name(ConvPrecision p);

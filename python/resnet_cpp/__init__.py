@@ -60,7 +60,7 @@ def build_info() -> dict:
         "openmp": bool(_core.openmp),
         "num_threads": _core.num_threads(),
         "conv_algorithm": _core.conv_algorithm(),
-        "precision": _core.conv_precision() + ("" if _core.conv_precision() == "fp32" or
-                                               _core.conv_runs_bf16() else " (runs fp32: no AVX512-BF16)"),
+        "precision": _core.precision() + ("" if _core.precision() == "fp32" or
+                                               _core.bf16_active() else " (runs fp32: no AVX512-BF16)"),
         **backend.cuda_info(),
     }

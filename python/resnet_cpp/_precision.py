@@ -7,7 +7,7 @@ and the weight gradients stay fp32, and no loss scaling is needed. bf16 runs whe
 active ISA path has a bf16 dot product (``avx512_bf16``: Zen 4, Sapphire Rapids and later);
 elsewhere, or under a lower ``set_max_isa`` cap, the convolutions run in fp32 and
 :func:`set_precision` warns. The setting is process-wide, like ``set_conv_algorithm``;
-``RESNET_CPP_CONV_PRECISION`` sets it at import.
+``RESNET_CPP_PRECISION`` sets it at import.
 """
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ PRECISIONS = ("fp32", "bf16")
 
 def precision() -> str:
     """The precision set now: ``"fp32"`` or ``"bf16"``."""
-    return _core.conv_precision()
+    return _core.precision()
 
 
 def bf16_active() -> bool:
     """True when the convolutions run bf16 now (set, and the active path supports it)."""
-    return bool(_core.conv_runs_bf16())
+    return bool(_core.bf16_active())
 
 
 def _warn_if_fallback(stacklevel: int) -> None:
@@ -53,7 +53,7 @@ def set_precision(name: str) -> None:
 def _set(name: str) -> None:
     if name not in PRECISIONS:
         raise ValueError(f"precision: expected 'fp32' or 'bf16', got {name!r}")
-    _core.set_conv_precision(name)
+    _core.set_precision(name)
 
 
 @contextlib.contextmanager
@@ -66,7 +66,7 @@ def use_precision(name: str):
     try:
         yield
     finally:
-        _core.set_conv_precision(old)
+        _core.set_precision(old)
 
 
-_warn_if_fallback(stacklevel=2)  # RESNET_CPP_CONV_PRECISION=bf16 on a CPU without it
+_warn_if_fallback(stacklevel=2)  # RESNET_CPP_PRECISION=bf16 on a CPU without it

@@ -25,16 +25,16 @@ def _step(seed: int, forward: str, backward: str):
     x = g.standard_normal((8, 3, 32, 32)).astype(np.float32)
     labels = g.integers(0, 10, 8)
     crit = nn.CrossEntropyLoss()
-    old = _core.conv_precision()
+    old = _core.precision()
     try:
-        _core.set_conv_precision(forward)
+        _core.set_precision(forward)
         logits = model(x)
         loss = crit(logits, labels)
         model.zero_grad()
-        _core.set_conv_precision(backward)
+        _core.set_precision(backward)
         model.backward(crit.backward())
     finally:
-        _core.set_conv_precision(old)
+        _core.set_precision(old)
     return logits, loss, {k: p.grad.copy() for k, p in model.named_parameters()}
 
 
