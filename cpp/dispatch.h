@@ -21,6 +21,9 @@ Isa max_isa();                           // the cap
 void set_max_isa(Isa isa);               // cap the path; never raises above what runs
 Isa active_path();                       // min(best compiled+supported, cap)
 Isa active_isa();                        // the fp32 kernels' path: active_path(), avx512 at most
+// Whether AMX tiles could run here (CPUID, XCR0, Linux permission), in words, detected once.
+// Reported by build_info only: no kernel uses AMX yet.
+const std::string& amx_status();
 
 // Threads every kernel uses: OMP_NUM_THREADS (or all cores) at import, then set_num_threads().
 // Kernels write `#pragma omp parallel for num_threads(rc::num_threads())`.

@@ -35,6 +35,8 @@ PYBIND11_MODULE(_core, m) {
     }, "Instruction-set paths compiled into this build, scalar first.");
     m.def("active_isa", [] { return std::string(rc::isa_name(rc::active_path())); },
           "The path kernels run now: best compiled and supported path, capped by max_isa.");
+    m.def("amx_status", &rc::amx_status,
+          "Whether AMX tiles could run here (CPUID, XCR0, Linux permission); no kernel uses them yet.");
     m.def("max_isa", [] { return std::string(rc::isa_name(rc::max_isa())); });
     m.def("set_max_isa", [](const std::string& name) { rc::set_max_isa(rc::parse_isa(name)); },
           py::arg("isa"),

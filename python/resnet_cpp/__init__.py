@@ -60,6 +60,7 @@ def build_info() -> dict:
         "openmp": bool(_core.openmp),
         "num_threads": _core.num_threads(),
         "conv_algorithm": _core.conv_algorithm(),
+        "amx": _core.amx_status(),
         "precision": _core.precision() + ("" if _core.precision() == "fp32" or
                                                _core.bf16_active() else " (runs fp32: no AVX512-BF16)"),
         **backend.cuda_info(),
