@@ -177,8 +177,28 @@ RESNET18_CONVS = [
 ]
 
 
+# ResNet-50 (ImageNet, 224x224): the stem, then per stage the bottleneck's 1x1 reduce, 3x3
+# (stride 2 where a stage starts) and 1x1 expand, and the first stage's projection.
+RESNET50_CONVS = [
+    (3, 64, 224, 7, 2, 3),
+    (256, 64, 56, 1, 1, 0),
+    (64, 64, 56, 3, 1, 1),
+    (64, 256, 56, 1, 1, 0),
+    (256, 512, 56, 1, 2, 0),
+    (128, 128, 56, 3, 2, 1),
+    (512, 128, 28, 1, 1, 0),
+    (128, 512, 28, 1, 1, 0),
+    (256, 256, 14, 3, 1, 1),
+    (1024, 256, 14, 1, 1, 0),
+    (512, 512, 7, 3, 1, 1),
+    (2048, 512, 7, 1, 1, 0),
+    (512, 2048, 7, 1, 1, 0),
+]
+NETS = {"resnet20": RESNET20_CONVS, "resnet18": RESNET18_CONVS, "resnet50": RESNET50_CONVS}
+
+
 def conv_cases(net="resnet20", bf16=False):
-    shapes = RESNET18_CONVS if net == "resnet18" else RESNET20_CONVS
+    shapes = NETS[net]
     return [conv_case(*shape, op, bf16) for shape in shapes for op in ("fwd", "bwd_data", "bwd_weight")]
 
 
@@ -316,7 +336,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--filter", default="", help="only cases whose 'name op' contains this")
-    ap.add_argument("--net", default="resnet20", choices=["resnet20", "resnet18"],
+    ap.add_argument("--net", default="resnet20", choices=sorted(NETS),
                     help="layer shapes of the conv cases")
     ap.add_argument("--algo", default="auto",
                     help="comma list of conv algorithms: auto,direct,winograd2,winograd4")
