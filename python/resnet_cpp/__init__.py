@@ -61,7 +61,7 @@ def build_info() -> dict:
         "num_threads": _core.num_threads(),
         "conv_algorithm": _core.conv_algorithm(),
         "amx": _core.amx_status(),
-        "precision": _core.precision() + ("" if _core.precision() == "fp32" or
-                                               _core.bf16_active() else " (runs fp32: no AVX512-BF16)"),
+        "precision": _core.precision() if _core.precision() == "fp32" or _core.bf16_active()
+        else "bf16 (runs fp32: no AVX512-BF16 on the active path)",
         **backend.cuda_info(),
     }
