@@ -10,10 +10,13 @@ same ISA and thread count unless --peak is given.
     PYTHONPATH=python python3 benchmarks/bench_ops.py --json --no-torch
     PYTHONPATH=python python3 benchmarks/bench_ops.py --algo direct,auto --filter conv
     PYTHONPATH=python python3 benchmarks/bench_ops.py --net resnet18 --batch 16 --filter conv
+    PYTHONPATH=python python3 benchmarks/bench_ops.py --precision fp32,bf16 --filter conv
 
 The "algo" column says which convolution algorithm ran (direct, winograd2 = F(2x2,3x3),
-winograd4 = F(4x4,3x3)); GFLOP/s always counts direct-convolution FLOPs, so Winograd rows
-can exceed the FMA peak.
+winograd4 = F(4x4,3x3), direct_bf16 = bf16 operands); GFLOP/s always counts
+direct-convolution FLOPs, so Winograd rows can exceed the FMA peak (and % of peak is of the
+fp32 FMA peak: bf16 rows may reach 200%). With --precision bf16 the PyTorch side runs
+bf16 tensors too, and validation allows bf16's rounding (1e-2 instead of 1e-4).
 
 Adding an op: append Case objects to CASES (see conv_cases); a case builds, for a batch
 size, our callable, a validation callable and optionally PyTorch callables per layout.
@@ -90,7 +93,7 @@ def _relerr(a, r):
     return float(np.max(np.abs(a - r)) / (np.max(np.abs(r)) + 1e-30))
 
 
-def conv_case(C, K, H, R, st, pad, op):
+def conv_case(C, K, H, R, st, pad, op, bf16=False):
     P = (H + 2 * pad - R) // st + 1
     name = f"conv {C}->{K} {H}x{H} {R}x{R} s{st}"
 
@@ -128,6 +131,8 @@ def conv_case(C, K, H, R, st, pad, op):
                 tw = torch.from_numpy(w.transpose(3, 2, 0, 1).copy()).contiguous(memory_format=fmt)
                 tb = torch.from_numpy(b)
                 tdy = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+                if bf16:
+                    tx, tw, tb, tdy = (t.to(torch.bfloat16) for t in (tx, tw, tb, tdy))
                 cb = torch.ops.aten.convolution_backward
                 if op == "fwd":
                     f = lambda tx=tx, tw=tw, tb=tb: torch.nn.functional.conv2d(  # noqa: E731
@@ -172,9 +177,29 @@ RESNET18_CONVS = [
 ]
 
 
-def conv_cases(net="resnet20"):
-    shapes = RESNET18_CONVS if net == "resnet18" else RESNET20_CONVS
-    return [conv_case(*shape, op) for shape in shapes for op in ("fwd", "bwd_data", "bwd_weight")]
+# ResNet-50 (ImageNet, 224x224): the stem, then per stage the bottleneck's 1x1 reduce, 3x3
+# (stride 2 where a stage starts) and 1x1 expand, and the first stage's projection.
+RESNET50_CONVS = [
+    (3, 64, 224, 7, 2, 3),
+    (256, 64, 56, 1, 1, 0),
+    (64, 64, 56, 3, 1, 1),
+    (64, 256, 56, 1, 1, 0),
+    (256, 512, 56, 1, 2, 0),
+    (128, 128, 56, 3, 2, 1),
+    (512, 128, 28, 1, 1, 0),
+    (128, 512, 28, 1, 1, 0),
+    (256, 256, 14, 3, 1, 1),
+    (1024, 256, 14, 1, 1, 0),
+    (512, 512, 7, 3, 1, 1),
+    (2048, 512, 7, 1, 1, 0),
+    (512, 2048, 7, 1, 1, 0),
+]
+NETS = {"resnet20": RESNET20_CONVS, "resnet18": RESNET18_CONVS, "resnet50": RESNET50_CONVS}
+
+
+def conv_cases(net="resnet20", bf16=False):
+    shapes = NETS[net]
+    return [conv_case(*shape, op, bf16) for shape in shapes for op in ("fwd", "bwd_data", "bwd_weight")]
 
 
 # ------------------------------------------------------------------------ batch norm
@@ -304,15 +329,19 @@ def measure_peak(threads: int, cpu_time: bool) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--isa", default="all", help="comma list of scalar,avx2,avx512 or 'all'")
+    ap.add_argument("--isa", default="all",
+                    help="comma list of scalar,avx2,avx512,avx512_bf16 or 'all' (avx512_bf16 runs "
+                         "avx512's fp32 kernels, so 'all' omits it unless bf16 is measured)")
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--filter", default="", help="only cases whose 'name op' contains this")
-    ap.add_argument("--net", default="resnet20", choices=["resnet20", "resnet18"],
+    ap.add_argument("--net", default="resnet20", choices=sorted(NETS),
                     help="layer shapes of the conv cases")
     ap.add_argument("--algo", default="auto",
                     help="comma list of conv algorithms: auto,direct,winograd2,winograd4")
+    ap.add_argument("--precision", default="fp32",
+                    help="comma list of conv precisions: fp32,bf16 (bf16 only on bf16 ISA paths)")
     ap.add_argument("--peak", type=float, default=0.0,
                     help="GFLOP/s peak per thread instead of measuring (e.g. 115)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
@@ -324,9 +353,12 @@ def main(argv=None) -> int:
                          "machine; assumes every thread is busy for the whole call)")
     args = ap.parse_args(argv)
 
-    order = ["scalar", "avx2", "avx512"]
+    order = ["scalar", "avx2", "avx512", "avx512_bf16"]
     best = order.index(_core.detected_isa())
     runnable = [i for i in _core.compiled_isas() if order.index(i) <= best]
+    precisions = args.precision.split(",")
+    if args.isa == "all" and "bf16" not in precisions:
+        runnable = [i for i in runnable if order.index(i) <= order.index("avx512")]
     isas = runnable if args.isa == "all" else [i for i in args.isa.split(",") if i in runnable]
     threads = [int(t) for t in args.threads.split(",")]
     torch = None
@@ -335,15 +367,17 @@ def main(argv=None) -> int:
             import torch  # noqa: F401  (benchmark extra only)
         except ImportError:
             print("torch not installed: no PyTorch comparison", file=sys.stderr)
-    cases = [c for c in conv_cases(args.net) + bn_cases() if args.filter in f"{c.name} {c.op}"]
+    cases = {p: [c for c in conv_cases(args.net, p == "bf16") + bn_cases()
+                 if args.filter in f"{c.name} {c.op}"] for p in precisions}
     algos = args.algo.split(",")
     old_isa, old_threads, old_algo = _core.max_isa(), _core.num_threads(), _core.conv_algorithm()
+    old_precision = _core.precision()
 
     def clock(t):
         stat = min if args.stat == "min" else statistics.median
         return (time.process_time, t, stat) if args.cpu_time else (time.perf_counter, 1, stat)
 
-    header = (f"{'case':<28}{'op':<11}{'isa':<7}{'algo':<10}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
+    header = (f"{'case':<28}{'op':<11}{'isa':<12}{'algo':<12}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
               f"{'GB/s':>7}{'torch NCHW':>11}{'torch CL':>10}{'speedup':>8}")
     if not args.json:
         print(f"# batch {args.batch}, {args.stat} of {args.repeats}"
@@ -355,21 +389,24 @@ def main(argv=None) -> int:
             torch_ms: dict = {}
             if torch is not None:
                 torch.set_num_threads(t)
-            for isa, algo_name in ((i, a) for i in isas for a in algos):
+            for isa, algo_name, prec in ((i, a, p) for i in isas for a in algos for p in precisions):
                 resnet_cpp.set_max_isa(isa)
                 resnet_cpp.set_conv_algorithm(algo_name)
+                _core.set_precision(prec)
+                if prec == "bf16" and not _core.bf16_active():
+                    continue  # this path would run fp32
                 peak = args.peak * t if args.peak else measure_peak(t, args.cpu_time)
-                for case in cases:
+                for case in cases[prec]:
                     bound = case.build(args.batch, torch)
                     algo = bound.algo()
-                    if algo == "-" and algo_name != algos[0]:
+                    if algo == "-" and (algo_name, prec) != (algos[0], precisions[0]):
                         continue  # not a convolution: timed once per ISA
                     err = bound.validate()
-                    if not err < 1e-4:
+                    if not err < (1e-2 if prec == "bf16" else 1e-4):
                         raise SystemExit(f"{case.name} {case.op} {isa}: validation failed, rel err {err:.2e}")
                     reps = max(1, args.repeats // 3) if isa == "scalar" else args.repeats
                     sec = time_call(bound.ours, reps, args.warmup, *clock(t))
-                    key = (case.name, case.op)
+                    key = (case.name, case.op, prec)
                     if torch is not None and key not in torch_ms:
                         torch_ms[key] = {k: 1e3 * time_call(f, args.repeats, args.warmup, *clock(t))
                                          for k, f in bound.torch.items()}
@@ -386,7 +423,7 @@ def main(argv=None) -> int:
                         print(json.dumps(row), flush=True)
                     else:
                         f = lambda v, w, p: f"{v:>{w}.{p}f}" if v is not None else " " * (w - 1) + "-"  # noqa: E731
-                        print(f"{case.name:<28}{case.op:<11}{isa:<7}{algo:<10}{t:>3}{row['ms']:>9.2f}{f(gf, 9, 1)}"
+                        print(f"{case.name:<28}{case.op:<11}{isa:<12}{algo:<12}{t:>3}{row['ms']:>9.2f}{f(gf, 9, 1)}"
                               f"{f(row['pct_peak'], 7, 1)}{f(gbs, 7, 0)}{f(row['torch_nchw_ms'], 11, 2)}"
                               f"{f(row['torch_cl_ms'], 10, 2)}{f(row['speedup_vs_torch'], 8, 2)}",
                               flush=True)
@@ -394,6 +431,7 @@ def main(argv=None) -> int:
         resnet_cpp.set_max_isa(old_isa)
         resnet_cpp.set_num_threads(old_threads)
         resnet_cpp.set_conv_algorithm(old_algo)
+        _core.set_precision(old_precision)
     return 0
 
 

@@ -5,11 +5,15 @@
     python benchmarks/bench_train.py --model resnet18 --batch 16 --image 224 --vs-torch
     python benchmarks/bench_train.py --model resnet20 --mode infer --vs-torch
     python benchmarks/bench_train.py --model resnet20 --profile   # ms per _core function
+    python benchmarks/bench_train.py --model resnet20 --precision both --vs-torch   # fp32 and bf16
 
 A step is forward, loss, backward and an SGD update (momentum 0.9, weight decay 1e-4) on a
 fixed random batch, after warm-up. With --vs-torch the same architecture is built in PyTorch
 and run in the same process, alternating with ours repeat by repeat, in NCHW and in
-channels_last; the ratio is against PyTorch's faster layout. Peak memory (RSS) of each side
+channels_last; the ratio is against PyTorch's faster layout. --precision bf16 runs our bf16
+convolutions (resnet_cpp.set_precision) beside PyTorch's bf16 autocast in channels_last, and
+--precision both runs fp32 and bf16 side by side (bf16 rows are compared with PyTorch's bf16,
+and "bf16 vs our fp32" is printed). Peak memory (RSS) of each side
 is measured in a child process that imports only that side. % of peak uses the FP32 FMA peak
 measured by a probe on this machine (resnet_cpp._core.fma_peak_gflops), not a datasheet.
 """
@@ -43,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=7, help="timed repeats (median and spread)")
     p.add_argument("--steps", type=int, default=2, help="steps per repeat")
     p.add_argument("--vs-torch", action="store_true")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "both"],
+                   help="our convolutions' precision (bf16: beside PyTorch bf16 autocast)")
     p.add_argument("--no-rss", action="store_true", help="skip the child-process RSS measurement")
     p.add_argument("--json", action="store_true", help="print one JSON line per row")
     p.add_argument("--profile", action="store_true",
@@ -70,17 +76,24 @@ def build_ours(a):
     return rc, model
 
 
-def ours_step_fn(a, rc, model, x, y):
+def ours_step_fn(a, rc, model, x, y, precision="fp32"):
+    """One step in the given conv precision (set on every call: the setting is process-wide
+    and the sides alternate)."""
     from resnet_cpp import nn, optim
 
     if a.mode == "infer":
         model.eval()
-        return lambda: model(x)
+
+        def infer():
+            rc._core.set_precision(precision)
+            model(x)
+        return infer
     model.train()
     crit = nn.CrossEntropyLoss()
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
     def step():
+        rc._core.set_precision(precision)
         logits = model(x)
         crit(logits, y)
         opt.zero_grad()
@@ -232,15 +245,17 @@ def _torch_imagenet(a, torch, nn):
     return nn.Sequential(*layers)
 
 
-def torch_step_fn(a, torch, model, x, y, channels_last):
+def torch_step_fn(a, torch, model, x, y, channels_last, bf16=False):
+    """fp32, or bf16 autocast (bf16 convolutions, fp32 master weights), as a user runs it."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     x = x.contiguous(memory_format=fmt)
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
     if a.mode == "infer":
         model.eval()
 
         def infer():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x)
         return infer
     model.train()
@@ -249,7 +264,9 @@ def torch_step_fn(a, torch, model, x, y, channels_last):
 
     def step():
         opt.zero_grad(set_to_none=False)
-        crit(model(x), y).backward()
+        with autocast():
+            loss = crit(model(x), y)
+        loss.backward()
         opt.step()
     return step
 
@@ -267,7 +284,8 @@ def rss_child(a, side):
     """Peak RSS (MiB) of a fresh process that builds and runs one side only."""
     args = [sys.executable, __file__, "--_rss-child", side, "--model", a.model, "--version", str(a.version),
             "--width", a.width, "--shortcut", a.shortcut, "--batch", str(a.batch), "--image", str(a.image),
-            "--classes", str(a.classes), "--threads", str(a.threads), "--mode", a.mode]
+            "--classes", str(a.classes), "--threads", str(a.threads), "--mode", a.mode,
+            "--precision", a.precision]
     out = subprocess.run(args, capture_output=True, text=True)
     if out.returncode != 0:
         return float("nan")
@@ -278,16 +296,16 @@ def run_rss_child(a):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a.batch, 3, a.image, a.image), dtype=np.float32)
     y = rng.integers(0, a.classes, a.batch)
-    if a.rss_child == "ours":
+    if a.rss_child.startswith("resnet_cpp"):
         rc, model = build_ours(a)
         rc.set_num_threads(a.threads)
-        fn = ours_step_fn(a, rc, model, x, y)
+        fn = ours_step_fn(a, rc, model, x, y, "bf16" if a.rss_child.endswith("bf16") else "fp32")
     else:
         import torch
         torch.set_num_threads(a.threads)
         model = build_torch(a)
         fn = torch_step_fn(a, torch, model, torch.from_numpy(x), torch.from_numpy(y),
-                           a.rss_child == "torch_cl")
+                           a.rss_child != "torch_nchw", a.rss_child == "torch_bf16_cl")
     for _ in range(3):
         fn()
     # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across execve, so a child
@@ -303,6 +321,7 @@ def profile_ours(a, x, y):
 
     rc, model = build_ours(a)
     rc.set_num_threads(a.threads)
+    rc.set_precision("bf16" if a.precision == "bf16" else "fp32")
     spent = collections.defaultdict(float)
 
     def timed(name, f):
@@ -320,7 +339,7 @@ def profile_ours(a, x, y):
     for n, f in originals.items():
         setattr(core, n, timed(n, f))
     try:
-        step = ours_step_fn(a, rc, model, x, y)
+        step = ours_step_fn(a, rc, model, x, y, rc.precision())
         for _ in range(a.warmup):
             step()
         spent.clear()
@@ -329,7 +348,7 @@ def profile_ours(a, x, y):
         for n, f in originals.items():
             setattr(core, n, f)
     per_step = 1e3 / a.repeats
-    print(f"{a.model} {a.mode} batch {a.batch} threads {a.threads}: "
+    print(f"{a.model} {a.mode} batch {a.batch} threads {a.threads} {rc.precision()}: "
           f"{total * per_step:.1f} ms per step (mean of {a.repeats})")
     inside = 0.0
     for n, t in sorted(spent.items(), key=lambda kv: -kv[1]):
@@ -356,14 +375,25 @@ def main(argv=None):
     macs = count_macs(model, x[:2])
     flop_per_img = 2 * macs * (3 if a.mode == "train" else 1)
     peak = rc._core.fma_peak_gflops(300_000_000 // max(1, a.threads))
-    sides = {"resnet_cpp": ours_step_fn(a, rc, model, x, y)}
+    fp32, bf16 = a.precision in ("fp32", "both"), a.precision in ("bf16", "both")
+    if bf16:
+        rc.set_precision("bf16")  # warns where it would run fp32
+        rc.set_precision("fp32")
+    sides = {}
+    if fp32:
+        sides["resnet_cpp"] = ours_step_fn(a, rc, model, x, y)
+    if bf16:
+        sides["resnet_cpp_bf16"] = ours_step_fn(a, rc, build_ours(a)[1], x, y, "bf16")
     if a.vs_torch:
         import torch
         torch.set_num_threads(a.threads)
         torch.manual_seed(0)
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        sides["torch_nchw"] = torch_step_fn(a, torch, build_torch(a), tx, ty, False)
-        sides["torch_cl"] = torch_step_fn(a, torch, build_torch(a), tx, ty, True)
+        if fp32:
+            sides["torch_nchw"] = torch_step_fn(a, torch, build_torch(a), tx, ty, False)
+            sides["torch_cl"] = torch_step_fn(a, torch, build_torch(a), tx, ty, True)
+        if bf16:
+            sides["torch_bf16_cl"] = torch_step_fn(a, torch, build_torch(a), tx, ty, True, True)
 
     for fn in sides.values():
         for _ in range(a.warmup):
@@ -373,12 +403,8 @@ def main(argv=None):
         for k, fn in sides.items():
             times[k].append(time_steps(fn, a.steps))
 
-    rss = {}
-    if not a.no_rss:
-        rss["resnet_cpp"] = rss_child(a, "ours")
-        if a.vs_torch:
-            rss["torch_nchw"] = rss_child(a, "torch_nchw")
-            rss["torch_cl"] = rss_child(a, "torch_cl")
+    rc.set_precision("fp32")
+    rss = {k: rss_child(a, k) for k in sides} if not a.no_rss else {}
 
     title = (f"{a.model} v{a.version} {a.mode} batch {a.batch} {a.image}x{a.image} "
              f"threads {a.threads} | {flop_per_img / 1e6:.0f} MFLOP/img | "
@@ -390,22 +416,27 @@ def main(argv=None):
                          img_s=a.batch / med, gflops=flop_per_img * a.batch / med / 1e9,
                          pct_peak=100 * flop_per_img * a.batch / med / 1e9 / peak,
                          rss_mib=rss.get(k, float("nan"))))
-    if a.vs_torch:
-        best = min(rows[1:], key=lambda r: r["ms"])
-        for r in rows:
-            r["ratio_vs_torch_best"] = best["ms"] / r["ms"]
+    if a.vs_torch:  # each of ours against PyTorch's best side of the same precision
+        for prec in (["fp32"] if fp32 else []) + (["bf16"] if bf16 else []):
+            same = [r for r in rows if ("bf16" in r["side"]) == (prec == "bf16")]
+            best = min((r for r in same if r["side"].startswith("torch")), key=lambda r: r["ms"])
+            for r in same:
+                r["ratio_vs_torch_best"] = best["ms"] / r["ms"]
     if a.json:
         for r in rows:
             print(json.dumps(dict(r, model=a.model, version=a.version, mode=a.mode, batch=a.batch,
                                   threads=a.threads, peak_gflops=peak)))
         return
     print(title)
-    print(f"{'side':<12}{'median ms':>11}{'spread':>9}{'img/s':>9}{'GFLOP/s':>9}{'%peak':>7}"
+    print(f"{'side':<16}{'median ms':>11}{'spread':>9}{'img/s':>9}{'GFLOP/s':>9}{'%peak':>7}"
           f"{'RSS MiB':>9}{'ours/best':>11}")
     for r in rows:
         ratio = f"{r['ratio_vs_torch_best']:.2f}x" if "ratio_vs_torch_best" in r else ""
-        print(f"{r['side']:<12}{r['ms']:>11.1f}{r['spread_ms']:>9.1f}{r['img_s']:>9.0f}{r['gflops']:>9.1f}"
+        print(f"{r['side']:<16}{r['ms']:>11.1f}{r['spread_ms']:>9.1f}{r['img_s']:>9.0f}{r['gflops']:>9.1f}"
               f"{r['pct_peak']:>7.1f}{r['rss_mib']:>9.0f}{ratio:>11}")
+    if fp32 and bf16:
+        ms = {r["side"]: r["ms"] for r in rows}
+        print(f"bf16 vs our fp32: {ms['resnet_cpp'] / ms['resnet_cpp_bf16']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ struct ConvShape {
 // set gets its own inline namespace (distinct symbols), so the linker can never hand baseline
 // code a copy compiled with AVX-512 instructions. Plain structs stay outside: they cross
 // translation units in kernel signatures.
-#if defined(__AVX512F__)
+#if defined(__AVX512BF16__)
+#define RC_ISA_NAMESPACE isa_avx512_bf16
+#elif defined(__AVX512F__)
 #define RC_ISA_NAMESPACE isa_avx512
 #elif defined(__AVX2__)
 #define RC_ISA_NAMESPACE isa_avx2

@@ -1,6 +1,6 @@
 // conv.cpp: 2-D convolution, NHWC activations and RSCK weights (see simd/conv_kernels.h).
 // Holds the scalar fallback (direct loops, baseline flags; simple on purpose) and the
-// dispatch to the AVX2 / AVX-512 implementations.
+// dispatch to the AVX2 / AVX-512 implementations, and to bf16 (conv_bf16.cpp) when asked.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -236,6 +236,9 @@ int conv_winograd_tile(const ConvShape& s, ConvPass pass) {
 }
 
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
+#ifdef RESNET_CPP_HAVE_AVX512_BF16
+    if (conv_runs_bf16()) return avx512_bf16::conv2d_forward(x, w, b, y, s);
+#endif
     const int wino = conv_winograd_tile(s, ConvPass::forward);
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512
@@ -250,6 +253,9 @@ void conv2d_forward(const float* x, const float* w, const float* b, float* y, co
 }
 
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
+#ifdef RESNET_CPP_HAVE_AVX512_BF16
+    if (conv_runs_bf16()) return avx512_bf16::conv2d_backward_data(dy, w, dx, s);
+#endif
     const int wino = conv_winograd_tile(s, ConvPass::backward_data);
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512
@@ -265,6 +271,9 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s) {
+#ifdef RESNET_CPP_HAVE_AVX512_BF16
+    if (conv_runs_bf16()) return avx512_bf16::conv2d_backward_weight(x, dy, dw, db, s);
+#endif
     const int wino = conv_winograd_tile(s, ConvPass::backward_weight);
     switch (active_isa()) {
 #ifdef RESNET_CPP_HAVE_AVX512

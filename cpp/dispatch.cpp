@@ -15,6 +15,10 @@
 #else
 #include <cpuid.h>
 #endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #define RC_X86 1
 #endif
 
@@ -56,13 +60,45 @@ Isa detect() {
     bool os_ymm = (xcr0 & 0x6) == 0x6;     // SSE + AVX state saved by the OS
     bool os_zmm = (xcr0 & 0xE6) == 0xE6;   // + opmask, ZMM_Hi256, Hi16_ZMM
     cpuid(7, 0, r);
+    const uint32_t max_sub = r[0];
     bool avx2 = r[1] & (1u << 5);
     bool f = r[1] & (1u << 16), dq = r[1] & (1u << 17), bw = r[1] & (1u << 30),
          vl = r[1] & (1u << 31);
-    if (os_zmm && avx2 && fma && f && dq && bw && vl) return Isa::avx512;
+    if (os_zmm && avx2 && fma && f && dq && bw && vl) {
+        if (max_sub >= 1) cpuid(7, 1, r);
+        const bool bf16 = max_sub >= 1 && (r[0] & (1u << 5));  // AVX512_BF16: CPUID.(7,1):EAX bit 5
+        return bf16 ? Isa::avx512_bf16 : Isa::avx512;
+    }
     if (os_ymm && avx2 && fma) return Isa::avx2;
 #endif
     return Isa::scalar;
+}
+
+// AMX tiles: CPUID.(7,0):EDX bits 24 (AMX-TILE) and 22 (AMX-BF16), the OS enabling
+// XTILECFG and XTILEDATA (XCR0 bits 17, 18), and Linux granting this process tile data
+// (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); without it the first tile
+// instruction faults).
+std::string detect_amx() {
+#ifdef RC_X86
+    uint32_t r[4];
+    cpuid(0, 0, r);
+    if (r[0] < 7) return "absent (no AMX-TILE/AMX-BF16 in CPUID)";
+    cpuid(7, 0, r);
+    if (!((r[3] & (1u << 24)) && (r[3] & (1u << 22)))) return "absent (no AMX-TILE/AMX-BF16 in CPUID)";
+    cpuid(1, 0, r);
+    if (!(r[2] & (1u << 27)) || (xgetbv0() & (3u << 17)) != (3u << 17))
+        return "absent (the OS does not enable tile state in XCR0)";
+#if defined(__linux__)
+    const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0)
+        return "present, but Linux refused tile data (arch_prctl)";
+    return "present and permitted (no AMX kernels yet: bf16 runs avx512_bf16)";
+#else
+    return "present (no AMX kernels yet: bf16 runs avx512_bf16)";
+#endif
+#else
+    return "absent (not x86-64)";
+#endif
 }
 
 Isa best_compiled(Isa want) {
@@ -72,12 +108,13 @@ Isa best_compiled(Isa want) {
     return best;
 }
 
-std::atomic<int> g_cap{(int)env_setting("RESNET_CPP_MAX_ISA", Isa::avx512, parse_isa)};
+std::atomic<int> g_cap{(int)env_setting("RESNET_CPP_MAX_ISA", Isa::avx512_bf16, parse_isa)};
 
 }  // namespace
 
 const char* isa_name(Isa isa) {
     switch (isa) {
+        case Isa::avx512_bf16: return "avx512_bf16";
         case Isa::avx512: return "avx512";
         case Isa::avx2: return "avx2";
         default: return "scalar";
@@ -88,7 +125,14 @@ Isa parse_isa(const std::string& name) {
     if (name == "scalar") return Isa::scalar;
     if (name == "avx2") return Isa::avx2;
     if (name == "avx512") return Isa::avx512;
-    throw std::invalid_argument("isa: expected one of 'scalar', 'avx2', 'avx512', got '" + name + "'");
+    if (name == "avx512_bf16") return Isa::avx512_bf16;
+    throw std::invalid_argument("isa: expected one of 'scalar', 'avx2', 'avx512', 'avx512_bf16', got '" +
+                                name + "'");
+}
+
+const std::string& amx_status() {
+    static const std::string s = detect_amx();
+    return s;
 }
 
 Isa detected_isa() {
@@ -104,16 +148,24 @@ std::vector<Isa> compiled_isas() {
 #ifdef RESNET_CPP_HAVE_AVX512
     v.push_back(Isa::avx512);
 #endif
+#ifdef RESNET_CPP_HAVE_AVX512_BF16
+    v.push_back(Isa::avx512_bf16);
+#endif
     return v;
 }
 
 Isa max_isa() { return (Isa)g_cap.load(std::memory_order_relaxed); }
 void set_max_isa(Isa isa) { g_cap.store((int)isa, std::memory_order_relaxed); }
 
-Isa active_isa() {
+Isa active_path() {
     int cap = g_cap.load(std::memory_order_relaxed);
     int hw = (int)detected_isa();
     return best_compiled((Isa)(cap < hw ? cap : hw));
+}
+
+Isa active_isa() {
+    Isa p = active_path();
+    return (int)p > (int)Isa::avx512 ? Isa::avx512 : p;
 }
 
 // One process-wide thread count (OpenMP's own is per calling thread, so a kernel called

@@ -1,5 +1,8 @@
 // dispatch.h: which instruction-set path runs. Detected once (CPUID + XGETBV), limited to
 // the paths compiled into this build, and capped by RESNET_CPP_MAX_ISA or set_max_isa().
+// The paths are ordered, each containing the ones below it: avx512_bf16 is avx512 plus
+// vdpbf16ps, which only the bf16 convolutions use (set_conv_precision); capping at avx512
+// makes them fall back to fp32, so one machine tests every path.
 #pragma once
 #include <cstdlib>
 #include <stdexcept>
@@ -8,7 +11,7 @@
 
 namespace rc {
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
 
 const char* isa_name(Isa isa);
 Isa parse_isa(const std::string& name);  // throws std::invalid_argument on unknown names
@@ -16,7 +19,11 @@ Isa detected_isa();                      // best the CPU and OS support (compile
 std::vector<Isa> compiled_isas();        // scalar first
 Isa max_isa();                           // the cap
 void set_max_isa(Isa isa);               // cap the path; never raises above what runs
-Isa active_isa();                        // min(best compiled+supported, cap): kernels use this
+Isa active_path();                       // min(best compiled+supported, cap)
+Isa active_isa();                        // the fp32 kernels' path: active_path(), avx512 at most
+// Whether AMX tiles could run here (CPUID, XCR0, Linux permission), in words, detected once.
+// Reported by build_info only: no kernel uses AMX yet.
+const std::string& amx_status();
 
 // Threads every kernel uses: OMP_NUM_THREADS (or all cores) at import, then set_num_threads().
 // Kernels write `#pragma omp parallel for num_threads(rc::num_threads())`.

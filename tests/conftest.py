@@ -10,11 +10,17 @@ import resnet_cpp
 from resnet_cpp import _core
 
 
-def runnable_isas() -> list[str]:
-    """Compiled paths this CPU can run (all three on an AVX-512 machine)."""
-    order = ["scalar", "avx2", "avx512"]
-    best = order.index(_core.detected_isa())
-    return [i for i in _core.compiled_isas() if order.index(i) <= best]
+# Every ISA path, in order; each runs everything the ones before it run.
+ISA_ORDER = ["scalar", "avx2", "avx512", "avx512_bf16"]
+
+
+def runnable_isas(all_paths: bool = False) -> list[str]:
+    """Compiled paths this CPU can run, up to avx512 (all three on an AVX-512 machine):
+    avx512_bf16 runs the fp32 kernels of avx512, so fp32 tests do not repeat it. With
+    ``all_paths``, avx512_bf16 too where it runs."""
+    best = ISA_ORDER.index(_core.detected_isa())
+    top = best if all_paths else min(best, ISA_ORDER.index("avx512"))
+    return [i for i in _core.compiled_isas() if ISA_ORDER.index(i) <= top]
 
 
 THREADS = sorted({1, max(2, os.cpu_count() or 1)})

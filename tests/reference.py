@@ -57,6 +57,40 @@ def conv2d_backward(dy, x, w, stride: int, pad: int):
     return dx, dw, db
 
 
+# ---------------------------------------------------------------- bf16 rounding
+
+def bf16_bits_scalar(u: int) -> int:
+    """bf16 bits of the float32 with bits u: nearest, ties to even mantissa, by definition.
+
+    As vcvtneps2bf16 (Intel SDM) does: zeros and denormals become signed zero, infinities
+    stay, NaNs keep their top bits with the quiet bit set, and a finite value past the
+    largest bf16 (plus half an ulp) rounds to infinity.
+    """
+    exp, mant = (u >> 23) & 0xFF, u & 0x7FFFFF
+    if exp == 0:
+        return (u >> 31) << 15
+    if exp == 0xFF:
+        return (u >> 16) | (0x40 if mant else 0)
+    lo = u >> 16  # truncated toward zero
+    mag = lambda bits: abs(float(np.array(bits, np.uint32).view(np.float32)))  # noqa: E731
+    x, below = mag(u), mag(lo << 16)
+    above = below + 2.0 ** (exp - 127 - 7)  # the next bf16 up, unbounded (float64 is exact)
+    if x - below < above - x or (x - below == above - x and lo % 2 == 0):
+        return lo
+    return lo + 1  # a carry moves into the exponent; past the largest finite it is inf
+
+
+def bf16_round(x):
+    """float32 x rounded to bf16 as bf16_bits_scalar does (vectorized: add 0x7FFF plus the
+    lowest kept bit, truncate), returned as float32; test_reference.py checks the two agree."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    exp, mant = (u >> 23) & 0xFF, u & 0x7FFFFF
+    bits = np.where(exp == 0, (u >> 16) & 0x8000,
+                    np.where((exp == 0xFF) & (mant != 0), (u >> 16) | 0x40,
+                             (u + 0x7FFF + ((u >> 16) & 1)) >> 16))
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
 # ---------------------------------------------------------------- batch norm
 
 def _bcast(v):

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 import resnet_cpp
+from conftest import ISA_ORDER, runnable_isas
 from resnet_cpp import _core
 
 
@@ -22,8 +23,7 @@ def test_cap_lowers_active_isa():
     try:
         for isa in _core.compiled_isas():
             resnet_cpp.set_max_isa(isa)
-            order = ["scalar", "avx2", "avx512"]
-            assert order.index(_core.active_isa()) <= order.index(isa)
+            assert ISA_ORDER.index(_core.active_isa()) <= ISA_ORDER.index(isa)
     finally:
         resnet_cpp.set_max_isa(old)
 
@@ -55,3 +55,54 @@ def test_info_command():
     out = subprocess.run([sys.executable, "-m", "resnet_cpp", "info"], capture_output=True,
                          text=True, check=True)
     assert "active_isa" in out.stdout
+
+
+def test_amx_status_agrees_with_linux_cpu_flags():
+    """build_info's amx line says "present" exactly where Linux lists amx_tile and
+    amx_bf16 (its own CPUID and XCR0 reading)."""
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo to compare with")
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    amx = resnet_cpp.build_info()["amx"]
+    assert amx.startswith("present" if {"amx_tile", "amx_bf16"} <= set(flags) else "absent"), amx
+
+
+def test_bf16_level_follows_the_cpu_flag():
+    """avx512_bf16 is detected exactly where Linux lists avx512_bf16 (with AVX-512)."""
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo to compare with")
+    with open("/proc/cpuinfo") as f:
+        flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    has = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"} <= flags
+    assert (_core.detected_isa() == "avx512_bf16") == has
+
+
+def test_fp32_kernels_run_their_avx512_code_on_the_bf16_path():
+    """Capped at avx512_bf16 (fp32 precision), the fp32 kernels take the avx512 code: same
+    bits as under the avx512 cap, and Winograd (SIMD-only) still runs."""
+    if "avx512_bf16" not in runnable_isas(all_paths=True):
+        pytest.skip("this CPU has no AVX512-BF16")
+    import numpy as np
+
+    g = np.random.default_rng(3)
+    x = g.standard_normal((2, 9, 9, 16)).astype(np.float32)
+    w = g.standard_normal((3, 3, 16, 16)).astype(np.float32)
+    gamma, beta = np.ones(16, np.float32), np.zeros(16, np.float32)
+    old = (_core.max_isa(), _core.conv_algorithm(), _core.precision())
+    out = {}
+    try:
+        resnet_cpp.set_conv_algorithm("winograd2")
+        _core.set_precision("fp32")
+        for isa in ("avx512", "avx512_bf16"):
+            resnet_cpp.set_max_isa(isa)
+            assert _core.conv2d_algorithm("forward", 2, 9, 9, 16, 16, 3, 3, 1, 1) == "winograd2"
+            bn = _core.batch_norm_forward_train(x, gamma, beta, np.zeros(16, np.float32),
+                                                np.ones(16, np.float32), 0.1, 1e-5, True)[0]
+            out[isa] = (_core.conv2d_forward(x, w, None, 1, 1), bn)
+    finally:
+        resnet_cpp.set_max_isa(old[0])
+        resnet_cpp.set_conv_algorithm(old[1])
+        _core.set_precision(old[2])
+    for a, b in zip(out["avx512"], out["avx512_bf16"]):
+        np.testing.assert_array_equal(a, b)

@@ -147,3 +147,32 @@ def test_adam_closed_form():
     # AdamW decays the weights before the update, independently of g.
     pw, _, _ = ref.adam_step(p, g, np.zeros(2), np.zeros(2), 1, 0.01, 0.9, 0.999, 1e-8, 0.1, True)
     assert np.allclose(pw, p * (1 - 0.001) - 0.01 * np.sign(g), atol=1e-9)
+
+
+def bf16_cases() -> np.ndarray:
+    """float32 bit patterns for the bf16 rounding tests: signed zeros, denormals, the
+    smallest normal, ties to even both ways, just off a tie, the largest finite (which
+    rounds to inf), infinities, quiet and signalling NaNs, then random bits."""
+    special = [0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x007F8000, 0x00800000,
+               0x00808000, 0x3F800000, 0x3F808000, 0x3F818000, 0x3F808001, 0x3F807FFF,
+               0xBF808000, 0x7F7F7FFF, 0x7F7F8000, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000,
+               0xFF800000, 0x7FC00000, 0x7F800001, 0x7FA00000, 0xFF800001, 0x7F80FFFF]
+    rnd = np.random.default_rng(5).integers(0, 2**32, 4000, dtype=np.uint64)
+    return np.concatenate([np.array(special, np.uint64), rnd]).astype(np.uint32)
+
+
+def test_bf16_round_vectorized_matches_definition():
+    bits = bf16_cases()
+    got = ref.bf16_round(bits.view(np.float32)).view(np.uint32)
+    want = np.array([ref.bf16_bits_scalar(int(u)) << 16 for u in bits], np.uint32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bf16_definition_on_named_cases():
+    """The definition itself, on values whose answers are known by hand."""
+    b = ref.bf16_bits_scalar
+    assert b(0x3F808000) == 0x3F80 and b(0x3F818000) == 0x3F82  # ties go to the even one
+    assert b(0x3F808001) == 0x3F81 and b(0x3F807FFF) == 0x3F80
+    assert b(0x7F7FFFFF) == 0x7F80 and b(0x7F7F7FFF) == 0x7F7F  # overflow rounds to inf
+    assert b(0x00000001) == 0 and b(0x807FFFFF) == 0x8000      # denormals: signed zero
+    assert b(0x7F800001) == 0x7FC0 and b(0xFF800000) == 0xFF80  # NaN quieted, inf kept

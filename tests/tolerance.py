@@ -36,3 +36,17 @@ def assert_close(actual, ref, rtol: float = 1e-4, atol: float = 1e-5, name: str 
             f"(rtol={rtol}, atol={atol}); worst at {tuple(int(j) for j in i)}: "
             f"got {a[i]!r}, expected {r[i]!r}, max abs err {err.max():.3g}"
         )
+
+
+# bf16 convolutions against fp32 (README, "Precision"): each operand keeps 8 significant
+# bits (rounding error up to 2^-9 of itself), so each product may be off by 2^-8 of itself
+# and a sum of them by about that much of the largest output. Elementwise
+# |bf16 - fp32| <= BF16_VS_FP32 * (|fp32| + max|fp32|); the parity shapes measured up to
+# 3.4e-3 (against 1e-7 for fp32).
+BF16_VS_FP32 = 4e-3
+
+
+def assert_close_bf16(actual, ref, name: str = "") -> None:
+    """assert_close with the bf16-against-fp32 tolerance above."""
+    scale = float(np.max(np.abs(np.asarray(ref, np.float64))))
+    assert_close(actual, ref, rtol=BF16_VS_FP32, atol=BF16_VS_FP32 * scale, name=name)

@@ -54,12 +54,37 @@ void bind_conv(py::module_& m) {
            int64_t R, int64_t S, int64_t stride, int64_t pad) {
             const rc::ConvPass p = rc::parse_conv_pass(pass);  // std::invalid_argument -> ValueError
             rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
+            if (rc::conv_runs_bf16()) return std::string("direct_bf16");
             const int m = rc::conv_winograd_tile(s, p);
             return std::string(m == 0 ? "direct" : m == 2 ? "winograd2" : "winograd4");
         },
         py::arg("pass"), py::arg("N"), py::arg("H"), py::arg("W"), py::arg("C"), py::arg("K"),
         py::arg("R"), py::arg("S"), py::arg("stride"), py::arg("pad"),
-        "Which algorithm ('direct', 'winograd2' or 'winograd4') a conv call of this shape runs now.");
+        "Which algorithm ('direct', 'winograd2', 'winograd4' or, in bf16 precision, 'direct_bf16') "
+        "a conv call of this shape runs now.");
+    // Python wraps these in resnet_cpp.set_precision / precision / bf16_active (_precision.py).
+    m.def("set_precision",
+          [](const std::string& name) { rc::set_conv_precision(rc::parse_conv_precision(name)); },
+          py::arg("name"),
+          "Convolution operands: 'fp32' (default) or 'bf16' (rounded to bf16, fp32 sums; runs only "
+          "where bf16_active()); as RESNET_CPP_PRECISION.");
+    m.def("precision", [] { return std::string(rc::conv_precision_name(rc::conv_precision())); });
+    m.def("bf16_active", &rc::conv_runs_bf16,
+          "True when bf16 precision is set and the active ISA path has a bf16 dot product.");
+    m.def(
+        "round_to_bf16",
+        [](const py::object& xo) {
+            auto x = require_f32(xo, "x", {-1});
+            auto y = output_f32(py::none(), "out", {x.shape(0)});
+            {
+                py::gil_scoped_release nogil;
+                rc::round_to_bf16(cptr(x), ptr(y), x.shape(0));
+            }
+            return y;
+        },
+        py::arg("x"),
+        "x (n,) float32 rounded to bf16 as the bf16 convolutions round their operands (nearest "
+        "even, NaN quiet, denormals to signed zero), returned as float32.");
     m.def(
         "conv2d_forward",
         [](const py::object& xo, const py::object& wo, const py::object& bo, int64_t stride,

@@ -33,11 +33,14 @@ PYBIND11_MODULE(_core, m) {
         for (rc::Isa i : rc::compiled_isas()) v.push_back(rc::isa_name(i));
         return v;
     }, "Instruction-set paths compiled into this build, scalar first.");
-    m.def("active_isa", [] { return std::string(rc::isa_name(rc::active_isa())); },
+    m.def("active_isa", [] { return std::string(rc::isa_name(rc::active_path())); },
           "The path kernels run now: best compiled and supported path, capped by max_isa.");
+    m.def("amx_status", &rc::amx_status,
+          "Whether AMX tiles could run here (CPUID, XCR0, Linux permission); no kernel uses them yet.");
     m.def("max_isa", [] { return std::string(rc::isa_name(rc::max_isa())); });
     m.def("set_max_isa", [](const std::string& name) { rc::set_max_isa(rc::parse_isa(name)); },
-          py::arg("isa"), "Cap the path: 'scalar', 'avx2' or 'avx512' (as RESNET_CPP_MAX_ISA).");
+          py::arg("isa"),
+          "Cap the path: 'scalar', 'avx2', 'avx512' or 'avx512_bf16' (as RESNET_CPP_MAX_ISA).");
     m.def("set_num_threads", &rc::set_num_threads, py::arg("n"),
           "Threads used by every kernel (default: OMP_NUM_THREADS, else all cores).");
     m.def("num_threads", &rc::num_threads);

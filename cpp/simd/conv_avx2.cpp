@@ -127,6 +127,7 @@ struct F16 {
 // 6 px x 2 ymm: 12 accumulators, the rest for weights and a broadcast. Measured: one group
 // of 16 channels per call beats 3 px x 4 ymm for K >= 32 (benchmarks/NOTES.md).
 struct Micro {
+    using Elem = float;  // scratch and packed-weight element (conv_kernels.h)
     static constexpr int kMaxNV = 1;
     static int fwd_px(int) { return 6; }
     static int bww_ub(int) { return 6; }

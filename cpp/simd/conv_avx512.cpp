@@ -107,6 +107,7 @@ struct Row<NV, std::integer_sequence<int, I...>> {
 constexpr int kPx[3] = {0, 28, 14};
 
 struct Micro {
+    using Elem = float;  // scratch and packed-weight element (conv_kernels.h)
     static constexpr int kMaxNV = 2;
     static int fwd_px(int nv) { return kPx[nv]; }
     static int bww_ub(int nv) { return kPx[nv]; }

@@ -23,6 +23,9 @@
 //   over output pixels; then one reduction over threads in fixed order (deterministic).
 // - 3x3 stride-1 layers may run Winograd F(2x2, 3x3) or F(4x4, 3x3) instead
 //   (simd/winograd.h), chosen per call by conv_winograd_tile().
+// - bf16 (simd/conv_avx512_bf16.cpp): the same forward and backward-data engine with a
+//   bf16 scratch (Micro::Elem = uint16_t, rounded to nearest even while it is built) and
+//   weights packed in channel pairs [K block][tap][c/2][NV*16][2] for vdpbf16ps.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -55,6 +58,21 @@ ConvAlgoSetting conv_algo();
 // What the entry point runs now for this call: 0 (direct), 2 or 4 (Winograd tile size).
 int conv_winograd_tile(const ConvShape& s, ConvPass pass);
 
+// Operand precision of every convolution (conv_bf16.cpp). fp32 (default); or bf16: inputs,
+// weights and output gradients rounded to bf16 (nearest even) as the kernels read them,
+// products summed in fp32, outputs fp32; direct convolution only. Process-wide;
+// RESNET_CPP_PRECISION sets it at load. bf16 runs only where the active path has a
+// bf16 dot product (avx512_bf16); elsewhere the convolutions stay fp32.
+enum class ConvPrecision : int { fp32 = 0, bf16 = 1 };
+const char* conv_precision_name(ConvPrecision p);
+ConvPrecision parse_conv_precision(const std::string& name);  // throws std::invalid_argument
+void set_conv_precision(ConvPrecision p);
+ConvPrecision conv_precision();
+bool conv_runs_bf16();  // bf16 asked for and the active path can run it
+// y[i] = x[i] rounded to bf16 (nearest even; NaN kept quiet; denormals to signed zero, as
+// vcvtneps2bf16 does) and widened back to float, on the active path's instruction or in C++.
+void round_to_bf16(const float* x, float* y, int64_t n);
+
 #ifdef RESNET_CPP_HAVE_AVX2
 namespace avx2 {
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s);
@@ -85,6 +103,17 @@ void conv2d_winograd_backward_data(int m, const float* dy, const float* w, float
 void conv2d_winograd_backward_weight(int m, const float* x, const float* dy, float* dw, float* db,
                                      const ConvShape& s);
 }  // namespace avx512
+#endif
+
+#ifdef RESNET_CPP_HAVE_AVX512_BF16
+// bf16 operands, fp32 accumulation (vdpbf16ps); same signatures and layouts as above.
+namespace avx512_bf16 {
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s);
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
+                            const ConvShape& s);
+void round_to_bf16(const float* x, float* y, int64_t n);
+}  // namespace avx512_bf16
 #endif
 
 }  // namespace rc
@@ -176,18 +205,34 @@ inline int team_rank() {
 }
 
 // Arguments of one forward micro-kernel call: PX pixels of a row x NV groups of 16 outputs.
-struct FwdArgs {
-    const float* x;        // scratch, channel block 0, at the run's first pixel
-    const int64_t* tap;    // ntaps offsets (floats) of each tap inside a channel block
+// E is the scratch and packed-weight element: float, or bf16 bits (uint16_t).
+template <class E>
+struct FwdArgsT {
+    const E* x;            // scratch, channel block 0, at the run's first pixel
+    const int64_t* tap;    // ntaps offsets (elements) of each tap inside a channel block
     int64_t ntaps;
     int64_t cin;           // reduction channels
-    int64_t plane;         // floats between consecutive 16-channel blocks
-    const float* w;        // packed block [ntaps][cin][NV*16]
+    int64_t plane;         // elements between consecutive 16-channel blocks
+    const E* w;            // packed block [ntaps][cin][NV*16] (bf16: [ntaps][cin/2][NV*16][2])
     const float* bias;     // NV*16 floats, or null for zero
     float* y;              // output of the run's first pixel, at the block's first channel
     int64_t ystep;         // floats between consecutive output pixels of the run
     int klast;             // valid lanes of the last group (1..16)
 };
+using FwdArgs = FwdArgsT<float>;
+
+// Input channels per packed weight row: bf16 packs channel pairs (an odd count gets a zero
+// partner), float packs single channels.
+template <class E>
+constexpr int64_t packed_cin(int64_t cin) {
+    return sizeof(E) == 2 ? (cin + 1) / 2 * 2 : cin;
+}
+
+// The workspace slot as an array of n elements of E (float or bf16 bits).
+template <class E>
+E* workspace_as(int slot, int64_t n, bool zero) {
+    return reinterpret_cast<E*>(workspace(slot, (n * int64_t(sizeof(E)) + 3) / 4, zero));
+}
 
 // Arguments of one backward-weight micro-kernel call: UB (s,c) rows x NV groups of 16.
 struct BwwArgs {
@@ -248,6 +293,34 @@ void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, 
     }
 }
 
+// Packs weights as pack_weights does, into the layout Mk's forward kernel reads: as is for
+// float; for bf16 into a float staging slot, then rounded and interleaved in channel pairs.
+template <class Mk>
+void pack_weights_for(typename Mk::Elem* dst, const std::vector<KBlock>& blocks, int64_t ntaps,
+                      int64_t cin, int64_t kout, const float* w, const int64_t* toff,
+                      int64_t s_ci, int64_t s_co) {
+    if constexpr (sizeof(typename Mk::Elem) == 4) {
+        pack_weights(dst, blocks, ntaps, cin, kout, w, toff, s_ci, s_co);
+    } else {
+        int64_t width_all = 0;
+        for (const KBlock& b : blocks) width_all += int64_t(b.nv) * kVec;
+        float* f = workspace(1, width_all * ntaps * cin, true);
+        pack_weights(f, blocks, ntaps, cin, kout, w, toff, s_ci, s_co);
+        const int64_t cp = packed_cin<typename Mk::Elem>(cin);
+        for (const KBlock& b : blocks) {
+            const int64_t width = int64_t(b.nv) * kVec, c0 = int64_t(b.v0) * kVec;
+            for (int64_t t = 0; t < ntaps; ++t) {
+                const float* src = f + c0 * ntaps * cin + t * cin * width;
+                typename Mk::Elem* d = dst + c0 * ntaps * cp + t * cp * width;
+                for (int64_t ci = 0; ci < cin; ci += 2)
+                    for (int64_t l = 0; l < width; l += kVec)
+                        Mk::pair16(d + (ci * width + 2 * l), src + ci * width + l,
+                                   ci + 1 < cin ? src + (ci + 1) * width + l : nullptr, kVec);
+            }
+        }
+    }
+}
+
 // Copies rows i in [i0, i1) of image x (H,W,C) into the blocked scratch
 // [C/16][st][st][Hph][Wph][16]: element (cb, ph, pw, i, j, l) is
 // x[i*st + ph - top][j*st + pw - left][16*cb + l]. Only pixels inside the image are
@@ -257,7 +330,7 @@ void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, 
 template <class Mk>
 void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, int64_t top,
                    int64_t left, int64_t Hph, int64_t Wph, int64_t plane, const char* used,
-                   int64_t i0, int64_t i1, float* out) {
+                   int64_t i0, int64_t i1, typename Mk::Elem* out) {
     const int64_t nblk = (C + kVec - 1) / kVec, rowlen = Wph * kVec;
     for (int64_t ph = 0; ph < st; ++ph)
         for (int64_t i = i0; i < i1; ++i) {
@@ -270,17 +343,17 @@ void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, 
                 const int64_t jhi = W - 1 + left - pw < 0
                                         ? jlo
                                         : std::max(jlo, std::min(Wph, (W - 1 + left - pw) / st + 1));
-                float* row = out + ((ph * st + pw) * Hph + i) * rowlen + jlo * kVec;
+                typename Mk::Elem* row = out + ((ph * st + pw) * Hph + i) * rowlen + jlo * kVec;
                 const float* src = x + (h * W + jlo * st + pw - left) * C;
                 const int64_t step = st * C;
                 for (int64_t cb = 0; cb < nblk; ++cb) {
                     const int64_t n = std::min<int64_t>(kVec, C - cb * kVec);
-                    float* d = row + cb * plane;
+                    typename Mk::Elem* d = row + cb * plane;
                     const float* sp = src + cb * kVec;
-                    if (n == kVec)
+                    if (n == kVec && sizeof(*d) == 4)
                         for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
                             std::memcpy(d, sp, kVec * 4);
-                    else  // C tail: a masked load (not a memcpy call per pixel)
+                    else  // C tail or bf16: a masked load (not a memcpy call per pixel)
                         for (int64_t j = jlo; j < jhi; ++j, d += kVec, sp += step)
                             Mk::copy_tail(d, sp, int(n));
                 }
@@ -290,11 +363,12 @@ void build_scratch(const float* x, int64_t H, int64_t W, int64_t C, int64_t st, 
 
 // One stride-1 convolution over a scratch grid of row width Wph. Output pixel (row, col) of
 // the phase reads scratch pixel base + row*Wph + col (plus the tap offsets) and goes to out
-// pixel (h0 + row*hstep, w0 + col*wstep).
+// pixel (h0 + row*hstep, w0 + col*wstep). E: as in FwdArgsT.
+template <class E>
 struct Phase {
-    Arr<int64_t> tap;          // offsets (floats) of each tap from the pixel's scratch slot
+    Arr<int64_t> tap;          // offsets (elements) of each tap from the pixel's scratch slot
     int64_t base;              // scratch pixel read by output pixel (0, 0) at tap offset 0
-    float* wpk = nullptr;      // packed weights, all K blocks (in the call's workspace)
+    E* wpk = nullptr;          // packed weights, all K blocks (in the call's workspace)
     int64_t rows, ncols;       // output grid
     int64_t h0, w0;
     int64_t ah = 0, aw = 0, nsw = 0;  // backward-data: stride phase, taps per kernel row
@@ -313,7 +387,9 @@ struct Engine {
 // Runs every phase of every image. A micro-kernel call covers a run of up to PX pixels of
 // one output row (rows are split into balanced runs), so no padding column is computed.
 template <class Mk>
-void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* in, float* out) {
+void run_engine(const Engine& e, const std::vector<Phase<typename Mk::Elem>>& phases,
+                const float* in, float* out) {
+    using E = typename Mk::Elem;
     // Work items: (image, phase, band of rows). Bands give threads work when N is small and
     // keep a band's input rows cache-resident for big images.
     struct Item { int ph; int64_t r0, r1; };
@@ -322,9 +398,9 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
     const int64_t want = e.N >= T ? 1 : (T + e.N - 1) / e.N;
     int64_t calls = 0;  // micro-kernel calls per image
     for (int p = 0; p < int(phases.size()); ++p) {
-        const Phase& ph = phases[p];
+        const Phase<E>& ph = phases[p];
         if (ph.rows <= 0 || ph.ncols <= 0) continue;
-        int64_t row_bytes = e.Wph * e.Cin * 4 * e.st;
+        int64_t row_bytes = e.Wph * e.Cin * int64_t(sizeof(E)) * e.st;
         int64_t rows_per_band = std::max<int64_t>(4, (256 << 10) / std::max<int64_t>(1, row_bytes));
         int64_t nb = std::min(ph.rows, std::max(want, (ph.rows + rows_per_band - 1) / rows_per_band));
         for (int64_t b = 0; b < nb; ++b) per_image.push_back({p, ph.rows * b / nb, ph.rows * (b + 1) / nb});
@@ -351,7 +427,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
     // Per-thread scratch (zeroed: padding stays zero) and built-row flags, allocated here so
     // that a failed allocation throws to the caller instead of terminating inside the
     // parallel region.
-    float* scratch_all = workspace(2, T * e.scratch_len, true);
+    E* scratch_all = workspace_as<E>(2, T * e.scratch_len, true);
     Arr<char> built_all(T * e.Hph);
 
 #pragma omp parallel num_threads(T)
@@ -359,7 +435,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
         const int nt = team_size(), t = team_rank();
         const int64_t i0 = total * t / nt, i1 = total * (t + 1) / nt;
         if (i0 < i1) {
-            float* scratch = scratch_all + t * e.scratch_len;
+            E* scratch = scratch_all + t * e.scratch_len;
             char* built = built_all.data() + t * e.Hph;
             int64_t have = -1;
             const float *pf = nullptr, *pf_end = nullptr;
@@ -382,7 +458,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                                       e.Hph, e.Wph, e.plane, e.used.data(), i, j, scratch);
                     i = j;
                 }
-                const Phase& ph = phases[item.ph];
+                const Phase<E>& ph = phases[item.ph];
                 float* outn = out + n * e.Hout * e.Wout * e.Cout;
                 const int64_t ystep = e.wstep * e.Cout;
                 for (const KBlock& kb : e.blocks) {
@@ -390,12 +466,12 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                     // Balanced runs: lengths differ by at most one pixel.
                     const int64_t nrun = (ph.ncols + pxmax - 1) / pxmax;
                     const int64_t base = ph.ncols / nrun, extra = ph.ncols % nrun;
-                    FwdArgs a;
+                    FwdArgsT<E> a;
                     a.tap = ph.tap.data();
                     a.ntaps = ph.tap.size();
                     a.cin = e.Cin;
                     a.plane = e.plane;
-                    a.w = ph.wpk + int64_t(kb.v0) * kVec * a.ntaps * e.Cin;
+                    a.w = ph.wpk + int64_t(kb.v0) * kVec * a.ntaps * packed_cin<E>(e.Cin);
                     a.bias = e.bias ? e.bias + kb.v0 * kVec : nullptr;
                     a.ystep = ystep;
                     const int64_t kend = std::min<int64_t>(e.Cout, int64_t(kb.v0 + kb.nv) * kVec);
@@ -403,7 +479,7 @@ void run_engine(const Engine& e, const std::vector<Phase>& phases, const float* 
                     for (int64_t row = item.r0; row < item.r1; ++row) {
                         float* yrow = outn + ((ph.h0 + row * e.hstep) * e.Wout + ph.w0) * e.Cout +
                                       kb.v0 * kVec;
-                        const float* xrow = scratch + (ph.base + row * e.Wph) * kVec;
+                        const E* xrow = scratch + (ph.base + row * e.Wph) * kVec;
                         for (int64_t i = 0, col = 0; i < nrun; ++i) {
                             const int cnt = int(base + (i < extra));
                             a.y = yrow + col * ystep;
@@ -439,8 +515,9 @@ void forward(const float* x, const float* w, const float* b, float* y, const Con
     if (b) std::memcpy(bias.data(), b, s.K * 4);
     e.bias = b ? bias.data() : nullptr;
 
-    std::vector<Phase> phases(1);
-    Phase& ph = phases[0];
+    using E = typename Mk::Elem;
+    std::vector<Phase<E>> phases(1);
+    Phase<E>& ph = phases[0];
     int64_t pp = e.Hph * e.Wph;
     ph.tap = Arr<int64_t>(s.R * s.S);
     for (int64_t r = 0; r < s.R; ++r)
@@ -448,11 +525,11 @@ void forward(const float* x, const float* w, const float* b, float* y, const Con
             ph.tap[r * s.S + q] = (((r % st) * st + q % st) * pp + (r / st) * e.Wph + q / st) * kVec;
     ph.base = 0;
     ph.rows = s.P; ph.ncols = s.Q; ph.h0 = 0; ph.w0 = 0;
-    ph.wpk = workspace(0, kv * kVec * s.R * s.S * s.C, true);
+    ph.wpk = workspace_as<E>(0, kv * kVec * s.R * s.S * packed_cin<E>(s.C), true);
     int64_t C = s.C, K = s.K;
     Arr<int64_t> toff(s.R * s.S);
     for (int64_t t = 0; t < s.R * s.S; ++t) toff[t] = t * C * K;
-    pack_weights(ph.wpk, e.blocks, s.R * s.S, C, K, w, toff.data(), K, 1);
+    pack_weights_for<Mk>(ph.wpk, e.blocks, s.R * s.S, C, K, w, toff.data(), K, 1);
     run_engine<Mk>(e, phases, x, y);
 }
 
@@ -475,10 +552,11 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
     e.bias = nullptr;
     int64_t cv = (C + kVec - 1) / kVec;
 
-    std::vector<Phase> phases;
+    using E = typename Mk::Elem;
+    std::vector<Phase<E>> phases;
     for (int64_t ah = 0; ah < st; ++ah)
         for (int64_t aw = 0; aw < st; ++aw) {
-            Phase ph;
+            Phase<E> ph;
             int64_t i0 = (pad - ah + st - 1) / st, j0 = (pad - aw + st - 1) / st;
             if (pad - ah < 0) i0 = 0;
             if (pad - aw < 0) j0 = 0;
@@ -500,10 +578,11 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
             phases.push_back(std::move(ph));
         }
     // Packed weights of every phase, one after the other in one zeroed workspace.
+    const int64_t kp = packed_cin<E>(K);
     int64_t total = 0;
-    for (const Phase& ph : phases) total += cv * kVec * ph.tap.size() * K;
-    float* wpk = workspace(0, std::max<int64_t>(1, total), true);
-    for (Phase& ph : phases) {
+    for (const Phase<E>& ph : phases) total += cv * kVec * ph.tap.size() * kp;
+    E* wpk = workspace_as<E>(0, std::max<int64_t>(1, total), true);
+    for (Phase<E>& ph : phases) {
         // Tap (th, tw) is kernel entry (ah + st*th, aw + st*tw); input channel ci = k, output
         // channel co = c.
         const int64_t ntap = ph.tap.size(), nsw = ph.nsw;
@@ -511,8 +590,8 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
         for (int64_t t = 0; t < ntap; ++t)
             toff[t] = ((ph.ah + st * (t / nsw)) * S + ph.aw + st * (t % nsw)) * C * K;
         ph.wpk = wpk;
-        pack_weights(wpk, e.blocks, ntap, K, C, w, toff.data(), 1, K);
-        wpk += cv * kVec * ntap * K;
+        pack_weights_for<Mk>(wpk, e.blocks, ntap, K, C, w, toff.data(), 1, K);
+        wpk += cv * kVec * ntap * kp;
     }
     run_engine<Mk>(e, phases, dy, dx);
 }
@@ -531,6 +610,22 @@ inline void sum_rows(const float* d, int64_t rows, int64_t K, float* out) {
                 for (int64_t l = 0; l < K - k0; ++l) acc[l] += p[l];
         }
         for (int64_t l = 0; l < std::min<int64_t>(kVec, K - k0); ++l) out[k0 + l] += acc[l];
+    }
+}
+
+// Thread t of nt writes its share of the rows of dw (dw_rows rows of K) and db (K, or null)
+// as the sum of the `used` private copies (priv_len floats apart; rows of Kp, db's last).
+// Fixed order, so deterministic per thread count; call it after a barrier.
+inline void reduce_private(const float* priv, int64_t priv_len, int used, int64_t dw_rows,
+                           int64_t K, int64_t Kp, float* dw, float* db, int t, int nt) {
+    int64_t rows = dw_rows + (db ? 1 : 0);
+    int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    for (int64_t i = r0; i < r1; ++i) {
+        float* d = i < dw_rows ? dw + i * K : db;
+        const float* src = priv + i * Kp;
+        for (int64_t k = 0; k < K; ++k) d[k] = src[k];
+        for (int u = 1; u < used; ++u)
+            for (int64_t k = 0; k < K; ++k) d[k] += src[u * priv_len + k];
     }
 }
 
@@ -609,16 +704,7 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
             if (db) sum_rows(dyn, P * Q, K, mine + R * U * Kp);
         }
 #pragma omp barrier
-        // Fixed-order reduction over the private copies: deterministic per thread count.
-        int64_t rows = R * U + (db ? 1 : 0);
-        int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
-        for (int64_t i = r0; i < r1; ++i) {
-            float* d = i < R * U ? dw + i * K : db;
-            const float* src = priv + i * Kp;
-            for (int64_t k = 0; k < K; ++k) d[k] = src[k];
-            for (int u = 1; u < used; ++u)
-                for (int64_t k = 0; k < K; ++k) d[k] += src[u * priv_len + k];
-        }
+        reduce_private(priv, priv_len, used, R * U, K, Kp, dw, db, t, nt);
     }
 }
 

@@ -17,6 +17,7 @@ from ._core import (
     set_num_threads,
 )
 
+from ._precision import bf16_active, precision, set_precision, use_precision  # noqa: E402
 from . import checkpoint, data, functional, io, models, nn, optim, train  # noqa: E402
 
 __version__ = _core.__version__
@@ -24,6 +25,7 @@ __version__ = _core.__version__
 __all__ = [
     "__version__",
     "active_isa",
+    "bf16_active",
     "build_info",
     "checkpoint",
     "compiled_isas",
@@ -35,6 +37,9 @@ __all__ = [
     "models",
     "nn",
     "optim",
+    "precision",
+    "set_precision",
+    "use_precision",
     "train",
     "detected_isa",
     "num_threads",
@@ -77,5 +82,8 @@ def build_info() -> dict:
         "num_threads": _core.num_threads(),
         "conv_algorithm": _core.conv_algorithm(),
         "conv_precision": conv_precision(),
+        "amx": _core.amx_status(),
+        "precision": _core.precision() if _core.precision() == "fp32" or _core.bf16_active()
+        else "bf16 (runs fp32: no AVX512-BF16 on the active path)",
         **backend.cuda_info(),
     }

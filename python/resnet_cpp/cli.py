@@ -75,14 +75,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
 _RUN_SETTINGS = ("dataset", "data_dir", "model", "version", "width", "shortcut", "epochs",
                  "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "recipe",
                  "label_smoothing", "augment", "seed", "weight_decay", "init_from", "new_head",
-                 "freeze_trunk", "trunk_lr", "freeze_bn", "image_size", "grayscale")
+                 "freeze_trunk", "trunk_lr", "freeze_bn", "image_size", "grayscale",
+                 "precision")
 _TRAIN_DEFAULTS = {"dataset": "bundled", "data_dir": None, "model": None, "version": 1,
                    "width": None, "shortcut": None, "epochs": DEFAULT_EPOCHS,
                    "batch_size": None, "lr": None, "optimizer": None, "schedule": None,
                    "warmup_epochs": 0.0, "recipe": None, "label_smoothing": 0.0,
                    "augment": True, "seed": 0, "weight_decay": None, "init_from": None,
                    "new_head": None, "freeze_trunk": False, "trunk_lr": None,
-                   "freeze_bn": False, "image_size": None, "grayscale": False}
+                   "freeze_bn": False, "image_size": None, "grayscale": False,
+                   "precision": "fp32"}
 
 
 def _load_data(name: str, data_dir: str | None, preprocess=None):
@@ -259,7 +261,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             threads=args.threads, out_dir=out, resume=resuming, augment=settings["augment"],
             label_smoothing=settings["label_smoothing"], progress=not args.no_progress,
             max_steps=args.max_steps, model_config=model_config,
-            config={"cli": settings}, init_from=init,  # None when resuming
+            precision=settings["precision"], config={"cli": settings},
+            init_from=init,  # None when resuming
             new_head=init is not None and settings["new_head"] is not None,
             freeze_trunk=settings["freeze_trunk"],
             trunk_lr=settings["trunk_lr"], freeze_bn=settings["freeze_bn"])
@@ -515,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (pad 4) + horizontal flip (default on)")
     t.add_argument("--threads", type=_positive_int, help="OpenMP threads (default: all)")
+    t.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="convolution operands (default fp32); bf16 needs AVX512-BF16")
     t.add_argument("--seed", type=_nonneg_int, help="seed for init, shuffling, augmentation")
     t.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")

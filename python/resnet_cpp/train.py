@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _precision
 from . import checkpoint as ckpt
 from . import optim
 
@@ -270,7 +271,8 @@ class Trainer:
                  momentum: float | None = None, weight_decay: float | None = None,
                  nesterov: bool | None = None,
                  schedule: str | optim.Schedule | None = None, warmup_epochs: float = 0,
-                 seed: int = 0, threads: int | None = None, out_dir: str | None = None,
+                 seed: int = 0, threads: int | None = None, precision: str | None = None,
+                 out_dir: str | None = None,
                  resume: bool | str = False, augment: bool = True,
                  label_smoothing: float = 0.0, progress: bool = True, verbose: bool = True,
                  max_steps: int | None = None, normalize: bool = True, mean=None, std=None,
@@ -290,12 +292,15 @@ class Trainer:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if precision is not None and precision not in _precision.PRECISIONS:
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.recipe = optim.get_recipe(recipe or "he2015")
         self.batch_size = int(batch_size or self.recipe.batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         self.model, self.train_data, self.test_data = model, train_data, test_data
         self.epochs, self.seed, self.threads = int(epochs), int(seed), threads
+        self.precision = precision
         self.augment, self.label_smoothing = bool(augment), float(label_smoothing)
         self.progress, self.verbose, self.max_steps = progress, verbose, max_steps
         self.out_dir, self.resume = out_dir, resume
@@ -386,7 +391,7 @@ class Trainer:
             "epochs": self.epochs, "batch_size": self.batch_size,
             "recipe": self.recipe.name, "optimizer": self.optimizer.name,
             "schedule": self.schedule.state_dict()["name"], "seed": self.seed,
-            "threads": self.threads, "augment": self.augment,
+            "threads": self.threads, "precision": self.precision, "augment": self.augment,
             "label_smoothing": self.label_smoothing, "steps_per_epoch": self.steps_per_epoch,
             **self.finetune_config, **self.extra_config})
 
@@ -528,9 +533,11 @@ class Trainer:
         """Run (or continue) training; returns the :class:`History`."""
         import resnet_cpp
 
-        old_threads = resnet_cpp.num_threads()
+        old_threads, old_precision = resnet_cpp.num_threads(), resnet_cpp.precision()
         if self.threads is not None:
             resnet_cpp.set_num_threads(int(self.threads))
+        if self.precision is not None:
+            resnet_cpp.set_precision(self.precision)
         try:
             if self.out_dir is not None:
                 os.makedirs(self.out_dir, exist_ok=True)
@@ -548,6 +555,7 @@ class Trainer:
                 self._run(guard)
         finally:
             resnet_cpp.set_num_threads(old_threads)
+            _precision._set(old_precision)
         return self.history
 
     def _run(self, guard: _InterruptGuard) -> None:
@@ -673,5 +681,8 @@ def fit(model, train_data, test_data=None, **kwargs) -> History:
     model_config ({"name", "version", "kwargs"} stored for rebuilding), on_step, on_epoch.
     Fine-tuning (:mod:`resnet_cpp.finetune`): init_from (weights file), new_head,
     freeze_trunk, trunk_lr, freeze_bn.
+
+    precision: "fp32" or "bf16" convolutions for this run (restored afterwards); None
+    keeps the process setting (see resnet_cpp.set_precision).
     """
     return Trainer(model, train_data, test_data, **kwargs).fit()
