@@ -17,7 +17,7 @@ from ._core import (
     set_num_threads,
 )
 
-from . import checkpoint, data, functional, io, models, nn, optim, train  # noqa: E402
+from . import checkpoint, data, distributed, functional, io, models, nn, optim, train  # noqa: E402
 
 __version__ = _core.__version__
 
@@ -30,6 +30,7 @@ __all__ = [
     "conv_algorithm",
     "conv_precision",
     "data",
+    "distributed",
     "functional",
     "io",
     "models",
