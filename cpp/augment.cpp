@@ -94,13 +94,14 @@ void crop_flip_params(uint64_t seed, int64_t i, int64_t padding, bool flip, int6
 }
 
 void random_crop_flip(float* y, const float* x, int64_t N, int64_t C, int64_t H, int64_t W,
-                      int64_t padding, bool flip, uint64_t seed, bool channels_last) {
+                      int64_t padding, bool flip, uint64_t seed, bool channels_last,
+                      int64_t first_index) {
     const int64_t img = C * H * W;
 #pragma omp parallel for schedule(static) if (N * img >= (1 << 15)) num_threads(rc::num_threads())
     for (int64_t n = 0; n < N; ++n) {
         int64_t oy, ox;
         bool flipped;
-        crop_flip_params(seed, n, padding, flip, &oy, &ox, &flipped);
+        crop_flip_params(seed, first_index + n, padding, flip, &oy, &ox, &flipped);
         // Crop offset (oy, ox) in the padded image = shift (oy - p, ox - p) in the input.
         if (channels_last)
             crop_nhwc(y + n * img, x + n * img, C, H, W, oy - padding, ox - padding, flipped);

@@ -123,60 +123,42 @@ class Partials {
 
 }  // namespace
 
-void batch_norm_forward_train(const float* x, const float* residual, const float* gamma,
-                              const float* beta, float* running_mean, float* running_var, float* y,
-                              float* mean, float* rstd, int64_t M, int64_t C, double momentum,
-                              double eps, bool relu) {
-    RC_CHECK(M > 1, "batch_norm_forward_train: need more than one value per channel (N*H*W > 1)");
+void batch_norm_stats(const float* x, const float* pivot, double* s1, double* s2, int64_t M,
+                      int64_t C) {
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
     const int nt = split.nt;
-
-    // Pass 1: sums of (x - pivot) and its square; the pivot (row 0) avoids cancellation
-    // in E[d^2] - E[d]^2 when |mean| >> std.
-    Patterns pat(4, P);
-    float *piv = pat[0], *mean_e = pat[1], *scale_e = pat[2], *beta_e = pat[3];
-    expand(x, C, P, piv);
+    Patterns pat(1, P);
+    expand(pivot, C, P, pat[0]);
     Partials part(nt, P);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < nt; ++t) {
         const int64_t r0 = split.begin(t), r1 = split.end(t);
-        k.stats(x + r0 * C, (r1 - r0) * C, P, piv, part.scratch(t), part.a(t), part.b(t));
+        k.stats(x + r0 * C, (r1 - r0) * C, P, pat[0], part.scratch(t), part.a(t), part.b(t));
     }
+    part.combine(nt, C, s1, s2);
+}
 
-    std::vector<double> s1(C), s2(C), scale(C);
-    part.combine(nt, C, s1.data(), s2.data());
+void batch_norm_finalize(const double* s1, const double* s2, const float* pivot, double count,
+                         float* running_mean, float* running_var, float* mean, float* rstd,
+                         int64_t C, double momentum, double eps) {
     for (int64_t c = 0; c < C; ++c) {
-        const double d = s1[c] / M;
-        const double var = std::max(s2[c] / M - d * d, 0.0);  // biased
-        const double m = x[c] + d, r = 1.0 / std::sqrt(var + eps);
+        const double d = s1[c] / count;
+        const double var = std::max(s2[c] / count - d * d, 0.0);  // biased
+        const double m = pivot[c] + d, r = 1.0 / std::sqrt(var + eps);
+        // pivot[c] is read above, so pivot may be running_mean itself.
         running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * m);
-        running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * var * M / (M - 1));
+        running_var[c] =
+            (float)((1.0 - momentum) * running_var[c] + momentum * var * count / (count - 1));
         mean[c] = (float)m;
         rstd[c] = (float)r;
-        // From the cached (rounded) rstd: the backward rebuilds this scale for the ReLU mask.
-        scale[c] = gamma[c] * (double)rstd[c];
-    }
-
-    // Pass 2: y = relu?((x - mean) * gamma * rstd + beta + residual).
-    for (int64_t j = 0; j < P; ++j) {
-        mean_e[j] = mean[j % C];
-        scale_e[j] = (float)scale[j % C];
-        beta_e[j] = beta[j % C];
-    }
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int t = 0; t < nt; ++t) {
-        const int64_t r0 = split.begin(t), r1 = split.end(t);
-        k.apply(x + r0 * C, residual ? residual + r0 * C : residual, y + r0 * C, (r1 - r0) * C, P,
-                mean_e, scale_e, beta_e, relu);
     }
 }
 
-void batch_norm_forward_eval(const float* x, const float* residual, const float* gamma,
-                             const float* beta, const float* running_mean,
-                             const float* running_var, float* y, int64_t M, int64_t C, double eps,
-                             bool relu) {
+void batch_norm_apply(const float* x, const float* residual, const float* gamma, const float* beta,
+                      const float* mean, const float* rstd, float* y, int64_t M, int64_t C,
+                      bool relu) {
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
@@ -184,10 +166,9 @@ void batch_norm_forward_eval(const float* x, const float* residual, const float*
     float *mean_e = pat[0], *scale_e = pat[1], *beta_e = pat[2];
     for (int64_t j = 0; j < P; ++j) {
         const int64_t c = j % C;
-        mean_e[j] = running_mean[c];
-        // Rounded rstd first, as the backward (and functional's eval cache) computes it.
-        const float r = (float)(1.0 / std::sqrt((double)running_var[c] + eps));
-        scale_e[j] = (float)(gamma[c] * (double)r);
+        mean_e[j] = mean[c];
+        // From the cached (rounded) rstd: the backward rebuilds this scale for the ReLU mask.
+        scale_e[j] = (float)(gamma[c] * (double)rstd[c]);
         beta_e[j] = beta[c];
     }
 #pragma omp parallel for schedule(static) num_threads(split.nt)
@@ -198,6 +179,97 @@ void batch_norm_forward_eval(const float* x, const float* residual, const float*
     }
 }
 
+void batch_norm_forward_train(const float* x, const float* residual, const float* gamma,
+                              const float* beta, float* running_mean, float* running_var, float* y,
+                              float* mean, float* rstd, int64_t M, int64_t C, double momentum,
+                              double eps, bool relu) {
+    RC_CHECK(M > 1, "batch_norm_forward_train: need more than one value per channel (N*H*W > 1)");
+    // Pass 1: sums of (x - pivot) and its square; the pivot (row 0) avoids cancellation
+    // in E[d^2] - E[d]^2 when |mean| >> std.
+    std::vector<double> s1(C), s2(C);
+    batch_norm_stats(x, x, s1.data(), s2.data(), M, C);
+    batch_norm_finalize(s1.data(), s2.data(), x, (double)M, running_mean, running_var, mean, rstd,
+                        C, momentum, eps);
+    // Pass 2: y = relu?((x - mean) * gamma * rstd + beta + residual).
+    batch_norm_apply(x, residual, gamma, beta, mean, rstd, y, M, C, relu);
+}
+
+void batch_norm_forward_eval(const float* x, const float* residual, const float* gamma,
+                             const float* beta, const float* running_mean,
+                             const float* running_var, float* y, int64_t M, int64_t C, double eps,
+                             bool relu) {
+    // Rounded rstd first, as the backward (and functional's eval cache) computes it.
+    std::vector<float> rstd(C);
+    for (int64_t c = 0; c < C; ++c) rstd[c] = (float)(1.0 / std::sqrt((double)running_var[c] + eps));
+    batch_norm_apply(x, residual, gamma, beta, running_mean, rstd.data(), y, M, C, relu);
+}
+
+namespace {
+
+// Per-channel patterns of the backward: mean, k1 = gamma * rstd (the forward's scale) and,
+// with a fused ReLU, beta (null otherwise).
+struct BwdPatterns {
+    Patterns pat;
+    float *mean_e, *k1_e, *beta_e;
+    BwdPatterns(const float* gamma, const float* beta, const float* mean, const float* rstd,
+                bool relu, int64_t C, int64_t P)
+        : pat(3, P), mean_e(pat[0]), k1_e(pat[1]), beta_e(relu ? pat[2] : nullptr) {
+        for (int64_t j = 0; j < P; ++j) {
+            mean_e[j] = mean[j % C];
+            k1_e[j] = (float)((double)gamma[j % C] * rstd[j % C]);
+            if (relu) beta_e[j] = beta[j % C];
+        }
+    }
+};
+
+// Backward pass 1 over rows [0, M): sdy, sdyx (C, float64); with dx_eval, also writes
+// dx = k1 * dy' (the eval backward, which needs no sums).
+void bwd_reduce(const BnKernels& k, const BwdPatterns& bp, const RowSplit& split,
+                const float* dy, const float* x, float* dx_eval, double* sdy, double* sdyx,
+                int64_t C, int64_t P) {
+    const int nt = split.nt;
+    Partials part(nt, P);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int t = 0; t < nt; ++t) {
+        const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
+        k.bwd_reduce(dy + o, x + o, bp.beta_e, dx_eval ? dx_eval + o : dx_eval, (r1 - r0) * C,
+                     P, bp.mean_e, bp.k1_e, part.scratch(t), part.a(t), part.b(t));
+    }
+    part.combine(nt, C, sdy, sdyx);
+}
+
+void grads_from_sums(const double* sdy, const double* sdyx, const float* rstd, float* dgamma,
+                     float* dbeta, int64_t C) {
+    for (int64_t c = 0; c < C; ++c) {
+        dbeta[c] = (float)sdy[c];
+        dgamma[c] = (float)(sdyx[c] * rstd[c]);
+    }
+}
+
+// Backward pass 2: dx = gamma*rstd * (dy' - sdy/count - xhat * sdyx*rstd/count), xhat =
+// (x - mean) * rstd, written as k1 * dy' + k2 * (x - mean) + k3 [+ add].
+void bwd_apply(const BnKernels& k, const BwdPatterns& bp, const RowSplit& split,
+               const float* dy, const float* x, const float* gamma, const float* rstd,
+               const float* add, const double* sdy, const double* sdyx, double count, float* dx,
+               int64_t C, int64_t P) {
+    Patterns pat(2, P);
+    float *k2_e = pat[0], *k3_e = pat[1];
+    for (int64_t j = 0; j < P; ++j) {
+        const int64_t c = j % C;
+        const double g = gamma[c], r = rstd[c];
+        k2_e[j] = (float)(-g * r * r * (sdyx[c] * r) / count);
+        k3_e[j] = (float)(-g * r * sdy[c] / count);
+    }
+#pragma omp parallel for schedule(static) num_threads(split.nt)
+    for (int t = 0; t < split.nt; ++t) {
+        const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
+        k.bwd_apply(dy + o, x + o, bp.beta_e, add ? add + o : add, dx + o, (r1 - r0) * C, P,
+                    bp.mean_e, bp.k1_e, k2_e, k3_e);
+    }
+}
+
+}  // namespace
+
 void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* beta,
                          const float* mean, const float* rstd, bool relu, const float* add,
                          float* dx, float* dgamma, float* dbeta, int64_t M, int64_t C,
@@ -205,52 +277,38 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
     const BnKernels k = pick_kernels();
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
-    const int nt = split.nt;
-    Patterns pat(5, P);
-    float *mean_e = pat[0], *k1_e = pat[1], *k2_e = pat[2], *k3_e = pat[3];
-    float* beta_e = relu ? pat[4] : nullptr;
-    for (int64_t j = 0; j < P; ++j) {
-        mean_e[j] = mean[j % C];
-        k1_e[j] = (float)((double)gamma[j % C] * rstd[j % C]);
-        if (relu) beta_e[j] = beta[j % C];
-    }
-
+    const BwdPatterns bp(gamma, beta, mean, rstd, relu, C, P);
     // Pass 1: sum dy' and sum dy' * (x - mean); in eval mode dx = gamma * rstd * dy' is
     // written in the same pass because it does not depend on the sums.
-    Partials part(nt, P);
-    float* dx_now = train ? nullptr : dx;
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int t = 0; t < nt; ++t) {
-        const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
-        k.bwd_reduce(dy + o, x + o, beta_e, dx_now ? dx_now + o : dx_now, (r1 - r0) * C, P,
-                     mean_e, k1_e, part.scratch(t), part.a(t), part.b(t));
-    }
     std::vector<double> sdy(C), sdyx(C);
-    part.combine(nt, C, sdy.data(), sdyx.data());
-    for (int64_t c = 0; c < C; ++c) {
-        dbeta[c] = (float)sdy[c];
-        dgamma[c] = (float)(sdyx[c] * rstd[c]);
-    }
+    bwd_reduce(k, bp, split, dy, x, train ? nullptr : dx, sdy.data(), sdyx.data(), C, P);
+    grads_from_sums(sdy.data(), sdyx.data(), rstd, dgamma, dbeta, C);
     if (!train) {
         // Eval (frozen BN, rare): the extra pass keeps the reduce kernel to one variant.
         if (add) add_forward(dx, add, dx, M * C, false);
         return;
     }
+    bwd_apply(k, bp, split, dy, x, gamma, rstd, add, sdy.data(), sdyx.data(), (double)M, dx, C, P);
+}
 
-    // Pass 2: dx = gamma*rstd * (dy' - dbeta/M - xhat * dgamma/M), xhat = (x - mean) * rstd,
-    // written as k1 * dy' + k2 * (x - mean) + k3.
-    for (int64_t j = 0; j < P; ++j) {
-        const int64_t c = j % C;
-        const double g = gamma[c], r = rstd[c];
-        k2_e[j] = (float)(-g * r * r * (sdyx[c] * r) / M);
-        k3_e[j] = (float)(-g * r * sdy[c] / M);
-    }
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int t = 0; t < nt; ++t) {
-        const int64_t r0 = split.begin(t), r1 = split.end(t), o = r0 * C;
-        k.bwd_apply(dy + o, x + o, beta_e, add ? add + o : add, dx + o, (r1 - r0) * C, P, mean_e,
-                    k1_e, k2_e, k3_e);
-    }
+void batch_norm_backward_reduce(const float* dy, const float* x, const float* gamma,
+                                const float* beta, const float* mean, const float* rstd,
+                                bool relu, double* sdy, double* sdyx, float* dgamma,
+                                float* dbeta, int64_t M, int64_t C) {
+    const int64_t P = pattern_period(C);
+    const BwdPatterns bp(gamma, beta, mean, rstd, relu, C, P);
+    bwd_reduce(pick_kernels(), bp, RowSplit(M, C, P), dy, x, nullptr, sdy, sdyx, C, P);
+    grads_from_sums(sdy, sdyx, rstd, dgamma, dbeta, C);
+}
+
+void batch_norm_backward_apply(const float* dy, const float* x, const float* gamma,
+                               const float* beta, const float* mean, const float* rstd, bool relu,
+                               const float* add, const double* sdy, const double* sdyx,
+                               double count, float* dx, int64_t M, int64_t C) {
+    const int64_t P = pattern_period(C);
+    const BwdPatterns bp(gamma, beta, mean, rstd, relu, C, P);
+    bwd_apply(pick_kernels(), bp, RowSplit(M, C, P), dy, x, gamma, rstd, add, sdy, sdyx, count,
+              dx, C, P);
 }
 
 }  // namespace rc

@@ -11,6 +11,7 @@ using rc::py_checks::Dims;
 using rc::py_checks::output_f32;
 using rc::py_checks::ptr;
 using rc::py_checks::require_f32;
+using rc::py_checks::require_f64;
 
 namespace {
 
@@ -44,9 +45,70 @@ void require_unit_interval(double v, const char* name) {
         throw py::value_error(std::string(name) + ": expected a number in [0, 1], got " + std::to_string(v));
 }
 
+// beta, needed only to recompute a fused ReLU's mask: nullptr without relu. `keep` holds it.
+const float* relu_beta(const py::object& beta_, bool relu, int64_t C, py::array_t<float>& keep) {
+    if (!relu) return nullptr;
+    if (beta_.is_none())
+        throw py::value_error("beta: required with relu=True (the ReLU mask is "
+                              "recomputed from x, gamma, beta, mean and rstd)");
+    keep = require_f32(beta_, "beta", {C});
+    return cptr(keep);
+}
+
+// A count of values summed over (one process's M, or the sum over processes).
+void require_count(double count, const char* name, double lo) {
+    if (!(count > lo && std::isfinite(count)))
+        throw py::value_error(std::string(name) + ": expected a finite number > " +
+                              std::to_string(lo) + ", got " + std::to_string(count));
+}
+
 void require_eps(double eps) {
     if (!(eps > 0.0 && std::isfinite(eps)))
         throw py::value_error("eps: expected a finite positive number, got " + std::to_string(eps));
+}
+
+// A forward's operands, checked: x, an optional residual shaped like x (rp: nullptr when
+// None), and per-channel gamma, beta and two statistics s1, s2 (running_mean/var, written in
+// place when `writable`, or mean/rstd), each (C,).
+struct FwdArgs {
+    Act x;
+    py::array_t<float> residual, gamma, beta, s1, s2;
+    const float* rp = nullptr;
+};
+
+FwdArgs forward_args(py::handle x_, py::handle gamma_, py::handle beta_, py::handle s1_,
+                     const char* s1_name, py::handle s2_, const char* s2_name,
+                     const py::object& residual_, bool writable) {
+    FwdArgs f;
+    f.x = require_act(x_, "x");
+    f.rp = optional_like(residual_, "residual", f.x, f.residual);
+    const Dims c{f.x.C};
+    f.gamma = require_f32(gamma_, "gamma", c);
+    f.beta = require_f32(beta_, "beta", c);
+    f.s1 = require_f32(s1_, s1_name, c, writable);
+    f.s2 = require_f32(s2_, s2_name, c, writable);
+    return f;
+}
+
+// A backward's operands, checked: x, dy shaped like x, per-channel gamma, mean, rstd and,
+// with relu, beta (bp: nullptr without).
+struct BwdArgs {
+    Act x;
+    py::array_t<float> dy, gamma, mean, rstd, beta;
+    const float* bp = nullptr;
+};
+
+BwdArgs backward_args(py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_,
+                      py::handle rstd_, const py::object& beta_, bool relu) {
+    BwdArgs b;
+    b.x = require_act(x_, "x");
+    b.dy = require_f32(dy_, "dy", b.x.dims);
+    const Dims c{b.x.C};
+    b.gamma = require_f32(gamma_, "gamma", c);
+    b.mean = require_f32(mean_, "mean", c);
+    b.rstd = require_f32(rstd_, "rstd", c);
+    b.bp = relu_beta(beta_, relu, b.x.C, b.beta);
+    return b;
 }
 
 }  // namespace
@@ -56,14 +118,9 @@ void bind_batchnorm(py::module_& m) {
         "batch_norm_forward_train",
         [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
            double momentum, double eps, bool relu, py::object out, py::object residual_) {
-            Act x = require_act(x_, "x");
-            py::array_t<float> residual;
-            const float* rp = optional_like(residual_, "residual", x, residual);
-            const Dims c{x.C};
-            auto gamma = require_f32(gamma_, "gamma", c);
-            auto beta = require_f32(beta_, "beta", c);
-            auto rm = require_f32(rm_, "running_mean", c, true);
-            auto rv = require_f32(rv_, "running_var", c, true);
+            FwdArgs f = forward_args(x_, gamma_, beta_, rm_, "running_mean", rv_, "running_var",
+                                     residual_, true);
+            const Act& x = f.x;
             require_unit_interval(momentum, "momentum");
             require_eps(eps);
             if (x.M < 2)
@@ -73,9 +130,9 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> mean(x.C), rstd(x.C);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_forward_train(cptr(x.a), rp, cptr(gamma), cptr(beta), ptr(rm),
-                                             ptr(rv), ptr(y), ptr(mean), ptr(rstd), x.M, x.C,
-                                             momentum, eps, relu);
+                rc::batch_norm_forward_train(cptr(x.a), f.rp, cptr(f.gamma), cptr(f.beta),
+                                             ptr(f.s1), ptr(f.s2), ptr(y), ptr(mean), ptr(rstd),
+                                             x.M, x.C, momentum, eps, relu);
             }
             return py::make_tuple(y, mean, rstd);
         },
@@ -90,20 +147,15 @@ void bind_batchnorm(py::module_& m) {
         "batch_norm_forward_eval",
         [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
            double eps, bool relu, py::object out, py::object residual_) {
-            Act x = require_act(x_, "x");
-            py::array_t<float> residual;
-            const float* rp = optional_like(residual_, "residual", x, residual);
-            const Dims c{x.C};
-            auto gamma = require_f32(gamma_, "gamma", c);
-            auto beta = require_f32(beta_, "beta", c);
-            auto rm = require_f32(rm_, "running_mean", c);
-            auto rv = require_f32(rv_, "running_var", c);
+            FwdArgs f = forward_args(x_, gamma_, beta_, rm_, "running_mean", rv_, "running_var",
+                                     residual_, false);
             require_eps(eps);
-            auto y = output_f32(out, "out", x.dims);
+            auto y = output_f32(out, "out", f.x.dims);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_forward_eval(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(rm),
-                                            cptr(rv), ptr(y), x.M, x.C, eps, relu);
+                rc::batch_norm_forward_eval(cptr(f.x.a), f.rp, cptr(f.gamma), cptr(f.beta),
+                                            cptr(f.s1), cptr(f.s2), ptr(y), f.x.M, f.x.C, eps,
+                                            relu);
             }
             return y;
         },
@@ -117,26 +169,16 @@ void bind_batchnorm(py::module_& m) {
         "batch_norm_backward",
         [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
            py::object beta_, bool relu, bool train, py::object out, py::object add_) {
-            Act x = require_act(x_, "x");
-            auto dy = require_f32(dy_, "dy", x.dims);
-            const Dims c{x.C};
-            auto gamma = require_f32(gamma_, "gamma", c);
-            auto mean = require_f32(mean_, "mean", c);
-            auto rstd = require_f32(rstd_, "rstd", c);
-            if (relu && beta_.is_none())
-                throw py::value_error("beta: required with relu=True (the ReLU mask is "
-                                      "recomputed from x, gamma, beta, mean and rstd)");
-            py::array_t<float> beta;
-            if (relu) beta = require_f32(beta_, "beta", c);
-            const float* bp = relu ? cptr(beta) : nullptr;
+            BwdArgs b = backward_args(dy_, x_, gamma_, mean_, rstd_, beta_, relu);
+            const Act& x = b.x;
             py::array_t<float> add;
             const float* ap = optional_like(add_, "add", x, add);
             auto dx = output_f32(out, "out", x.dims);
             py::array_t<float> dgamma(x.C), dbeta(x.C);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_backward(cptr(dy), cptr(x.a), cptr(gamma), bp, cptr(mean),
-                                        cptr(rstd), relu, ap, ptr(dx), ptr(dgamma), ptr(dbeta),
+                rc::batch_norm_backward(cptr(b.dy), cptr(x.a), cptr(b.gamma), b.bp, cptr(b.mean),
+                                        cptr(b.rstd), relu, ap, ptr(dx), ptr(dgamma), ptr(dbeta),
                                         x.M, x.C, train);
             }
             return py::make_tuple(dx, dgamma, dbeta);
@@ -149,4 +191,117 @@ void bind_batchnorm(py::module_& m) {
         "the forward did (needs beta). train: mean/rstd are the cached batch stats; else the\n"
         "running ones (frozen BN, dx = dy * gamma * rstd). add (x's shape): summed into dx in\n"
         "the same pass. out may be dy or x (in place), not add.");
+
+    // The halves of the training passes (synchronized BN sums the reductions in between).
+    m.def(
+        "batch_norm_stats",
+        [](py::handle x_, py::handle pivot_) {
+            Act x = require_act(x_, "x");
+            auto pivot = require_f32(pivot_, "pivot", {x.C});
+            py::array_t<double> s1(x.C), s2(x.C);
+            {
+                py::gil_scoped_release nogil;
+                rc::batch_norm_stats(cptr(x.a), cptr(pivot), s1.mutable_data(), s2.mutable_data(),
+                                     x.M, x.C);
+            }
+            return py::make_tuple(s1, s2);
+        },
+        py::arg("x"), py::arg("pivot"),
+        "Per-channel sums over x (N,H,W,C) or (M,C): returns (s1, s2), float64 (C,), of\n"
+        "d = x - pivot and d**2. A pivot near the mean (running_mean) avoids cancellation.");
+
+    m.def(
+        "batch_norm_finalize",
+        [](py::handle s1_, py::handle s2_, py::handle pivot_, double count, py::handle rm_,
+           py::handle rv_, double momentum, double eps) {
+            auto pivot = require_f32(pivot_, "pivot", {-1});
+            const Dims c{pivot.shape(0)};
+            auto s1 = require_f64(s1_, "s1", c);
+            auto s2 = require_f64(s2_, "s2", c);
+            auto rm = require_f32(rm_, "running_mean", c, true);
+            auto rv = require_f32(rv_, "running_var", c, true);
+            require_count(count, "count", 1.0);
+            require_unit_interval(momentum, "momentum");
+            require_eps(eps);
+            py::array_t<float> mean(c[0]), rstd(c[0]);
+            rc::batch_norm_finalize(s1.data(), s2.data(), cptr(pivot), count, ptr(rm), ptr(rv),
+                                    ptr(mean), ptr(rstd), c[0], momentum, eps);
+            return py::make_tuple(mean, rstd);
+        },
+        py::arg("s1"), py::arg("s2"), py::arg("pivot"), py::arg("count"),
+        py::arg("running_mean"), py::arg("running_var"), py::arg("momentum") = 0.1,
+        py::arg("eps") = 1e-5,
+        "From batch_norm_stats sums over `count` values (> 1, e.g. summed over processes):\n"
+        "returns (mean, rstd) float32 (C,) and updates running_mean/running_var in place, as\n"
+        "batch_norm_forward_train does. pivot may be running_mean itself.");
+
+    m.def(
+        "batch_norm_apply",
+        [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle mean_, py::handle rstd_,
+           bool relu, py::object out, py::object residual_) {
+            FwdArgs f = forward_args(x_, gamma_, beta_, mean_, "mean", rstd_, "rstd", residual_,
+                                     false);
+            auto y = output_f32(out, "out", f.x.dims);
+            {
+                py::gil_scoped_release nogil;
+                rc::batch_norm_apply(cptr(f.x.a), f.rp, cptr(f.gamma), cptr(f.beta), cptr(f.s1),
+                                     cptr(f.s2), ptr(y), f.x.M, f.x.C, relu);
+            }
+            return y;
+        },
+        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("mean"), py::arg("rstd"),
+        py::arg("relu") = false, py::arg("out") = py::none(), py::arg("residual") = py::none(),
+        "y = relu?((x - mean) * gamma * rstd + beta [+ residual]) over x (N,H,W,C) or (M,C):\n"
+        "the second pass of batch_norm_forward_train, bit for bit.");
+
+    m.def(
+        "batch_norm_backward_reduce",
+        [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
+           py::object beta_, bool relu) {
+            BwdArgs b = backward_args(dy_, x_, gamma_, mean_, rstd_, beta_, relu);
+            const Act& x = b.x;
+            py::array_t<double> sdy(x.C), sdyx(x.C);
+            py::array_t<float> dgamma(x.C), dbeta(x.C);
+            {
+                py::gil_scoped_release nogil;
+                rc::batch_norm_backward_reduce(cptr(b.dy), cptr(x.a), cptr(b.gamma), b.bp,
+                                               cptr(b.mean), cptr(b.rstd), relu, sdy.mutable_data(),
+                                               sdyx.mutable_data(), ptr(dgamma), ptr(dbeta), x.M,
+                                               x.C);
+            }
+            return py::make_tuple(sdy, sdyx, dgamma, dbeta);
+        },
+        py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"),
+        py::arg("beta") = py::none(), py::arg("relu") = false,
+        "First pass of the training backward: returns (sdy, sdyx) float64 (C,), the sums of\n"
+        "dy' and dy' * (x - mean) (dy' = dy ReLU-masked as in batch_norm_backward), and\n"
+        "(dgamma, dbeta) float32 (C,) from them.");
+
+    m.def(
+        "batch_norm_backward_apply",
+        [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
+           py::handle sdy_, py::handle sdyx_, double count, py::object beta_, bool relu,
+           py::object out, py::object add_) {
+            BwdArgs b = backward_args(dy_, x_, gamma_, mean_, rstd_, beta_, relu);
+            const Act& x = b.x;
+            auto sdy = require_f64(sdy_, "sdy", {x.C});
+            auto sdyx = require_f64(sdyx_, "sdyx", {x.C});
+            require_count(count, "count", 0.0);
+            py::array_t<float> add;
+            const float* ap = optional_like(add_, "add", x, add);
+            auto dx = output_f32(out, "out", x.dims);
+            {
+                py::gil_scoped_release nogil;
+                rc::batch_norm_backward_apply(cptr(b.dy), cptr(x.a), cptr(b.gamma), b.bp,
+                                              cptr(b.mean), cptr(b.rstd), relu, ap, sdy.data(),
+                                              sdyx.data(), count, ptr(dx), x.M, x.C);
+            }
+            return dx;
+        },
+        py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"),
+        py::arg("sdy"), py::arg("sdyx"), py::arg("count"), py::arg("beta") = py::none(),
+        py::arg("relu") = false, py::arg("out") = py::none(), py::arg("add") = py::none(),
+        "Second pass of the training backward: dx from batch_norm_backward_reduce's sums over\n"
+        "`count` values (summed over processes for synchronized BN); add and out as in\n"
+        "batch_norm_backward.");
 }

@@ -48,16 +48,27 @@ void check_layout(const py::array& a, const char* name, const Dims& dims, bool w
         throw py::value_error(std::string(name) + ": expected a writeable array (it is written in place)");
 }
 
+template <class T>
+py::array_t<T> require_typed(const py::handle& obj, const char* name, const char* dtype,
+                             const Dims& dims, bool writable) {
+    py::array a = as_ndarray(obj, name, dtype);
+    if (!a.dtype().equal(py::dtype::of<T>()))
+        throw py::type_error(std::string(name) + ": expected dtype " + dtype + ", got " +
+                             std::string(py::str(a.dtype())));
+    check_layout(a, name, dims, writable);
+    return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
 }  // namespace
 
 py::array_t<float> require_f32(const py::handle& obj, const char* name, const Dims& dims,
                                bool writable) {
-    py::array a = as_ndarray(obj, name, "float32");
-    if (!a.dtype().equal(py::dtype::of<float>()))
-        throw py::type_error(std::string(name) + ": expected dtype float32, got " +
-                             std::string(py::str(a.dtype())));
-    check_layout(a, name, dims, writable);
-    return py::reinterpret_borrow<py::array_t<float>>(a);
+    return require_typed<float>(obj, name, "float32", dims, writable);
+}
+
+py::array_t<double> require_f64(const py::handle& obj, const char* name, const Dims& dims,
+                                bool writable) {
+    return require_typed<double>(obj, name, "float64", dims, writable);
 }
 
 py::array require_int(const py::handle& obj, const char* name, const Dims& dims, bool writable) {

@@ -22,6 +22,9 @@ std::string dims_str(const Dims& d);
 // Checks a float32 array; returns it (same object, no copy) so callers can take pointers.
 py::array_t<float> require_f32(const py::handle& obj, const char* name, const Dims& dims,
                                bool writable = false);
+// Same for float64 arrays (per-channel sums).
+py::array_t<double> require_f64(const py::handle& obj, const char* name, const Dims& dims,
+                                bool writable = false);
 // Same for integer label/index arrays of the given NumPy dtype (int32 or int64).
 py::array require_int(const py::handle& obj, const char* name, const Dims& dims,
                       bool writable = false);

@@ -43,6 +43,35 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
                          float* dx, float* dgamma, float* dbeta, int64_t M, int64_t C,
                          bool train);
 
+// The two halves of each training pass, for a caller that sums the per-channel reductions
+// across processes in between (synchronized BN; resnet_cpp.distributed):
+//  forward_train = stats(x, pivot = x's row 0) -> finalize(count M) -> apply;
+//  backward (train) = backward_reduce -> backward_apply(count M).
+// stats: s1, s2 (C, float64) = per-channel sums of d = x - pivot and of d^2 over the M rows.
+void batch_norm_stats(const float* x, const float* pivot, double* s1, double* s2, int64_t M,
+                      int64_t C);
+// From sums over `count` values (> 1): mean, rstd (C,) and the running stats' update, as
+// the training forward does. pivot may alias running_mean.
+void batch_norm_finalize(const double* s1, const double* s2, const float* pivot, double count,
+                         float* running_mean, float* running_var, float* mean, float* rstd,
+                         int64_t C, double momentum, double eps);
+// y = relu?((x - mean) * gamma * rstd + beta [+ residual]), the training forward's pass 2.
+void batch_norm_apply(const float* x, const float* residual, const float* gamma, const float* beta,
+                      const float* mean, const float* rstd, float* y, int64_t M, int64_t C,
+                      bool relu);
+// sdy, sdyx (C, float64): sums of dy' and dy' * (x - mean) (dy' masked as in the backward);
+// dgamma = sdyx * rstd and dbeta = sdy from these (local) sums.
+void batch_norm_backward_reduce(const float* dy, const float* x, const float* gamma,
+                                const float* beta, const float* mean, const float* rstd,
+                                bool relu, double* sdy, double* sdyx, float* dgamma,
+                                float* dbeta, int64_t M, int64_t C);
+// dx of the training backward from sums sdy, sdyx over `count` values; add and aliasing as
+// in batch_norm_backward.
+void batch_norm_backward_apply(const float* dy, const float* x, const float* gamma,
+                               const float* beta, const float* mean, const float* rstd, bool relu,
+                               const float* add, const double* sdy, const double* sdyx,
+                               double count, float* dx, int64_t M, int64_t C);
+
 }  // namespace rc
 
 // Range kernels, one set per ISA namespace. n = elements in the slice; P = pattern period;

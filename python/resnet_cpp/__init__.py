@@ -18,7 +18,7 @@ from ._core import (
 )
 
 from ._precision import bf16_active, precision, set_precision, use_precision  # noqa: E402
-from . import checkpoint, data, functional, io, models, nn, optim, train  # noqa: E402
+from . import checkpoint, data, distributed, functional, io, models, nn, optim, train  # noqa: E402
 
 __version__ = _core.__version__
 
@@ -32,6 +32,7 @@ __all__ = [
     "conv_algorithm",
     "conv_precision",
     "data",
+    "distributed",
     "functional",
     "io",
     "models",

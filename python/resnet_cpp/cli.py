@@ -10,6 +10,10 @@ Subcommands:
   info     the build: ISA paths, OpenMP threads, CUDA
 User errors (bad arguments, missing files, damaged checkpoints, a diverged run) print one
 line to stderr and exit non-zero, without a traceback.
+
+``mpirun -n N resnet-cpp train ...`` trains data-parallel over N ranks
+(``resnet_cpp.distributed``): --batch-size is per rank, rank 0 alone writes the run
+directory and prints.
 """
 from __future__ import annotations
 
@@ -76,7 +80,7 @@ _RUN_SETTINGS = ("dataset", "data_dir", "model", "version", "width", "shortcut",
                  "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "recipe",
                  "label_smoothing", "augment", "seed", "weight_decay", "init_from", "new_head",
                  "freeze_trunk", "trunk_lr", "freeze_bn", "image_size", "grayscale",
-                 "precision")
+                 "precision", "sync_bn")
 _TRAIN_DEFAULTS = {"dataset": "bundled", "data_dir": None, "model": None, "version": 1,
                    "width": None, "shortcut": None, "epochs": DEFAULT_EPOCHS,
                    "batch_size": None, "lr": None, "optimizer": None, "schedule": None,
@@ -84,7 +88,7 @@ _TRAIN_DEFAULTS = {"dataset": "bundled", "data_dir": None, "model": None, "versi
                    "augment": True, "seed": 0, "weight_decay": None, "init_from": None,
                    "new_head": None, "freeze_trunk": False, "trunk_lr": None,
                    "freeze_bn": False, "image_size": None, "grayscale": False,
-                   "precision": "fp32"}
+                   "precision": "fp32", "sync_bn": False}
 
 
 def _load_data(name: str, data_dir: str | None, preprocess=None):
@@ -204,10 +208,12 @@ def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool, 
         path = os.path.join(out, "last.npz") if os.path.isdir(out) else out
         if not os.path.isfile(path):
             raise UserError(f"--resume {args.resume}: no checkpoint (last.npz) there")
-        saved = ckpt.load(path).meta.get("config", {}).get("cli")
+        meta = ckpt.load(path).meta
+        saved = meta.get("config", {}).get("cli")
         if saved is None:
             raise UserError(f"{path} was not written by `resnet-cpp train`; resume it with "
                             "resnet_cpp.train.fit(..., resume=...)")
+        saved = {**saved, "batch_size": _per_rank_batch(meta, saved)}
         for k, v in given.items():
             if k in saved and saved[k] != v:
                 raise UserError(f"--resume continues the saved run, which has {k}="
@@ -234,7 +240,22 @@ def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool, 
     return settings, out, False, init
 
 
+def _per_rank_batch(meta: dict, saved: dict) -> int | None:
+    """The per-rank batch that keeps a resumed run's global batch on this many ranks."""
+    from . import distributed
+
+    pos, ranks = meta.get("position", {}), distributed.world_size
+    if "batch_size" not in pos:
+        return saved.get("batch_size")
+    if pos["batch_size"] % ranks:
+        raise UserError(f"the saved run's global batch of {pos['batch_size']} images cannot "
+                        f"be split evenly over {ranks} ranks; resume on a number of ranks "
+                        "that divides it")
+    return pos["batch_size"] // ranks
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from . import train as T
 
     settings, out, resuming, init = _resolve_train_settings(args)
@@ -249,9 +270,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model = _create_model(settings["model"], settings["version"], kwargs)
     model_config = {"name": settings["model"], "version": settings["version"],
                     "kwargs": kwargs}
-    print(f"training {settings['model']} v{settings['version']} on {settings['dataset']} "
-          f"({len(train)} train / {len(test)} test images) for {settings['epochs']} epochs; "
-          f"output in {out}", flush=True)
+    main_rank = distributed.is_main()
+    if main_rank:
+        print(f"training {settings['model']} v{settings['version']} on {settings['dataset']} "
+              f"({len(train)} train / {len(test)} test images) for {settings['epochs']} "
+              f"epochs; output in {out}", flush=True)
     try:
         history = T.fit(
             model, train, test, epochs=settings["epochs"], batch_size=settings["batch_size"],
@@ -265,11 +288,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             init_from=init,  # None when resuming
             new_head=init is not None and settings["new_head"] is not None,
             freeze_trunk=settings["freeze_trunk"],
-            trunk_lr=settings["trunk_lr"], freeze_bn=settings["freeze_bn"])
+            trunk_lr=settings["trunk_lr"], freeze_bn=settings["freeze_bn"],
+            sync_bn=settings["sync_bn"])
     except (ValueError, ImportError) as e:
         raise UserError(str(e)) from e
     if history.interrupted:
         return 130
+    if not main_rank:
+        return 0
     if history.test is not None:
         print(f"test accuracy: {100 * history.test.accuracy:.2f}% "
               f"({history.test.n} images); checkpoint: {history.last_checkpoint}")
@@ -506,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--width", choices=("paper", "keras"), help="CIFAR ResNet widths")
     t.add_argument("--shortcut", choices=("A", "B"), help="shortcut type of CIFAR ResNets")
     t.add_argument("--epochs", type=_positive_int, help=f"default {DEFAULT_EPOCHS}")
-    t.add_argument("--batch-size", type=_positive_int, help="default: the recipe's")
+    t.add_argument("--batch-size", type=_positive_int, help="default: the recipe's; per rank "
+                   "under mpirun (the global batch is N times larger)")
     t.add_argument("--lr", type=_nonneg_float, help="peak learning rate (default: recipe's)")
     t.add_argument("--weight-decay", type=_nonneg_float, help="default: recipe's")
     t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
@@ -517,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=_nonneg_float)
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (pad 4) + horizontal flip (default on)")
-    t.add_argument("--threads", type=_positive_int, help="OpenMP threads (default: all)")
+    t.add_argument("--threads", type=_positive_int, help="OpenMP threads (default: all; "
+                   "under mpirun the cores divided among the ranks on each machine)")
     t.add_argument("--precision", choices=("fp32", "bf16"),
                    help="convolution operands (default fp32); bf16 needs AVX512-BF16")
     t.add_argument("--seed", type=_nonneg_int, help="seed for init, shuffling, augmentation")
@@ -527,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many optimizer steps (smoke tests)")
     t.add_argument("--plot", action="store_true", help="write OUT/curves.png at the end")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--sync-bn", action="store_true", default=None,
+                   help="under mpirun: BN batch statistics over all ranks' images")
     f = t.add_argument_group("fine-tuning and image folders")
     f.add_argument("--init-from", metavar="FILE", help="start from these weights: a PyTorch "
                    ".pth/.pt, .safetensors or resnet_cpp .npz (the model is taken from the "
@@ -605,7 +635,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resnet-cpp {args.command}: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, UserError) else 1
     except TrainingDiverged as e:
-        print(f"resnet-cpp {args.command}: {e}", file=sys.stderr)
+        from . import distributed
+
+        if distributed.is_main():  # every rank stops at the same step: one message
+            print(f"resnet-cpp {args.command}: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

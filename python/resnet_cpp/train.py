@@ -20,6 +20,13 @@ evaluation, a callback) is handled the same way.
 
 Divergence: a NaN or infinite loss (or non-finite weights at save time) raises
 :class:`TrainingDiverged` before anything is saved, so the last good checkpoint stays.
+
+Data-parallel (``distributed=True``, or automatically under ``mpirun -n N``): the hooks
+live in :mod:`resnet_cpp.distributed`. ``batch_size`` is per rank; each step's global batch
+of ``batch_size * N`` images is the one a single process with that batch size would draw,
+the gradients are summed over ranks before the update, rank 0's state is broadcast at the
+start (fresh or resumed), and only rank 0 writes files and prints. Checkpoints record the
+global batch, so a run resumes on any number of ranks that divides it.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ import numpy as np
 
 from . import _precision
 from . import checkpoint as ckpt
+from . import distributed as dist
 from . import optim
 
 __all__ = ["TrainingDiverged", "EvalResult", "History", "Trainer", "fit", "evaluate"]
@@ -175,26 +183,37 @@ def _make_loader(data, batch_size: int, **kw):
 
 def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
              label_smoothing: float = 0.0, num_classes: int | None = None,
-             classes: list | None = None) -> EvalResult:
+             classes: list | None = None, group: dist.Group | None = None) -> EvalResult:
     """Evaluate ``model`` (in eval mode) on a Dataset or an iterable of ``(x, y)`` batches.
 
-    ``mean``/``std`` normalize a Dataset's images (as in training). Returns an
-    :class:`EvalResult`; the model's train/eval mode is restored afterwards.
+    ``mean``/``std`` normalize a Dataset's images (as in training). ``group``
+    (``resnet_cpp.distributed``): each rank evaluates its part of every batch of a
+    Dataset and the counts are summed, so every rank returns the whole set's result.
+    Returns an :class:`EvalResult`; the model's train/eval mode is restored afterwards.
     """
     from . import nn
 
+    shard = {} if group is None else {"shard": (group.rank, group.size)}
     loader = _make_loader(data, batch_size, shuffle=False, augment=False, mean=mean,
-                          std=std, drop_last=False)
+                          std=std, drop_last=False, **shard)
+    if not hasattr(loader, "shard"):
+        group = None  # plain batches: every rank evaluates them all
     if classes is None:
         classes = list(getattr(data, "classes", []) or [])
     k = num_classes or (len(classes) if classes else None)
+    conf = None
+    if group is not None:  # a rank may see no image, yet all must sum equal-sized counts
+        k = k or model.num_classes
+        conf = np.zeros((k, k), dtype=np.int64)
     crit = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     was_training = getattr(model, "training", False)
     model.eval()
-    loss_sum, n, conf = 0.0, 0, None
+    loss_sum, n = 0.0, 0
     it = iter(loader)
     try:
         for x, y in it:
+            if len(y) == 0:  # this rank's part of a batch smaller than the group
+                continue
             logits = model(x)
             if k is None:
                 k = logits.shape[1]
@@ -210,6 +229,11 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
         close = getattr(it, "close", None)  # stop a prefetch thread on early exit
         if close is not None:
             close()
+    if group is not None:
+        sums = np.concatenate([[loss_sum, n], conf.ravel()]).astype(np.float64)
+        group.allreduce(sums)  # float64 counts stay exact below 2**53
+        loss_sum, n = float(sums[0]), int(sums[1])
+        conf = np.rint(sums[2:]).astype(np.int64).reshape(k, k)
     if n == 0:
         raise ValueError("evaluate() got no data")
     totals = conf.sum(axis=1)
@@ -219,6 +243,14 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
 
 
 # --------------------------------------------------------------------------- training
+
+
+def _data_parallel_group(distributed: bool | None) -> dist.Group | None:
+    """The group of ranks to train over: ``distributed`` True, or None and launched by
+    mpirun with several ranks; else None (a single process never imports mpi4py)."""
+    if distributed is None:
+        distributed = dist.launched_by_mpi()
+    return dist.init() if distributed else None
 
 
 def _threads_now() -> int:
@@ -280,6 +312,7 @@ class Trainer:
                  save_best: bool = True, config: dict | None = None,
                  init_from=None, new_head: bool = False, freeze_trunk: bool = False,
                  trunk_lr: float | None = None, freeze_bn: bool = False,
+                 distributed: bool | None = None, sync_bn: bool = False,
                  on_step: Callable[["Trainer"], None] | None = None,
                  on_epoch: Callable[["Trainer", dict], None] | None = None) -> None:
         if epochs < 1:
@@ -308,6 +341,17 @@ class Trainer:
         self.on_step, self.on_epoch = on_step, on_epoch
         self.model_config = model_config or getattr(model, "config", None)
         self.extra_config = dict(config or {})
+        group = _data_parallel_group(distributed)
+        self.dp = None
+        self.world_size = 1 if group is None else group.size
+        if group is not None:
+            from .distributed.data_parallel import DataParallel
+
+            self.dp = DataParallel(group, sync_bn)
+            if threads is None:
+                self.threads = dist.local_threads()
+            if not self.dp.is_main:  # rank 0 alone writes files and prints
+                self.out_dir, self.resume, self.progress, self.verbose = None, False, False, False
 
         from . import finetune
 
@@ -330,12 +374,21 @@ class Trainer:
         self.mean = None if mean is None else np.asarray(mean, np.float32)
         self.std = None if std is None else np.asarray(std, np.float32)
 
-        self.loader = _make_loader(train_data, self.batch_size, shuffle=True,
+        shard = {} if self.dp is None else {"shard": (self.dp.rank, self.dp.size)}
+        self.loader = _make_loader(train_data, self.batch_size * self.world_size, shuffle=True,
                                    augment=self.augment, mean=self.mean, std=self.std,
-                                   seed=self.seed, drop_last=False)
+                                   seed=self.seed, drop_last=False, **shard)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch < 1:
             raise ValueError("the training data gives no batch")
+        if self.dp is not None:
+            if not hasattr(self.loader, "shard"):
+                raise TypeError("distributed training needs a resnet_cpp Dataset (each rank "
+                                "draws its part of every batch), not an iterable of batches")
+            last = self.loader.batch_len(self.steps_per_epoch - 1)
+            if last < self.world_size:
+                raise ValueError(f"the last batch of an epoch has {last} images, fewer than "
+                                 f"the {self.world_size} ranks: change batch_size")
         self.total_steps = self.epochs * self.steps_per_epoch
 
         warmup_steps = int(round(warmup_epochs * self.steps_per_epoch))
@@ -358,6 +411,8 @@ class Trainer:
         if schedule.optimizer is not self.optimizer:
             raise ValueError("the schedule drives a different optimizer than optimizer=")
         self.schedule = schedule
+        if self.dp is not None:
+            self.dp.attach(self.optimizer)
         from . import nn
 
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
@@ -393,6 +448,7 @@ class Trainer:
             "schedule": self.schedule.state_dict()["name"], "seed": self.seed,
             "threads": self.threads, "precision": self.precision, "augment": self.augment,
             "label_smoothing": self.label_smoothing, "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.world_size, "sync_bn": self.dp is not None and self.dp.sync_bn,
             **self.finetune_config, **self.extra_config})
 
     def _meta(self) -> dict:
@@ -417,7 +473,8 @@ class Trainer:
             "position": {"epoch": self.epoch, "batch": self.batch,
                          "global_step": self.global_step, "seed": self.seed,
                          "steps_per_epoch": self.steps_per_epoch,
-                         "batch_size": self.batch_size, "threads": _threads_now()},
+                         "batch_size": self.batch_size * self.world_size,  # global
+                         "world_size": self.world_size, "threads": _threads_now()},
             "epoch_sums": self._sums,
             "history": [r for r in self.history.records if not r.get("partial")],
             "best_accuracy": self.best_accuracy,
@@ -457,12 +514,13 @@ class Trainer:
         """Restore the full training state from a checkpoint written by :meth:`save`."""
         c = ckpt.load(path)
         pos = c.meta.get("position", {})
-        for key, own in (("batch_size", self.batch_size), ("seed", self.seed),
+        for key, own in (("batch_size", self.batch_size * self.world_size), ("seed", self.seed),
                          ("steps_per_epoch", self.steps_per_epoch)):
             if key in pos and pos[key] != own:
                 raise ckpt.CheckpointError(
                     f"{path}: checkpoint has {key}={pos[key]}, this run has {own}; "
-                    "resume with the same data, batch size and seed")
+                    "resume with the same data, global batch size (batch size x ranks) "
+                    "and seed")
         opt_state = c.optimizer_state()
         for key in ("position", "schedule", "epoch_sums"):
             if key not in c.meta:
@@ -531,6 +589,12 @@ class Trainer:
 
     def fit(self) -> History:
         """Run (or continue) training; returns the :class:`History`."""
+        if self.dp is None:
+            return self._fit()
+        with self.dp.group.fail_together(collective=(TrainingDiverged,)):
+            return self._fit()
+
+    def _fit(self) -> History:
         import resnet_cpp
 
         old_threads, old_precision = resnet_cpp.num_threads(), resnet_cpp.precision()
@@ -551,7 +615,10 @@ class Trainer:
                 if self.resume:
                     self._log(f"no checkpoint in {self.out_dir}; starting from scratch")
                 self._write_metrics_file()
-            with _InterruptGuard() as guard:
+            training = contextlib.nullcontext()
+            if self.dp is not None:
+                training = self.dp.start(self)  # every rank gets rank 0's state
+            with training, _InterruptGuard() as guard:
                 self._run(guard)
         finally:
             resnet_cpp.set_num_threads(old_threads)
@@ -568,6 +635,8 @@ class Trainer:
                     return
                 self._end_epoch(guard, partial=False)
             except KeyboardInterrupt:
+                if self.dp is not None:
+                    raise  # other ranks may be mid-step: stop them all (fail_together)
                 self.history.interrupted = True
                 msg = "\ninterrupted"
                 if self.out_dir is not None:
@@ -597,16 +666,22 @@ class Trainer:
                 with guard.critical():
                     logits = model(x)
                     loss = float(crit(logits, y))
+                    n = len(y)
+                    correct = int(np.count_nonzero(np.argmax(logits, axis=1) == y))
+                    if self.dp is not None:  # the whole batch's, over all ranks
+                        n_batch = self.loader.batch_len(self.batch)
+                        loss, correct = self.dp.backward(model, crit, loss, correct, n, n_batch)
+                        n = n_batch
                     if not math.isfinite(loss):
                         raise self._diverged(f"loss is {loss}")
                     lr = opt.lr
-                    model.backward(crit.backward(), need_dx=False)
+                    if self.dp is None:
+                        model.backward(crit.backward(), need_dx=False)
                     opt.step()
                     self._check_finite_weights()
                     sched.step()
-                    n = len(y)
                     s["loss"] += loss * n
-                    s["correct"] += int(np.count_nonzero(np.argmax(logits, axis=1) == y))
+                    s["correct"] += correct
                     s["seen"] += n
                     self.batch += 1
                     self.global_step += 1
@@ -640,9 +715,14 @@ class Trainer:
         if partial:
             record["partial"] = True
             line = f"stopped at max_steps={self.max_steps}: " + line
+        if self.dp is not None:  # equal BN statistics on every rank before eval and save
+            bad = self.dp.sync_bn_stats(self.model)
+            if bad is not None:
+                raise self._diverged(f"{bad} became NaN/inf")
         if self.test_data is not None:
             res = evaluate(self.model, self.test_data, batch_size=self.eval_batch_size,
-                           mean=self.mean, std=self.std)
+                           mean=self.mean, std=self.std,
+                           group=None if self.dp is None else self.dp.group)
             self.history.test = res
             record["test_loss"], record["test_acc"] = res.loss, res.accuracy
             line += f" | test loss {res.loss:.4f} acc {100 * res.accuracy:.2f}%"
@@ -680,9 +760,15 @@ def fit(model, train_data, test_data=None, **kwargs) -> History:
     init_from checkpoint's, an ImageDataset's own, else the training data's statistics),
     model_config ({"name", "version", "kwargs"} stored for rebuilding), on_step, on_epoch.
     Fine-tuning (:mod:`resnet_cpp.finetune`): init_from (weights file), new_head,
-    freeze_trunk, trunk_lr, freeze_bn.
+    freeze_trunk, trunk_lr, freeze_bn. Data-parallel (:mod:`resnet_cpp.distributed`):
+    distributed (None: when launched by mpirun with several ranks), sync_bn; batch_size is
+    then per rank.
 
     precision: "fp32" or "bf16" convolutions for this run (restored afterwards); None
     keeps the process setting (see resnet_cpp.set_precision).
     """
-    return Trainer(model, train_data, test_data, **kwargs).fit()
+    group = _data_parallel_group(kwargs.get("distributed"))
+    # A rank failing while building the Trainer must stop the others too.
+    with contextlib.nullcontext() if group is None else \
+            group.fail_together(collective=(TrainingDiverged,)):
+        return Trainer(model, train_data, test_data, **kwargs).fit()

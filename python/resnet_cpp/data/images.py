@@ -14,7 +14,8 @@ Preprocessing is the standard one. Evaluation and prediction: resize the shorter
 central ``size`` x ``size`` crop. Training adds augmentation: a random crop of 8% to 100%
 of the area with aspect ratio 3/4 to 4/3, resized to ``size`` x ``size``, and a random
 horizontal flip (torchvision's RandomResizedCrop + RandomHorizontalFlip), drawn from the
-loader's per-batch seed so resumed runs see the same images. Pixels are scaled to [0, 1]
+loader's per-batch seed and the image's place in the batch, so resumed runs and
+data-parallel processes (each decoding its part of a batch) see the same images. Pixels are scaled to [0, 1]
 and normalized per channel, by default with the ImageNet constants (their channel means
 for grayscale), which ImageNet-pretrained models expect.
 """
@@ -178,15 +179,19 @@ class ImageDataset:
         """The per-channel normalization for this data (ImageNet constants by default)."""
         return self.mean, self.std
 
-    def decode(self, indices: Sequence[int], rng: np.random.Generator | None = None,
+    def decode(self, indices: Sequence[int],
+               rngs: Sequence[np.random.Generator] | None = None,
                flip: bool = True) -> np.ndarray:
         """uint8 (B, C, size, size): evaluation preprocessing, or training augmentation
-        drawn from ``rng``."""
+        with image j's drawn from ``rngs[j]``."""
         p = self.preprocess
+        if rngs is not None and len(rngs) != len(indices):
+            raise ValueError(f"rngs: expected one generator per image ({len(indices)}), "
+                             f"got {len(rngs)}")
         out = np.empty((len(indices), *self.shape), np.uint8)
         for j, i in enumerate(indices):
             im = p.open(self.paths[i])
-            out[j] = p.eval_array(im) if rng is None else p.train_array(im, rng, flip)
+            out[j] = p.eval_array(im) if rngs is None else p.train_array(im, rngs[j], flip)
         return out
 
     def make_loader(self, batch_size: int, **kwargs) -> ImageLoader:
@@ -208,9 +213,13 @@ class ImageLoader(DataLoader):
 
     def gather_batch(self, perm: np.ndarray, epoch: int, batch: int
                      ) -> tuple[np.ndarray, np.ndarray, None]:
-        idx = perm[batch * self.batch_size:(batch + 1) * self.batch_size]
-        rng = np.random.default_rng(self.augment_seed(epoch, batch)) if self.augment else None
-        raw = self.dataset.decode(idx, rng, self.flip)
+        lo, hi = self.shard_rows(batch)
+        idx = perm[lo:hi]
+        rngs = None
+        if self.augment:  # one generator per image, keyed by its place in the whole batch
+            seed, first = self.augment_seed(epoch, batch), lo - batch * self.batch_size
+            rngs = [np.random.default_rng([seed, first + j]) for j in range(len(idx))]
+        raw = self.dataset.decode(idx, rngs, self.flip)
         x = np.divide(raw, np.float32(255), dtype=np.float32)
         self._normalize(x)
         return x, self.dataset.labels[idx], None

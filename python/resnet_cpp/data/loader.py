@@ -4,6 +4,9 @@ Every batch is a pure function of (seed, epoch, batch index): the epoch's permut
 from SeedSequence([seed, epoch, _SHUFFLE]) and the batch's augmentation seed from
 SeedSequence([seed, epoch, batch, _AUGMENT]). So ``iter_from(k)`` yields exactly the tail of
 a full epoch, and a run resumed from a checkpoint sees the same data as one never stopped.
+With ``shard=(index, count)`` (data-parallel training) each process takes its contiguous
+part of every batch, and images are augmented by their place in the whole batch, so the
+processes' parts together are exactly the batch one process would see.
 
 Batches are gathered and scaled (and normalized, without augmentation) in a daemon thread
 and handed over through a bounded queue of ``prefetch`` batches; augmentation, which runs
@@ -67,6 +70,9 @@ class DataLoader:
         drop_last: drop a final incomplete batch.
         prefetch: batches built ahead in a background thread; 0 builds them in the
             consumer's thread.
+        shard: ``(index, count)``: yield only part ``index`` of ``count`` of every batch
+            (contiguous, sizes differing by at most one; ``batch_size`` is then the whole
+            batch over all parts). A batch smaller than ``count`` leaves some parts empty.
     Call ``set_epoch(epoch)`` before iterating each epoch; ``len(loader)`` is the number of
     batches per epoch and ``iter_from(k)`` resumes an epoch at batch k.
     """
@@ -77,7 +83,7 @@ class DataLoader:
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = True,
                  augment: bool = False, padding: int = 4, flip: bool = True,
                  mean: Any = None, std: Any = None, seed: int = 0, drop_last: bool = False,
-                 prefetch: int = 2) -> None:
+                 prefetch: int = 2, shard: tuple[int, int] = (0, 1)) -> None:
         if not isinstance(dataset, self.dataset_types):
             raise TypeError(f"dataset must be a resnet_cpp.data."
                             f"{' or '.join(t.__name__ for t in self.dataset_types)}, "
@@ -91,6 +97,13 @@ class DataLoader:
         self.prefetch = _check_int(prefetch, "prefetch", 0)
         self.shuffle, self.augment, self.flip = bool(shuffle), bool(augment), bool(flip)
         self.drop_last = bool(drop_last)
+        if not (isinstance(shard, tuple) and len(shard) == 2):
+            raise TypeError(f"shard must be a tuple (index, count), got {shard!r}")
+        count = _check_int(shard[1], "shard count", 1)
+        index = _check_int(shard[0], "shard index", 0)
+        if index >= count:
+            raise ValueError(f"shard index must be < shard count {count}, got {index}")
+        self.shard = (index, count)
         self.epoch = 0
         c = dataset.shape[0]
         if (mean is None) != (std is None):
@@ -133,14 +146,26 @@ class DataLoader:
         ss = np.random.SeedSequence([self.seed, epoch, batch, _AUGMENT])
         return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
+    def batch_len(self, batch: int) -> int:
+        """Images in batch ``batch`` of an epoch, over all shards."""
+        return min(self.batch_size, len(self.dataset) - batch * self.batch_size)
+
+    def shard_rows(self, batch: int) -> tuple[int, int]:
+        """This shard's part of batch ``batch``: rows [lo, hi) of the epoch's order."""
+        index, count = self.shard
+        start, n = batch * self.batch_size, self.batch_len(batch)
+        return start + n * index // count, start + n * (index + 1) // count
+
     def gather_batch(self, perm: np.ndarray, epoch: int, batch: int
-                     ) -> tuple[np.ndarray, np.ndarray, int | None]:
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
         """Stage 1 of batch ``batch`` of the epoch ordered by ``perm`` (prefetch thread).
 
-        Gathers the images, scales them to [0,1] and, without augmentation, normalizes.
-        Returns (x, y, augmentation seed or None). NumPy only, no OpenMP.
+        Gathers this shard's images, scales them to [0,1] and, without augmentation,
+        normalizes. Returns (x, y, None or, to augment, (seed, the first image's place in
+        the whole batch)). NumPy only, no OpenMP.
         """
-        idx = perm[batch * self.batch_size:(batch + 1) * self.batch_size]
+        lo, hi = self.shard_rows(batch)
+        idx = perm[lo:hi]
         raw = self.dataset.raw[idx]
         y = self.dataset.labels[idx]
         if raw.dtype == np.uint8:  # to [0,1] as x / 255, as torchvision's ToTensor
@@ -148,11 +173,11 @@ class DataLoader:
         else:
             x = raw  # already a float32 copy made by the fancy index
         if self.augment:
-            return x, y, self.augment_seed(epoch, batch)
+            return x, y, (self.augment_seed(epoch, batch), lo - batch * self.batch_size)
         self._normalize(x)
         return x, y, None
 
-    def finish_batch(self, item: tuple[np.ndarray, np.ndarray, int | None]
+    def finish_batch(self, item: tuple[np.ndarray, np.ndarray, tuple[int, int] | None]
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Stage 2 (consumer thread): random crop/flip, then normalization.
 
@@ -160,11 +185,12 @@ class DataLoader:
         it from the training thread keeps one team at a time, where a second team started
         from the prefetch thread would oversubscribe the cores the model is using.
         """
-        x, y, seed = item
-        if seed is None:
+        x, y, aug = item
+        if aug is None or len(x) == 0:
             return x, y
+        seed, first = aug
         x = random_crop_flip(x, padding=self.padding, flip=self.flip, seed=seed,
-                             layout="NCHW")
+                             layout="NCHW", first_index=first)
         self._normalize(x)
         return x, y
 
@@ -193,7 +219,7 @@ class DataLoader:
             return (self.make_batch(perm, epoch, b) for b in batches)
         gather = self.gather_batch
 
-        def produce(b: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+        def produce(b: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
             return gather(perm, epoch, b)
 
         return _PrefetchIterator(produce, self.finish_batch, batches, self.prefetch)
@@ -201,7 +227,7 @@ class DataLoader:
     def __repr__(self) -> str:
         return (f"DataLoader({self.dataset.name!r}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, augment={self.augment}, seed={self.seed}, "
-                f"epoch={self.epoch}, batches={len(self)})")
+                f"epoch={self.epoch}, batches={len(self)}, shard={self.shard})")
 
 
 class _Failure:

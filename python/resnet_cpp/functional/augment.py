@@ -16,21 +16,25 @@ __all__ = ["random_crop_flip"]
 
 
 def random_crop_flip(x: np.ndarray, *, padding: int = 4, flip: bool = True, seed: int,
-                     layout: str = "NCHW", out: np.ndarray | None = None) -> np.ndarray:
+                     layout: str = "NCHW", out: np.ndarray | None = None,
+                     first_index: int = 0) -> np.ndarray:
     """Randomly crop (and flip) every image of a float32 batch.
 
     x: (N,C,H,W) (or (N,H,W,C) with layout="NHWC"), C-contiguous float32. For each image:
     zero-pad by `padding` on each side, take an HxW crop at a uniformly random offset, and
     if flip, mirror it left-right with probability 1/2. Returns y with x's shape (written
     into `out` if given; `out` must not overlap x). padding=0 and flip=False copy x.
-    seed: any int (taken modulo 2**64).
+    seed: any int (taken modulo 2**64). first_index: image i draws the choices of image
+    first_index + i, so a part of a batch starting at that offset (one process's share)
+    is augmented exactly as within the whole batch.
     """
     if layout not in ("NCHW", "NHWC"):
         raise ValueError(f"layout: expected 'NCHW' or 'NHWC', got {layout!r}")
     try:
         pad = operator.index(padding)
         s = operator.index(seed)
+        first = operator.index(first_index)
     except TypeError:
-        raise TypeError(f"padding/seed: expected ints, got {type(padding).__name__}, "
-                        f"{type(seed).__name__}") from None
-    return _core.random_crop_flip(x, pad, bool(flip), s, layout == "NHWC", out)
+        raise TypeError(f"padding/seed/first_index: expected ints, got {type(padding).__name__}"
+                        f", {type(seed).__name__}, {type(first_index).__name__}") from None
+    return _core.random_crop_flip(x, pad, bool(flip), s, layout == "NHWC", out, first)

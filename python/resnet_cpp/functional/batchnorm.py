@@ -4,10 +4,18 @@ Kernels: ``cpp/batchnorm.cpp`` (NHWC). ``layout="NCHW"`` (the default, like PyTo
 slow path: x is transposed to NHWC, normalized, and transposed back (two extra passes each
 way); models call with ``layout="NHWC"`` and keep activations channels-last. A ``residual``
 operand fuses a ResNet block's join, ``relu(batch_norm(x) + residual)``, into one pass.
+
+Synchronized BN (``allreduce=``): the training statistics cover the union of every
+process's batch. Each pass then runs as two kernels with the per-channel sums added up
+across processes in between: forward ``batch_norm_stats`` -> sum -> ``batch_norm_finalize``
+-> ``batch_norm_apply``; backward ``batch_norm_backward_reduce`` -> sum ->
+``batch_norm_backward_apply``. dgamma and dbeta stay this process's own (its share of the
+gradient, which data-parallel training then sums with the others'), while dx uses the sums
+over all processes: the gradient of the loss summed over processes.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -26,6 +34,8 @@ class BatchNormCache(NamedTuple):
     passed. A fused ReLU's mask is recomputed from x (bit for bit the forward's), so y is
     kept only with a residual (y: the output, whose > 0 mask then depends on the residual),
     else None. residual: whether one was added (the backward then returns its gradient too).
+    allreduce, count: synchronized BN's sum across processes and the number of values per
+    channel over all of them (None without synchronization).
     """
 
     x: np.ndarray
@@ -38,6 +48,8 @@ class BatchNormCache(NamedTuple):
     relu: bool
     residual: bool
     y: Optional[np.ndarray]
+    allreduce: Optional[Callable[[np.ndarray], None]] = None
+    count: Optional[float] = None
 
 
 def _check_layout(layout: str) -> None:
@@ -47,7 +59,7 @@ def _check_layout(layout: str) -> None:
 
 def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = True,
                  momentum: float = 0.1, eps: float = 1e-5, relu: bool = False,
-                 layout: str = "NCHW", out=None, residual=None):
+                 layout: str = "NCHW", out=None, residual=None, allreduce=None):
     """Batch norm over (N, H, W) for each channel, optionally plus a residual and a ReLU.
 
     Args:
@@ -62,6 +74,10 @@ def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = 
         out: optional float32 array of x's shape to write y into (may be ``residual``).
         residual: optional float32 array of x's shape and layout added before the ReLU:
             y = relu?(batch_norm(x) + residual), bit for bit the unfused ops.
+        allreduce: synchronized BN (training only): a function that sums a float64 vector
+            in place over all processes (``resnet_cpp.distributed`` makes one). The batch
+            statistics then cover every process's batch; running_mean, which centers the
+            sums, must be equal on every process (it stays so: all update it alike).
 
     Returns:
         (y, cache): y has x's shape and layout; pass cache to ``batch_norm2d_backward``.
@@ -70,7 +86,13 @@ def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = 
     nchw = layout == "NCHW"
     xt = _core.nchw_to_nhwc(x) if nchw else x
     rt = _core.nchw_to_nhwc(residual) if nchw and residual is not None else residual
-    if training:
+    count = None
+    if training and allreduce is not None:
+        mean, rstd, count = _synced_stats(xt, running_mean, running_var, momentum, eps,
+                                          allreduce)
+        yt = _core.batch_norm_apply(xt, gamma, beta, mean, rstd, relu,
+                                    out=None if nchw else out, residual=rt)
+    elif training:
         yt, mean, rstd = _core.batch_norm_forward_train(
             xt, gamma, beta, running_mean, running_var, momentum, eps, relu,
             out=None if nchw else out, residual=rt)
@@ -82,8 +104,26 @@ def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = 
     y = _core.nhwc_to_nchw(yt, out=out) if nchw else yt
     fused = residual is not None
     cache = BatchNormCache(xt, gamma, beta, mean, rstd, bool(training), layout, bool(relu), fused,
-                           yt if relu and fused else None)
+                           yt if relu and fused else None,
+                           None if count is None else allreduce, count)
     return y, cache
+
+
+def _synced_stats(xt, running_mean, running_var, momentum, eps, allreduce):
+    """Batch mean and rstd over every process's x (NHWC), and the running stats' update;
+    also returns the number of values per channel summed over the processes."""
+    c = xt.shape[-1]
+    s1, s2 = _core.batch_norm_stats(xt, running_mean)
+    sums = np.empty(2 * c + 1)  # [s1 | s2 | count]: one collective
+    sums[:c], sums[c:2 * c], sums[-1] = s1, s2, xt.size // c
+    allreduce(sums)
+    count = float(sums[-1])
+    if count < 2:
+        raise ValueError(f"x: training batch norm needs more than one value per channel over "
+                         f"all processes, got {count:.0f}")
+    mean, rstd = _core.batch_norm_finalize(sums[:c], sums[c:2 * c], running_mean, count,
+                                           running_mean, running_var, momentum, eps)
+    return mean, rstd, count
 
 
 def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cache=False,
@@ -118,10 +158,20 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
         dyt = _core.relu_backward(dyt, cache.y, out=cache.y if overwrite_cache else None)
         relu = False
     addt = _core.nchw_to_nhwc(add) if nchw and add is not None else add
-    dxt, dgamma, dbeta = _core.batch_norm_backward(
-        dyt, cache.x, cache.gamma, cache.mean, cache.rstd, beta=cache.beta, relu=relu,
-        train=cache.training, out=cache.x if overwrite_cache else None if nchw else out,
-        add=addt)
+    dx_out = cache.x if overwrite_cache else None if nchw else out
+    if cache.allreduce is not None:
+        sdy, sdyx, dgamma, dbeta = _core.batch_norm_backward_reduce(
+            dyt, cache.x, cache.gamma, cache.mean, cache.rstd, beta=cache.beta, relu=relu)
+        c = len(sdy)
+        sums = np.concatenate([sdy, sdyx])  # one collective
+        cache.allreduce(sums)
+        dxt = _core.batch_norm_backward_apply(
+            dyt, cache.x, cache.gamma, cache.mean, cache.rstd, sums[:c], sums[c:], cache.count,
+            beta=cache.beta, relu=relu, out=dx_out, add=addt)
+    else:
+        dxt, dgamma, dbeta = _core.batch_norm_backward(
+            dyt, cache.x, cache.gamma, cache.mean, cache.rstd, beta=cache.beta, relu=relu,
+            train=cache.training, out=dx_out, add=addt)
     dx = _core.nhwc_to_nchw(dxt, out=out) if nchw else dxt
     if not cache.residual:
         return dx, dgamma, dbeta

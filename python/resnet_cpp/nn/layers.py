@@ -116,8 +116,12 @@ class BatchNorm2d(_Cached):
     ``running_mean``, ``running_var`` (float32) and ``num_batches_tracked`` (int64 0-d),
     updated in place in training mode. Eval mode normalizes with the running stats.
     ``forward(x, residual)`` fuses a ResNet block's join, relu?(bn(x) + residual); its
-    backward then returns ``(dx, dresidual)``.
+    backward then returns ``(dx, dresidual)``. ``allreduce`` (None: off) synchronizes the
+    training statistics across processes (``functional.batch_norm2d``; set by
+    ``resnet_cpp.distributed.sync_batch_norm``).
     """
+
+    allreduce = None
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *,
                  relu: bool = False, layout: str = "NCHW"):
@@ -143,7 +147,7 @@ class BatchNorm2d(_Cached):
         y, self._cache = F.batch_norm2d(
             x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
             training=self.training, momentum=self.momentum, eps=self.eps, relu=self.relu,
-            layout=self.layout, out=out, residual=residual)
+            layout=self.layout, out=out, residual=residual, allreduce=self.allreduce)
         if self.training:
             self.num_batches_tracked[...] += 1
         return y
