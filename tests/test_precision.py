@@ -42,12 +42,13 @@ def test_defaults_within_10x_pytorch_fp32(label, train, seed):
     assert not bad, f"{len(bad)} tensors over 10x PyTorch fp32's error: {_report(bad)}"
 
 
-# 10x PyTorch float32's worst error on the same model and mode over the 5 seeds, measured
-# by `python benchmarks/precision.py --models --seeds 5` (benchmarks/NOTES.md, "Precision").
+# 10x PyTorch float32's worst error on the same model and mode over the 5 seeds (the larger
+# of two runs, with torch on 1 and on 2 threads), measured by `python benchmarks/precision.py
+# --models --seeds 5` (benchmarks/NOTES.md, "Precision"), rounded up.
 NUMPY_BOUND = {
-    ("resnet20-A", True): 3e-5, ("resnet20-A", False): 2e-5,
+    ("resnet20-A", True): 2e-5, ("resnet20-A", False): 2e-5,
     ("resnet20-B", True): 3e-5, ("resnet20-B", False): 2e-5,
-    ("resnet56-v2-keras", True): 3e-5, ("resnet56-v2-keras", False): 3e-5,
+    ("resnet56-v2-keras", True): 6e-5, ("resnet56-v2-keras", False): 3e-5,
     ("resnet18", True): 5e-5, ("resnet18", False): 2e-5,
 }
 # With torch, two seeds of the ResNet-20s keep the NumPy oracle in use (the float64 NumPy
