@@ -215,6 +215,29 @@ def test_backward_in_place(isa_threads, rng):
             assert np.array_equal(a, b)
 
 
+def test_statistics_and_gradients_into_given_arrays(rng):
+    """mean_out/rstd_out (train and eval) and dgamma_out/dbeta_out receive the results."""
+    x = rng.standard_normal((3, 5, 5, 7)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, 7)
+    mean, rstd, dg, db = (np.full(7, np.nan, np.float32) for _ in range(4))
+    _, m1, r1 = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy())
+    _, m2, r2 = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy(),
+                                               mean_out=mean, rstd_out=rstd)
+    assert m2 is mean and r2 is rstd
+    assert np.array_equal(mean, m1) and np.array_equal(rstd, r1)
+    _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, 1e-5, mean_out=mean, rstd_out=rstd)
+    assert np.array_equal(mean, rm)
+    assert np.array_equal(rstd, (1 / np.sqrt(rv.astype(np.float64) + 1e-5)).astype(np.float32))
+    want = _core.batch_norm_backward(dy, x, gamma, m1, r1)
+    got = _core.batch_norm_backward(dy, x, gamma, m1, r1, dgamma_out=dg, dbeta_out=db)
+    assert got[1] is dg and got[2] is db
+    for a, b in zip(got, want):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match=r"^rstd_out: expected shape \(7,\)"):
+        _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, rstd_out=np.zeros(6, np.float32))
+
+
 @pytest.mark.parametrize("shape", [(1, 9, 9, 3), (2, 7, 7, 17), (8, 8, 8, 64)], ids=str)
 def test_core_raw_nhwc_and_2d(isa_threads, rng, shape):
     """The raw kernels on NHWC input, also flattened to (M, C), with out= buffers."""

@@ -1,16 +1,14 @@
 // bindings/batchnorm.cpp: Python bindings for the batch-norm kernels (cpp/batchnorm.cpp).
 // Activations are NHWC (N,H,W,C) or already-flattened (M,C); per-channel vectors are (C,).
-#include <cmath>
+#include <algorithm>
+#include <optional>
 
 #include "checks.h"
+#include "ops.h"
 #include "simd/batchnorm_kernels.h"
 
 namespace py = pybind11;
-using rc::py_checks::cptr;
-using rc::py_checks::Dims;
-using rc::py_checks::output_f32;
-using rc::py_checks::ptr;
-using rc::py_checks::require_f32;
+using namespace rc::py_checks;
 
 namespace {
 
@@ -39,23 +37,13 @@ const float* optional_like(const py::object& obj, const char* name, const Act& x
     return cptr(keep);
 }
 
-void require_unit_interval(double v, const char* name) {
-    if (!(v >= 0.0 && v <= 1.0))
-        throw py::value_error(std::string(name) + ": expected a number in [0, 1], got " + std::to_string(v));
-}
-
-void require_eps(double eps) {
-    if (!(eps > 0.0 && std::isfinite(eps)))
-        throw py::value_error("eps: expected a finite positive number, got " + std::to_string(eps));
-}
-
 }  // namespace
 
 void bind_batchnorm(py::module_& m) {
-    m.def(
-        "batch_norm_forward_train",
-        [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
-           double momentum, double eps, bool relu, py::object out, py::object residual_) {
+    rc::ops::batch_norm_forward_train(
+        m, [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
+              double momentum, double eps, bool relu, py::object out, py::object residual_,
+              py::object mean_out, py::object rstd_out) {
             Act x = require_act(x_, "x");
             py::array_t<float> residual;
             const float* rp = optional_like(residual_, "residual", x, residual);
@@ -66,11 +54,10 @@ void bind_batchnorm(py::module_& m) {
             auto rv = require_f32(rv_, "running_var", c, true);
             require_unit_interval(momentum, "momentum");
             require_eps(eps);
-            if (x.M < 2)
-                throw py::value_error("x: training batch norm needs more than one value per "
-                                      "channel (N*H*W > 1), got shape " + rc::py_checks::shape_str(x.a));
+            require_bn_batch(x.M, x.dims);
             auto y = output_f32(out, "out", x.dims);
-            py::array_t<float> mean(x.C), rstd(x.C);
+            auto mean = output_f32(mean_out, "mean_out", c);
+            auto rstd = output_f32(rstd_out, "rstd_out", c);
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_forward_train(cptr(x.a), rp, cptr(gamma), cptr(beta), ptr(rm),
@@ -78,18 +65,12 @@ void bind_batchnorm(py::module_& m) {
                                              momentum, eps, relu);
             }
             return py::make_tuple(y, mean, rstd);
-        },
-        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
-        py::arg("running_var"), py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
-        py::arg("relu") = false, py::arg("out") = py::none(), py::arg("residual") = py::none(),
-        "Training batch norm over x (N,H,W,C) or (M,C): returns (y, mean (C,), rstd (C,)) and\n"
-        "updates running_mean/running_var in place (unbiased variance). residual (x's shape)\n"
-        "is added to the normalized value, then relu fuses max(y, 0).");
+        });
 
-    m.def(
-        "batch_norm_forward_eval",
-        [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
-           double eps, bool relu, py::object out, py::object residual_) {
+    rc::ops::batch_norm_forward_eval(
+        m, [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
+              double eps, bool relu, py::object out, py::object residual_, py::object mean_out,
+              py::object rstd_out) {
             Act x = require_act(x_, "x");
             py::array_t<float> residual;
             const float* rp = optional_like(residual_, "residual", x, residual);
@@ -100,23 +81,23 @@ void bind_batchnorm(py::module_& m) {
             auto rv = require_f32(rv_, "running_var", c);
             require_eps(eps);
             auto y = output_f32(out, "out", x.dims);
+            std::optional<py::array_t<float>> mean, rstd;
+            if (!mean_out.is_none()) mean = output_f32(mean_out, "mean_out", c);
+            if (!rstd_out.is_none()) rstd = output_f32(rstd_out, "rstd_out", c);
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_forward_eval(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(rm),
                                             cptr(rv), ptr(y), x.M, x.C, eps, relu);
+                if (mean) std::copy(cptr(rm), cptr(rm) + x.C, ptr(*mean));
+                if (rstd) rc::batch_norm_running_rstd(cptr(rv), ptr(*rstd), x.C, eps);
             }
             return y;
-        },
-        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
-        py::arg("running_var"), py::arg("eps") = 1e-5, py::arg("relu") = false,
-        py::arg("out") = py::none(), py::arg("residual") = py::none(),
-        "Eval batch norm with running stats over x (N,H,W,C) or (M,C); residual (x's shape) is\n"
-        "added to the normalized value, then relu fuses max(y, 0).");
+        });
 
-    m.def(
-        "batch_norm_backward",
-        [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
-           py::object beta_, bool relu, bool train, py::object out, py::object add_) {
+    rc::ops::batch_norm_backward(
+        m, [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
+              py::object beta_, bool relu, bool train, py::object out, py::object add_,
+              py::object dgamma_out, py::object dbeta_out) {
             Act x = require_act(x_, "x");
             auto dy = require_f32(dy_, "dy", x.dims);
             const Dims c{x.C};
@@ -132,7 +113,8 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> add;
             const float* ap = optional_like(add_, "add", x, add);
             auto dx = output_f32(out, "out", x.dims);
-            py::array_t<float> dgamma(x.C), dbeta(x.C);
+            auto dgamma = output_f32(dgamma_out, "dgamma_out", c);
+            auto dbeta = output_f32(dbeta_out, "dbeta_out", c);
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_backward(cptr(dy), cptr(x.a), cptr(gamma), bp, cptr(mean),
@@ -140,13 +122,5 @@ void bind_batchnorm(py::module_& m) {
                                         x.M, x.C, train);
             }
             return py::make_tuple(dx, dgamma, dbeta);
-        },
-        py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"),
-        py::arg("beta") = py::none(), py::arg("relu") = false, py::arg("train") = true,
-        py::arg("out") = py::none(), py::arg("add") = py::none(),
-        "Batch norm backward: returns (dx, dgamma, dbeta). relu: the forward fused a ReLU; dy\n"
-        "is masked where (x - mean) * gamma * rstd + beta <= 0, recomputed from x exactly as\n"
-        "the forward did (needs beta). train: mean/rstd are the cached batch stats; else the\n"
-        "running ones (frozen BN, dx = dy * gamma * rstd). add (x's shape): summed into dx in\n"
-        "the same pass. out may be dy or x (in place), not add.");
+        });
 }

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from . import backend
+
 __all__ = [
     "device_summary",
     "empty",
@@ -33,16 +35,13 @@ __all__ = [
     "zeros",
 ]
 
-NOT_BUILT = "resnet_cpp was built without CUDA: reinstall with RESNET_CPP_CUDA=1 pip install ."
+NOT_BUILT = ("resnet_cpp was built without CUDA: on a machine with an NVIDIA GPU, its driver "
+             "and nvcc, reinstall with RESNET_CPP_CUDA=1 pip install .")
 
 
 def _load():
     """The _cuda module, or None with the import error when it was not built."""
-    try:
-        from . import _cuda
-    except ImportError as e:
-        return None, e
-    return _cuda, None
+    return backend._cuda_module, backend._cuda_error
 
 
 def is_available() -> bool:
@@ -65,7 +64,8 @@ def require():
     if mod is None:
         raise RuntimeError(NOT_BUILT) from err
     if not mod.available():
-        raise RuntimeError(f"CUDA is not available: {mod.why_unavailable()}")
+        raise RuntimeError(f"CUDA is not available: {mod.why_unavailable()} (it needs an NVIDIA "
+                           "GPU and its driver; without one, use the CPU: device='cpu')")
     return mod
 
 
