@@ -34,8 +34,11 @@ for f in "$out"/src/*.cpp; do
 done
 g++ "${cf[@]}" -I"$here" -c "$here/emu.cpp" -o "$out/obj/emu_runtime.o" & pids+=($!)
 g++ "${cf[@]}" -I"$here" -c "$here/fake_cudart.cpp" -o "$out/obj/fake_cudart.o" & pids+=($!)
-g++ "${cf[@]}" -I"$pyinc" -I"$pbinc" -I"$root/cpp/cuda" -c "$root/cpp/cuda/bindings_cuda.cpp" \
-    -o "$out/obj/bindings_cuda.o" & pids+=($!)
+# The real bindings (and the checker they share with _core), compiled as they are.
+for f in "$root"/cpp/cuda/bindings/*.cpp "$root"/cpp/bindings/checks.cpp; do
+  g++ "${cf[@]}" -I"$pyinc" -I"$pbinc" -I"$root/cpp/cuda" -c "$f" \
+      -o "$out/obj/bind_$(basename "$f" .cpp).o" & pids+=($!)
+done
 for p in "${pids[@]}"; do wait "$p"; done
 cp -r "$root/python/resnet_cpp" "$out/pkg/"
 rm -f "$out"/pkg/resnet_cpp/_cuda*
