@@ -129,6 +129,13 @@ def zero_(a) -> None:
         a.fill(0)
 
 
+def host_shape(a, layout: str | None = None) -> tuple:
+    """The shape ``a`` has on the host: a DeviceArray in ``layout`` "RSCK" is (K, C, R, S)."""
+    if layout is None or not is_device_array(a):
+        return tuple(a.shape)
+    return tuple(a.shape[i] for i in _TO_HOST[layout])
+
+
 def to_device(a: np.ndarray, device: str, layout: str | None = None):
     """A new array on ``device`` holding host array ``a``; ``layout="RSCK"`` turns a
     (K, C, R, S) conv weight into the device's (R, S, C, K)."""
