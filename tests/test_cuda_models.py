@@ -1,0 +1,197 @@
+"""Models, optimizers, checkpoints, fit and the CLI on the CUDA backend, against the CPU.
+
+Runs wherever resnet_cpp._cuda is built and usable: on a GPU, and in CI on the CPU emulator
+(tools/cuda_emu), so every shape here is small. Each model family is built twice from one
+state_dict, once moved to the device, and must give the CPU's forward and backward.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resnet_cpp import _core, cuda, models, nn, optim
+from resnet_cpp import functional as F
+from test_models import RefNet, _randomize, getattr_path, ref_cifar_v1, ref_imagenet, ref_preact_v2
+from tolerance import BACKWARD, assert_close
+
+try:
+    from resnet_cpp import _cuda
+except ImportError as e:
+    pytest.skip(f"resnet_cpp._cuda not built ({e}); build with RESNET_CPP_CUDA=1",
+                allow_module_level=True)
+if not _cuda.available():
+    pytest.skip(f"CUDA unavailable: {_cuda.why_unavailable()}", allow_module_level=True)
+
+
+def host(a):
+    return cuda.to_host(a)
+
+
+def kink_free_input(model, ref_fn, rng, x_shape):
+    """An input keeping every ReLU input 2e-5 away from 0 (see test_models: near the kink
+    float32 rounding may pick the other branch on one backend and not the other)."""
+    for _ in range(50):
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        net = RefNet(model.state_dict())
+        ref_fn(net, x)
+        if net.kink > 2e-5:
+            return x
+    raise AssertionError("no input kept every ReLU input 2e-5 away from 0")
+
+
+def check_device_matches_cpu(build, ref_fn, rng, x_shape, tol=BACKWARD):
+    cpu = build()
+    _randomize(cpu, rng)
+    gpu = build()
+    gpu.load_state_dict(cpu.state_dict())
+    assert gpu.to("cuda") is gpu and gpu.device == "cuda"
+    x = kink_free_input(cpu, ref_fn, rng, x_shape)
+    logits = cpu(x)
+    logits_d = gpu(cuda.to_device(x))
+    assert isinstance(logits_d, cuda.DeviceArray)
+    assert_close(host(logits_d), logits, **tol, name="logits")
+    for name, b in cpu.named_buffers():
+        if not name.endswith("num_batches_tracked"):
+            assert_close(host(getattr_path(gpu, name)), b, **tol, name=name)
+    dy = rng.standard_normal(logits.shape).astype(np.float32)
+    dx = cpu.backward(dy)
+    assert_close(host(gpu.backward(cuda.to_device(dy))), dx, **tol, name="dx")
+    for (name, p), (_, pd) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        assert pd.device == "cuda" and pd.shape == p.shape
+        assert_close(pd.host(pd.grad), p.grad, **tol, name=name + ".grad")
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_cifar_v1_matches_cpu(rng, shortcut):
+    check_device_matches_cpu(
+        lambda: models.CifarResNet(8, num_classes=5, in_channels=3, shortcut=shortcut,
+                                   widths=(4, 8, 12), seed=0),
+        lambda net, x: ref_cifar_v1(net, x, 1, shortcut), rng, (2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("width", ["paper", "keras"])
+def test_preact_v2_matches_cpu(rng, width):
+    check_device_matches_cpu(
+        lambda: models.PreActResNet(20, num_classes=4, in_channels=2, width=width, seed=0),
+        lambda net, x: ref_preact_v2(net, x, 2, width), rng, (2, 2, 8, 8))
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_imagenet_resnet_matches_cpu(rng, depth):
+    block, counts = models.IMAGENET_DEPTHS[depth]
+    # As in test_models: ResNet-50's 53 BN backward passes compound float32 error, and here
+    # two float32 computations (summed in different orders) meet, so the same 3x allowance.
+    tol = BACKWARD if depth == 18 else dict(rtol=3e-3, atol=3e-4)
+    check_device_matches_cpu(
+        lambda: models.ImageNetResNet(depth, num_classes=3, in_channels=3,
+                                      widths=(4, 4, 8, 8), seed=0),
+        lambda net, x: ref_imagenet(net, x, counts, block is models.Bottleneck),
+        rng, (2, 3, 29, 29), tol)
+
+
+def _train_steps(model, opt, x, labels, steps):
+    crit = nn.CrossEntropyLoss()
+    losses = []
+    for _ in range(steps):
+        loss = crit(model(x), labels)
+        model.backward(crit.backward(), need_dx=False)
+        opt.step()
+        losses.append(float(loss))
+    return losses
+
+
+@pytest.mark.parametrize("name,kw", [("sgd", dict(lr=0.1, momentum=0.9, weight_decay=5e-4)),
+                                     ("adam", dict(lr=1e-2, weight_decay=1e-3)),
+                                     ("adamw", dict(lr=1e-2, weight_decay=1e-2))])
+def test_five_steps_give_the_cpu_parameters(name, kw):
+    """Five optimizer steps on a fixed batch: the same losses, weights, momentum/moment
+    buffers and BN statistics on both backends (state_dicts compared on the host)."""
+    rng = np.random.default_rng(7)
+    build = lambda: models.CifarResNet(8, num_classes=4, in_channels=2, shortcut="A",  # noqa: E731
+                                       widths=(4, 6, 8), seed=3)
+    cpu, gpu = build(), build().to("cuda")
+    x = rng.standard_normal((8, 2, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, size=8).astype(np.int64)
+    opt_c = optim.create_optimizer(name, cpu.parameters(), **kw)
+    opt_g = optim.create_optimizer(name, gpu.parameters(), **kw)
+    losses_c = _train_steps(cpu, opt_c, x, labels, 5)
+    losses_g = _train_steps(gpu, opt_g, cuda.to_device(x), cuda.to_device(labels), 5)
+    assert_close(losses_g, losses_c, **BACKWARD, name="losses")
+    sd_c, sd_g = cpu.state_dict(), gpu.state_dict()
+    assert list(sd_g) == list(sd_c)
+    for k in sd_c:
+        assert isinstance(sd_g[k], np.ndarray) and sd_g[k].shape == sd_c[k].shape
+        assert_close(sd_g[k], sd_c[k], **BACKWARD, name=k + " after 5 steps")
+    st_c, st_g = opt_c.state_dict(), opt_g.state_dict()
+    assert st_g["step"] == st_c["step"] == 5
+    for k in st_c["arrays"]:
+        assert_close(st_g["arrays"][k], st_c["arrays"][k], **BACKWARD, name=k)
+
+
+def test_to_and_back_keeps_weights_and_layouts(rng):
+    model = models.CifarResNet(8, num_classes=3, widths=(4, 6, 8), seed=1)
+    before = model.state_dict()
+    model.to("cuda")
+    w = model.conv1.weight
+    assert isinstance(w.data, cuda.DeviceArray) and w.data.shape == (3, 3, 3, 4)  # RSCK
+    assert w.shape == (4, 3, 3, 3)  # the host (PyTorch) shape
+    assert isinstance(model.bn1.running_mean, cuda.DeviceArray)
+    assert isinstance(model.bn1.num_batches_tracked, np.ndarray)  # counters stay on the host
+    after = model.state_dict()
+    for k in before:
+        assert isinstance(after[k], np.ndarray)
+        np.testing.assert_array_equal(after[k], before[k])
+    model.load_state_dict({k: v + 1 for k, v in before.items()})
+    np.testing.assert_array_equal(host(model.conv1.weight.data),
+                                  (before["conv1.weight"] + 1).transpose(2, 3, 1, 0))
+    model.to("cpu")
+    assert model.device == "cpu" and isinstance(model.conv1.weight.data, np.ndarray)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k] + 1)
+
+
+def test_optimizer_follows_the_model(rng):
+    model = models.CifarResNet(8, num_classes=3, widths=(4, 6, 8), seed=1)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt.buffers[0][...] = 1.0
+    with pytest.raises(ValueError, match=r"^device: the parameters are on cpu"):
+        opt.to("cuda")
+    model.to("cuda")
+    opt.to("cuda")
+    assert isinstance(opt.buffers[0], cuda.DeviceArray)
+    np.testing.assert_array_equal(opt.state_dict()["arrays"]["0.momentum"], 1.0)
+
+
+def test_bad_inputs_name_the_arguments_and_devices(rng):
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    # A host array passed to a device op.
+    with pytest.raises(TypeError, match=r"^x: expected a resnet_cpp._cuda.DeviceArray"):
+        _cuda.relu_forward(x)
+    # A mixed-device call through functional names both arguments and their devices.
+    with pytest.raises(TypeError, match=r"^conv2d: x is on cuda:0 but w is on the CPU"):
+        F.conv2d(cuda.to_device(x), w)
+    with pytest.raises(TypeError, match=r"^add: a is on the CPU .* but b is on cuda:0"):
+        F.add(x, cuda.to_device(x))
+    model = models.CifarResNet(8, num_classes=3, widths=(4, 6, 8), seed=1).to("cuda")
+    with pytest.raises(TypeError, match=r"^x: the model is on cuda but x is on cpu"):
+        model(x)
+    with pytest.raises(ValueError, match=r"^device: expected 'cpu' or 'cuda', got 'tpu'"):
+        model.to("tpu")
+    with pytest.raises(ValueError, match=r"^dloss: scaling"):
+        crit = nn.CrossEntropyLoss()
+        crit(model(cuda.to_device(x)), cuda.to_device(np.zeros(2, np.int64)))
+        crit.backward(2.0)
+
+
+def test_device_loss_stays_on_the_device(rng):
+    logits = cuda.to_device(rng.standard_normal((4, 3)).astype(np.float32))
+    labels = np.array([0, 2, 1, 1], np.int64)
+    labels_d = cuda.to_device(labels)
+    crit = nn.CrossEntropyLoss(check_labels=False)
+    syncs = _cuda.sync_count()
+    loss = crit(logits, labels_d)
+    assert isinstance(loss, cuda.DeviceArray) and loss.shape == ()
+    assert _cuda.sync_count() == syncs  # nothing waited for the device yet
+    want, _ = _core.softmax_cross_entropy(host(logits), labels)
+    assert_close(float(loss), want, **BACKWARD, name="loss")
