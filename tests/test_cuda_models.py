@@ -195,3 +195,140 @@ def test_device_loss_stays_on_the_device(rng):
     assert _cuda.sync_count() == syncs  # nothing waited for the device yet
     want, _ = _core.softmax_cross_entropy(host(logits), labels)
     assert_close(float(loss), want, **BACKWARD, name="loss")
+
+
+# ------------------------------------------------------------------ training on the device
+
+def tiny_data(n_train=40, n_test=16):
+    """Bundled images at 7x7 (every 4th pixel): 3 steps per epoch at batch 16, the last one
+    a partial batch of 8 (which runs eagerly while full batches replay the graph)."""
+    from resnet_cpp.data import Dataset, load_dataset
+
+    train, test = load_dataset("bundled")
+
+    def small(ds, n, name):
+        return Dataset(np.ascontiguousarray(ds.images[:n, :, ::4, ::4]), ds.labels[:n],
+                       ds.classes, name)
+
+    return small(train, n_train, "tiny/train"), small(test, n_test, "tiny/test")
+
+
+TINY_MODEL = {"name": "resnet20", "version": 1,
+              "kwargs": {"num_classes": 10, "in_channels": 1, "seed": 0, "widths": [4, 8, 8]}}
+
+
+def fit(data, device, out_dir=None, **kw):
+    from resnet_cpp import train as T
+
+    args = dict(epochs=2, batch_size=16, seed=5, progress=False, verbose=False,
+                model_config=TINY_MODEL, augment=True, out_dir=out_dir, device=device)
+    args.update(kw)
+    model = models.create(TINY_MODEL["name"], version=1, **TINY_MODEL["kwargs"])
+    trainer = T.Trainer(model, *data, **args)
+    return trainer, trainer.fit()
+
+
+def assert_state_close(sa, sb, what):
+    assert list(sa) == list(sb)
+    for k in sa:
+        if k.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+        else:
+            # Two epochs of SGD on float32 from two kernel families: the differences grow
+            # from ~1e-6 per op to ~1e-4 relative after 6 steps (measured on the emulator).
+            assert_close(sa[k], sb[k], rtol=1e-2, atol=1e-3, name=f"{what}: {k}")
+
+
+def test_fit_on_the_device_matches_the_cpu(monkeypatch):
+    from resnet_cpp import train_cuda
+
+    replays = []
+    exit_ = train_cuda.CudaTrainStep.__exit__
+    monkeypatch.setattr(train_cuda.CudaTrainStep, "__exit__",
+                        lambda self, *e: (replays.append(self.graph_replays), exit_(self, *e)))
+    data = tiny_data()
+    cpu, hist_c = fit(data, "cpu")
+    gpu, hist_g = fit(data, "cuda")
+    assert gpu.model.device == "cuda" and hist_g.test is not None
+    # Epoch 1: eager, then capture (which runs the step); epoch 2: two replays. The partial
+    # last batch of each epoch is another shape: eager, then captured.
+    assert replays == [2]
+    assert_state_close(gpu.model.state_dict(), cpu.model.state_dict(), "cuda vs cpu")
+    for rc_, rg in zip(hist_c.records, hist_g.records):
+        assert_close(rg["train_loss"], rc_["train_loss"], rtol=1e-3, atol=1e-4, name="train loss")
+        assert_close(rg["test_loss"], rc_["test_loss"], rtol=1e-2, atol=1e-3, name="test loss")
+    # The graph replays exactly the ops an eager step runs.
+    eager, _ = fit(data, "cuda", cuda_graph=False)
+    for k, v in eager.model.state_dict().items():
+        np.testing.assert_array_equal(gpu.model.state_dict()[k], v, err_msg=k)
+
+
+def test_checkpoints_move_between_devices(tmp_path):
+    """A run saved on the GPU resumes on the CPU, and one saved on the CPU on the GPU; both
+    end where an uninterrupted CPU run ends."""
+    data = tiny_data()
+    ref, _ = fit(data, "cpu")
+    for first, second in (("cuda", "cpu"), ("cpu", "cuda")):
+        out = str(tmp_path / f"{first}-{second}")
+        fit(data, first, out, max_steps=4)  # stops mid-epoch 2: last.npz holds the position
+        resumed, hist = fit(data, second, out, resume=True)
+        assert resumed.global_step == 6 and resumed.model.device == second
+        assert_state_close(resumed.model.state_dict(), ref.model.state_dict(), f"{first}->{second}")
+
+
+def test_steady_state_step_waits_once_and_allocates_nothing():
+    from resnet_cpp.train_cuda import CudaTrainStep
+
+    rng = np.random.default_rng(0)
+    model = models.CifarResNet(8, num_classes=3, in_channels=1, widths=(4, 6, 8), seed=0).to("cuda")
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    crit = nn.CrossEntropyLoss(check_labels=False)
+    x = _cuda.pinned_empty((4, 1, 8, 8))
+    y = _cuda.pinned_empty((4,), "int64")
+    x[...] = rng.standard_normal(x.shape)
+    y[...] = [0, 1, 2, 1]
+    for graph in (True, False):
+        with CudaTrainStep(model, crit, opt, cuda_graph=graph) as step:
+            for _ in range(3):  # eager, capture, replay
+                step.step(x, y)
+            syncs, mallocs = _cuda.sync_count(), _cuda.allocator_stats()["device_mallocs"]
+            for _ in range(3):
+                loss, logits = step.step(x, y)
+            assert _cuda.sync_count() - syncs == 3, "one host wait per step"
+            assert _cuda.allocator_stats()["device_mallocs"] == mallocs, "a step allocated"
+            assert step.graph_replays == (4 if graph else 0)  # warm-up step 3 replayed too
+            assert np.isfinite(loss) and logits.shape == (4, 3)
+
+
+def test_bad_labels_are_reported_before_the_step():
+    """The loss does not check labels on the device (that would wait for it): the training
+    loop checks each batch on the host against the model's classes."""
+    from resnet_cpp.data import Dataset
+
+    train, test = tiny_data()
+    labels = train.labels.copy()
+    labels[5] = 12
+    bad = Dataset(train.images, labels, [str(i) for i in range(13)], "bad labels")
+    with pytest.raises(ValueError, match=r"^labels: labels\[\d+\] = 12 is outside \[0, K\) = \[0, 10\)"):
+        fit((bad, test), "cuda", epochs=1)
+
+
+def test_cli_train_eval_predict_on_the_device(tmp_path, capsys):
+    from resnet_cpp.cli import main
+
+    train, test = tiny_data()
+    npz = tmp_path / "tiny.npz"
+    u8 = lambda ds: np.round(ds.images[:, 0] * 255).astype(np.uint8)  # noqa: E731
+    np.savez(npz, x_train=u8(train), y_train=train.labels, x_test=u8(test), y_test=test.labels,
+             classes=np.array(train.classes))
+    out = tmp_path / "run"
+    assert main(["train", "--device", "cuda", "--max-steps", "3", "--dataset", "npz",
+                 "--data-dir", str(npz), "--batch-size", "8", "--no-progress", "--out",
+                 str(out)]) == 0
+    assert "test accuracy:" in capsys.readouterr().out
+    assert main(["eval", "--device", "cuda", "--checkpoint", str(out / "last.npz")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    np.save(tmp_path / "x.npy", u8(test)[:5])
+    assert main(["predict", "--device", "cuda", "--checkpoint", str(out / "last.npz"),
+                 str(tmp_path / "x.npy")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 5

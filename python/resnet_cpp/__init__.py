@@ -43,7 +43,7 @@ __all__ = [
 
 
 def build_info() -> dict:
-    """Describe this build: version, ISA paths, OpenMP, threads and CUDA."""
+    """Describe this build: version, ISA paths, OpenMP, threads, CUDA and the usable devices."""
     from . import backend
 
     return {
@@ -56,4 +56,5 @@ def build_info() -> dict:
         "num_threads": _core.num_threads(),
         "conv_algorithm": _core.conv_algorithm(),
         **backend.cuda_info(),
+        "devices": backend.devices(),
     }

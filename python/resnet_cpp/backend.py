@@ -12,6 +12,8 @@ they are PyTorch's ``(K, C, R, S)``. :func:`to_device` / :func:`to_host` convert
 """
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from . import _core
@@ -26,7 +28,7 @@ DeviceArray: type | None = None  # resnet_cpp._cuda.DeviceArray when built
 def _load_cuda() -> None:
     global _cuda_module, _cuda_error, DeviceArray
     try:
-        from . import _cuda  # built only with RESNET_CPP_CUDA=1
+        _cuda = importlib.import_module(f"{__package__}._cuda")  # built with RESNET_CPP_CUDA=1
     except ImportError as e:
         _cuda_error = e
         return
@@ -42,6 +44,15 @@ def cuda_info() -> dict:
         return {"cuda_built": False, "cuda_available": False, "cuda": f"not built ({_cuda_error})"}
     return {"cuda_built": True, "cuda_available": bool(_cuda_module.available()),
             "cuda": _cuda_module.device_summary()}
+
+
+def devices() -> list[str]:
+    """The devices models can use here, named: ``"cpu (<isa>, <n> threads)"`` and, when
+    CUDA is usable, ``"cuda:0 <GPU name> (sm_XY, ...)"``."""
+    out = [f"cpu ({_core.active_isa()}, {_core.num_threads()} threads)"]
+    if _cuda_module is not None and _cuda_module.available():
+        out.append(f"cuda:0 {_cuda_module.device_summary()}")
+    return out
 
 
 def parse_device(device) -> str:

@@ -6,9 +6,10 @@ Subcommands:
   eval     accuracy, per-class accuracy and confusion matrix of a checkpoint
   predict  predicted classes for images in a .npy file
   plot     DIR/curves.png from DIR/metrics.jsonl (needs matplotlib)
-  info     the build: ISA paths, OpenMP threads, CUDA
-User errors (bad arguments, missing files, damaged checkpoints, a diverged run) print one
-line to stderr and exit non-zero, without a traceback.
+  info     the build: ISA paths, OpenMP threads, CUDA and the devices
+train, eval and predict take --device cpu|cuda (default cpu).
+User errors (bad arguments, missing files, damaged checkpoints, a diverged run, --device
+cuda where CUDA cannot run) print one line to stderr and exit non-zero, without a traceback.
 """
 from __future__ import annotations
 
@@ -58,6 +59,19 @@ def _nonneg_int(s: str) -> int:
 
 
 # --------------------------------------------------------------------------- info
+
+
+def _require_device(device: str) -> str:
+    """--device: "cpu", or "cuda" when this build and machine can run it (else UserError
+    saying why and how to get it)."""
+    from . import backend
+
+    if device == "cuda":
+        try:
+            backend.require_cuda()
+        except RuntimeError as e:
+            raise UserError(f"--device cuda: {e}") from e
+    return device
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -158,6 +172,7 @@ def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import train as T
 
+    device = _require_device(args.device)
     settings, out, resuming = _resolve_train_settings(args)
     if settings["dataset"] == "npz" and not settings["data_dir"]:
         raise UserError("--dataset npz needs --data-dir PATH.npz")
@@ -178,7 +193,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             threads=args.threads, out_dir=out, resume=resuming, augment=settings["augment"],
             label_smoothing=settings["label_smoothing"], progress=not args.no_progress,
             max_steps=args.max_steps, model_config=model_config,
-            config={"cli": settings})
+            config={"cli": settings}, device=device,
+            cuda_graph=not args.no_cuda_graph)
     except ValueError as e:
         raise UserError(str(e)) from e
     if history.interrupted:
@@ -220,7 +236,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         resnet_cpp.set_num_threads(args.threads)
+    device = _require_device(args.device)
     c, model, mean, std = _load_checkpoint(args.checkpoint)
+    model.to(device)
     cli = c.meta.get("config", {}).get("cli", {})
     name = args.dataset or cli.get("dataset")
     if name is None:
@@ -270,9 +288,13 @@ def _prepare_images(x: np.ndarray, shape: list | None) -> np.ndarray:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import resnet_cpp
 
+    from . import backend
+
     if args.threads is not None:
         resnet_cpp.set_num_threads(args.threads)
+    device = _require_device(args.device)
     c, model, mean, std = _load_checkpoint(args.checkpoint)
+    model.to(device)
     try:
         raw = np.load(args.images, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -285,7 +307,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     classes = c.meta.get("data", {}).get("classes") or []
     preds, confs = [], []
     for i in range(0, len(x), args.batch_size):
-        logits = np.asarray(model(np.ascontiguousarray(x[i:i + args.batch_size])), np.float64)
+        batch = np.ascontiguousarray(x[i:i + args.batch_size])
+        logits = backend.to_host(model(backend.to_device(batch, device)) if device == "cuda"
+                                 else model(batch)).astype(np.float64)
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         p = z / z.sum(axis=1, keepdims=True)
         preds.append(p.argmax(axis=1))
@@ -353,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (pad 4) + horizontal flip (default on)")
     t.add_argument("--threads", type=_positive_int, help="OpenMP threads (default: all)")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="train on the CPU (default) or the GPU (a build with CUDA)")
+    t.add_argument("--no-cuda-graph", action="store_true",
+                   help="with --device cuda: launch every kernel of a step instead of "
+                   "replaying the step's CUDA graph")
     t.add_argument("--seed", type=_nonneg_int, help="seed for init, shuffling, augmentation")
     t.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
@@ -368,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--batch-size", type=_positive_int, default=256)
     e.add_argument("--threads", type=_positive_int)
+    e.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     e.set_defaults(func=_cmd_eval)
 
     r = sub.add_parser("predict", help="predict the classes of images in a .npy file")
@@ -378,13 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--print", action="store_true", help="also print with --output")
     r.add_argument("--batch-size", type=_positive_int, default=256)
     r.add_argument("--threads", type=_positive_int)
+    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     r.set_defaults(func=_cmd_predict)
 
     pl = sub.add_parser("plot", help="plot loss/accuracy curves of a run (needs matplotlib)")
     pl.add_argument("dir", help="run directory holding metrics.jsonl")
     pl.set_defaults(func=_cmd_plot)
 
-    info = sub.add_parser("info", help="print the build: ISA paths, OpenMP threads, CUDA")
+    info = sub.add_parser("info", help="print the build: ISA paths, OpenMP threads, CUDA, "
+                          "devices")
     info.set_defaults(func=_cmd_info)
     return p
 

@@ -20,6 +20,13 @@ evaluation, a callback) is handled the same way.
 
 Divergence: a NaN or infinite loss (or non-finite weights at save time) raises
 :class:`TrainingDiverged` before anything is saved, so the last good checkpoint stays.
+
+Devices: ``device="cuda"`` moves the model (and a given optimizer) to the GPU and runs each
+step there (:mod:`resnet_cpp.train_cuda`: pinned host batches, asynchronous copies, one
+host wait per step, the step captured in a CUDA graph unless ``cuda_graph=False``). The
+weights are then checked for NaN/inf at each checkpoint rather than after every step (that
+would wait for the device). Checkpoints are the same on both devices: a run saved on the
+GPU resumes on the CPU and the reverse (equal up to float32 rounding, not bit for bit).
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import backend
 from . import checkpoint as ckpt
 from . import optim
 
@@ -186,12 +194,15 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
     k = num_classes or (len(classes) if classes else None)
     crit = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     was_training = getattr(model, "training", False)
+    on_device = getattr(model, "device", "cpu") == "cuda"
     model.eval()
     loss_sum, n, conf = 0.0, 0, None
     it = iter(loader)
     try:
         for x, y in it:
-            logits = model(x)
+            logits = model(backend.to_device(x, "cuda")) if on_device else model(x)
+            if on_device:  # forward on the device; the (N, K) logits come back for the metrics
+                logits = backend.to_host(logits)
             if k is None:
                 k = logits.shape[1]
             if conf is None:
@@ -273,6 +284,7 @@ class Trainer:
                  max_steps: int | None = None, normalize: bool = True, mean=None, std=None,
                  model_config: dict | None = None, eval_batch_size: int = 256,
                  save_best: bool = True, config: dict | None = None,
+                 device: str = "cpu", cuda_graph: bool = True,
                  on_step: Callable[["Trainer"], None] | None = None,
                  on_epoch: Callable[["Trainer", dict], None] | None = None) -> None:
         if epochs < 1:
@@ -285,6 +297,11 @@ class Trainer:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        self.device = backend.parse_device(device)
+        self.cuda_graph = bool(cuda_graph)
+        if self.device == "cuda":
+            backend.require_cuda()
+        model.to(self.device)
         self.recipe = optim.get_recipe(recipe or "he2015")
         self.batch_size = int(batch_size or self.recipe.batch_size)
         if self.batch_size < 1:
@@ -316,7 +333,7 @@ class Trainer:
 
         warmup_steps = int(round(warmup_epochs * self.steps_per_epoch))
         if isinstance(optimizer, optim.Optimizer):
-            self.optimizer = optimizer
+            self.optimizer = optimizer.to(self.device)
             if lr is not None:
                 optimizer.lr = float(lr)
             if not isinstance(schedule, optim.Schedule):
@@ -335,7 +352,10 @@ class Trainer:
         self.schedule = schedule
         from . import nn
 
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        # On the device the labels are checked on the host (_check_labels) instead of by
+        # the loss, which would wait for the device.
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing,
+                                             check_labels=self.device == "cpu")
 
         # Position: the next step to run is batch `batch` of epoch `epoch`.
         self.epoch = 0
@@ -346,6 +366,7 @@ class Trainer:
         self.best_accuracy = -1.0
         self._param_names = {id(p): n for n, p in getattr(model, "named_parameters",
                                                            lambda: [])()}
+        self._device_step = None  # the CudaTrainStep while fit() runs on the device
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -366,7 +387,7 @@ class Trainer:
             "epochs": self.epochs, "batch_size": self.batch_size,
             "recipe": self.recipe.name, "optimizer": self.optimizer.name,
             "schedule": self.schedule.state_dict()["name"], "seed": self.seed,
-            "threads": self.threads, "augment": self.augment,
+            "threads": self.threads, "augment": self.augment, "device": self.device,
             "label_smoothing": self.label_smoothing, "steps_per_epoch": self.steps_per_epoch,
             **self.extra_config})
 
@@ -412,7 +433,7 @@ class Trainer:
         """Raise TrainingDiverged if a parameter is NaN/inf (a fused ReLU can hide NaNs
         from the loss, so the weights are checked after every update)."""
         for p in self.optimizer.params:
-            if not np.isfinite(p.data).all():
+            if not np.isfinite(backend.to_host(p.data)).all():
                 name = self._param_names.get(id(p), "a parameter")
                 raise self._diverged(f"{name} became NaN/inf")
 
@@ -522,7 +543,7 @@ class Trainer:
                 if self.resume:
                     self._log(f"no checkpoint in {self.out_dir}; starting from scratch")
                 self._write_metrics_file()
-            with _InterruptGuard() as guard:
+            with _InterruptGuard() as guard, self._device_session():
                 self._run(guard)
         finally:
             resnet_cpp.set_num_threads(old_threads)
@@ -549,35 +570,71 @@ class Trainer:
                 self._log(msg)
                 return
 
+    def _cpu_step(self, x, y) -> tuple[float, np.ndarray]:
+        model, crit = self.model, self.criterion
+        logits = model(x)
+        loss = float(crit(logits, y))
+        if not math.isfinite(loss):
+            raise self._diverged(f"loss is {loss}")
+        model.backward(crit.backward(), need_dx=False)
+        self.optimizer.step()
+        self._check_finite_weights()
+        return loss, logits
+
+    def _check_labels(self, y: np.ndarray) -> None:
+        k = getattr(self.model, "num_classes", None)
+        if k is not None and len(y) and (y.min() < 0 or y.max() >= k):
+            bad = int(np.flatnonzero((y < 0) | (y >= k))[0])
+            raise ValueError(f"labels: labels[{bad}] = {int(y[bad])} is outside [0, K) = [0, {k})")
+
+    def _device_session(self):
+        """For device="cuda", the CudaTrainStep that runs every step of this fit (its CUDA
+        graphs are captured once and replayed across epochs); else a no-op context."""
+        if self.device != "cuda":
+            return contextlib.nullcontext()
+        from .train_cuda import CudaTrainStep
+
+        self._device_step = CudaTrainStep(self.model, self.criterion, self.optimizer,
+                                          self.cuda_graph)
+        return self._device_step
+
     def _train_epoch(self, guard: _InterruptGuard) -> bool:
         """Run the rest of the current epoch; True if max_steps was reached."""
-        model, crit, opt, sched = self.model, self.criterion, self.optimizer, self.schedule
+        model, opt, sched = self.model, self.optimizer, self.schedule
+        device_step = self._device_step
         model.train()
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(self.epoch)
         if self.batch >= self.steps_per_epoch:
             return False
         it = self.loader.iter_from(self.batch) if self.batch else iter(self.loader)
+        if device_step is not None:
+            from .train_cuda import PinnedBatches
+
+            it = PinnedBatches(it, check_labels=self._check_labels)
         bar = _Bar(self.steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{self.epochs}",
                    self.progress)
         s = self._sums
         try:
             t0 = time.perf_counter()
-            for x, y in it:
+            for item in it:
                 with guard.critical():
-                    logits = model(x)
-                    loss = float(crit(logits, y))
-                    if not math.isfinite(loss):
-                        raise self._diverged(f"loss is {loss}")
                     lr = opt.lr
-                    model.backward(crit.backward(), need_dx=False)
-                    opt.step()
-                    self._check_finite_weights()
+                    if device_step is None:
+                        x, y = item
+                        loss, logits = self._cpu_step(x, y)
+                    else:
+                        slot, x, y = item
+                        loss, logits = device_step.step(x, y)
+                        if not math.isfinite(loss):
+                            raise self._diverged(f"loss is {loss}")
                     sched.step()
                     n = len(y)
                     s["loss"] += loss * n
                     s["correct"] += int(np.count_nonzero(np.argmax(logits, axis=1) == y))
                     s["seen"] += n
+                    if device_step is not None:
+                        it.release(slot)  # y was read from it
                     self.batch += 1
                     self.global_step += 1
                     t1 = time.perf_counter()

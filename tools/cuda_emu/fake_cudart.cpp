@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <set>
 #include <vector>
 
 #include "emu.h"
@@ -58,15 +57,18 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
 cudaError_t cudaDriverGetVersion(int* v) { *v = 13000; return cudaSuccess; }
 cudaError_t cudaRuntimeGetVersion(int* v) { *v = 13000; return cudaSuccess; }
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) { std::memset(a, 0, sizeof(*a)); return cudaSuccess; }
-static std::set<const void*> pinned;
-cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) { *p = std::malloc(n ? n : 1); pinned.insert(*p); return cudaSuccess; }
+static std::map<void*, size_t> pinned;
+cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) { *p = std::malloc(n ? n : 1); pinned[*p] = n ? n : 1; return cudaSuccess; }
 cudaError_t cudaFreeHost(void* p) { if (!pinned.erase(p)) return fail(cudaErrorInvalidValue); std::free(p); return cudaSuccess; }
+// Whether p lies in one of the blocks of `m` (base -> size).
+static bool inside(const std::map<void*, size_t>& m, const void* p) {
+    auto it = m.upper_bound(const_cast<void*>(p));
+    return it != m.begin() && (--it, (const char*)p < (const char*)it->first + it->second);
+}
 // Device allocations and pinned blocks are known; anything else is pageable host memory.
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
     std::memset(a, 0, sizeof(*a));
-    auto it = allocs.upper_bound(const_cast<void*>(p));
-    const bool device = it != allocs.begin() && (--it, (const char*)p < (const char*)it->first + it->second);
-    a->type = device ? cudaMemoryTypeDevice : pinned.count(p) ? cudaMemoryTypeHost : cudaMemoryTypeUnregistered;
+    a->type = inside(allocs, p) ? cudaMemoryTypeDevice : inside(pinned, p) ? cudaMemoryTypeHost : cudaMemoryTypeUnregistered;
     return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(size_t* f, size_t* t) { *f = kTotal - used; *t = kTotal; return cudaSuccess; }
