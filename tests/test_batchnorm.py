@@ -112,11 +112,7 @@ def test_residual_functional(isa_threads, rng, shape, layout, relu, training):
     res = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     gamma, beta, rm, rv = _params(rng, C)
-    if training:
-        z_ref, mean_ref, rstd_ref = ref.batch_norm_train_forward(x, gamma, beta)
-    else:
-        z_ref = ref.batch_norm_eval_forward(x, gamma, beta, rm, rv)
-    y_ref = ref.add_relu_forward(z_ref, res) if relu else z_ref + res
+    y_ref, back_ref = ref.batch_norm_join(x, res, gamma, beta, rm, rv, relu, training)
     to = _nhwc if layout == "NHWC" else (lambda a: a)
     back = _nchw if layout == "NHWC" else (lambda a: a)
 
@@ -124,11 +120,7 @@ def test_residual_functional(isa_threads, rng, shape, layout, relu, training):
                             relu=relu, layout=layout, residual=to(res))
     assert_close(back(y), y_ref, **BACKWARD, name="y")
     dx, dgamma, dbeta, dres = batch_norm2d_backward(to(dy), cache)
-    d_ref = ref.add_relu_backward(dy, back(y)) if relu else dy  # our mask, see module doc
-    if training:
-        dx_ref, dg_ref, db_ref = ref.batch_norm_backward(d_ref, x, gamma, mean_ref, rstd_ref)
-    else:
-        dx_ref, dg_ref, db_ref = ref.batch_norm_eval_backward(d_ref, x, gamma, rm, rv)
+    dx_ref, dg_ref, db_ref, d_ref = back_ref(dy, back(y))  # our mask, see module doc
     assert_close(back(dres), d_ref, **BACKWARD, name="dresidual")
     assert_close(back(dx), dx_ref, **BACKWARD, name="dx")
     assert_close(dgamma, dg_ref, **BACKWARD, name="dgamma")

@@ -13,16 +13,11 @@ import numpy as np
 import pytest
 
 import reference as ref
+from cudatest import cuda_module_or_skip
 from resnet_cpp import functional as F
 from tolerance import BACKWARD, FORWARD, assert_close
 
-try:
-    from resnet_cpp import _cuda
-except ImportError as e:
-    pytest.skip(f"resnet_cpp._cuda not built ({e}); build with RESNET_CPP_CUDA=1",
-                allow_module_level=True)
-if not _cuda.available():
-    pytest.skip(f"CUDA unavailable: {_cuda.why_unavailable()}", allow_module_level=True)
+_cuda = cuda_module_or_skip()
 
 DA = _cuda.DeviceArray
 
@@ -350,22 +345,14 @@ def test_batch_norm_residual_join(rng, shape, relu, training, layout):
     res, dy = f32(rng, *shape), f32(rng, *shape)
     gamma, beta = f32(rng, C) + 1, f32(rng, C)
     rm, rv = f32(rng, C), np.abs(f32(rng, C)) + 0.5
-    if training:
-        z_ref, mean_ref, rstd_ref = ref.batch_norm_train_forward(x, gamma, beta)
-    else:
-        z_ref = ref.batch_norm_eval_forward(x, gamma, beta, rm, rv)
-    y_ref = ref.add_relu_forward(z_ref, res) if relu else z_ref + res
+    y_ref, back_ref = ref.batch_norm_join(x, res, gamma, beta, rm, rv, relu, training)
     to = (lambda a: dev(nhwc(a))) if layout == "NHWC" else dev
     back = (lambda d: nchw(host(d))) if layout == "NHWC" else host
     y, cache = F.batch_norm2d(to(x), dev(gamma), dev(beta), dev(rm), dev(rv), training=training,
                               relu=relu, layout=layout, residual=to(res))
     assert_close(back(y), y_ref, **BACKWARD, name="y")
     dx, dgamma, dbeta, dres = F.batch_norm2d_backward(to(dy), cache)
-    d_ref = ref.add_relu_backward(dy, back(y)) if relu else dy  # the kernel's own mask
-    if training:
-        dx_ref, dg_ref, db_ref = ref.batch_norm_backward(d_ref, x, gamma, mean_ref, rstd_ref)
-    else:
-        dx_ref, dg_ref, db_ref = ref.batch_norm_eval_backward(d_ref, x, gamma, rm, rv)
+    dx_ref, dg_ref, db_ref, d_ref = back_ref(dy, back(y))  # the kernel's own mask
     assert_close(back(dres), d_ref, **BACKWARD, name="dresidual")
     assert_close(back(dx), dx_ref, **BACKWARD, name="dx")
     assert_close(host(dgamma), dg_ref, **BACKWARD, name="dgamma")

@@ -9,18 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cudatest import cuda_module_or_skip
 from resnet_cpp import _core, cuda, models, nn, optim
 from resnet_cpp import functional as F
 from test_models import RefNet, _randomize, getattr_path, ref_cifar_v1, ref_imagenet, ref_preact_v2
 from tolerance import BACKWARD, assert_close
 
-try:
-    from resnet_cpp import _cuda
-except ImportError as e:
-    pytest.skip(f"resnet_cpp._cuda not built ({e}); build with RESNET_CPP_CUDA=1",
-                allow_module_level=True)
-if not _cuda.available():
-    pytest.skip(f"CUDA unavailable: {_cuda.why_unavailable()}", allow_module_level=True)
+_cuda = cuda_module_or_skip()
 
 
 def host(a):

@@ -48,10 +48,7 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> residual;
             const float* rp = optional_like(residual_, "residual", x, residual);
             const Dims c{x.C};
-            auto gamma = require_f32(gamma_, "gamma", c);
-            auto beta = require_f32(beta_, "beta", c);
-            auto rm = require_f32(rm_, "running_mean", c, true);
-            auto rv = require_f32(rv_, "running_var", c, true);
+            auto [gamma, beta, rm, rv] = require_bn_vectors(require_f32, gamma_, beta_, rm_, rv_, x.C, true);
             require_unit_interval(momentum, "momentum");
             require_eps(eps);
             require_bn_batch(x.M, x.dims);
@@ -75,10 +72,7 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> residual;
             const float* rp = optional_like(residual_, "residual", x, residual);
             const Dims c{x.C};
-            auto gamma = require_f32(gamma_, "gamma", c);
-            auto beta = require_f32(beta_, "beta", c);
-            auto rm = require_f32(rm_, "running_mean", c);
-            auto rv = require_f32(rv_, "running_var", c);
+            auto [gamma, beta, rm, rv] = require_bn_vectors(require_f32, gamma_, beta_, rm_, rv_, x.C, false);
             require_eps(eps);
             auto y = output_f32(out, "out", x.dims);
             std::optional<py::array_t<float>> mean, rstd;
@@ -101,14 +95,8 @@ void bind_batchnorm(py::module_& m) {
             Act x = require_act(x_, "x");
             auto dy = require_f32(dy_, "dy", x.dims);
             const Dims c{x.C};
-            auto gamma = require_f32(gamma_, "gamma", c);
-            auto mean = require_f32(mean_, "mean", c);
-            auto rstd = require_f32(rstd_, "rstd", c);
-            if (relu && beta_.is_none())
-                throw py::value_error("beta: required with relu=True (the ReLU mask is "
-                                      "recomputed from x, gamma, beta, mean and rstd)");
-            py::array_t<float> beta;
-            if (relu) beta = require_f32(beta_, "beta", c);
+            auto [gamma, mean, rstd, beta] =
+                require_bn_backward_vectors(require_f32, gamma_, mean_, rstd_, beta_, relu, x.C);
             const float* bp = relu ? cptr(beta) : nullptr;
             py::array_t<float> add;
             const float* ap = optional_like(add_, "add", x, add);

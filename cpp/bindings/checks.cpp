@@ -227,6 +227,12 @@ void require_bn_batch(int64_t M, const Dims& x_shape) {
                               "(N*H*W > 1), got shape " + dims_str(x_shape));
 }
 
+Dims gap_backward_dims(const Dims& dy, int64_t H, int64_t W) {
+    require_range(H, "H", 1, kMaxI32);
+    require_range(W, "W", 1, kMaxI32);
+    return {dy[0], H, W, dy[1]};
+}
+
 Dims shortcut_a_out_dims(const Dims& x, int64_t channels_out, int64_t stride) {
     require_range(stride, "stride", 1, kMaxI32);
     require_range(channels_out, "channels_out", x[3], kMaxI32);

@@ -14,6 +14,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common.h"
@@ -97,6 +98,36 @@ rc::PoolShape checked_pool_backward_shape(const Dims& dy, int64_t H, int64_t W, 
                                           int64_t stride, int64_t pad);
 // Training batch norm needs M = N*H*W > 1 values per channel.
 void require_bn_batch(int64_t M, const Dims& x_shape);
+// The four (C,) vectors of a batch-norm forward, checked with the module's array check
+// `require(obj, name, dims, writable)`; the running statistics are written in training.
+template <class Require>
+auto require_bn_vectors(Require&& require, const py::handle& gamma, const py::handle& beta,
+                        const py::handle& running_mean, const py::handle& running_var,
+                        int64_t C, bool training) {
+    const Dims c{C};
+    // Braces: evaluated left to right, so the first bad argument is the one reported.
+    return std::tuple{require(gamma, "gamma", c, false), require(beta, "beta", c, false),
+                      require(running_mean, "running_mean", c, training),
+                      require(running_var, "running_var", c, training)};
+}
+// The (C,) vectors of a batch-norm backward (gamma, mean, rstd), then beta, required (and
+// checked) only with relu: the mask is recomputed from it. Returns the four, beta empty
+// (default-constructed) without relu.
+template <class Require>
+auto require_bn_backward_vectors(Require&& require, const py::handle& gamma,
+                                 const py::handle& mean, const py::handle& rstd,
+                                 const py::handle& beta, bool relu, int64_t C) {
+    const Dims c{C};
+    auto g = require(gamma, "gamma", c, false);
+    auto m = require(mean, "mean", c, false);
+    auto r = require(rstd, "rstd", c, false);
+    if (relu && beta.is_none())
+        throw py::value_error("beta: required with relu=True (the ReLU mask is recomputed "
+                              "from x, gamma, beta, mean and rstd)");
+    return std::tuple{g, m, r, relu ? require(beta, "beta", c, false) : decltype(g){}};
+}
+// Global average pool backward: dy (N,C) and the input's H, W -> dx's dims (N,H,W,C).
+Dims gap_backward_dims(const Dims& dy, int64_t H, int64_t W);
 // Option-A shortcut: x (N,H,W,C) -> (N, ceil(H/stride), ceil(W/stride), channels_out).
 Dims shortcut_a_out_dims(const Dims& x, int64_t channels_out, int64_t stride);
 // Its backward, from dy's (N,*,*,K) and the input's H, W, channels_in <= K: returns

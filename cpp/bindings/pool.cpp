@@ -3,8 +3,6 @@
 //   max_pool2d_backward(dy (N,P,Q,C), argmax (N,P,Q,C) int32, H, W, k, stride, pad, out=None) -> dx
 //   global_avg_pool_forward(x (N,H,W,C), out=None) -> y (N,C)
 //   global_avg_pool_backward(dy (N,C), H, W, out=None) -> dx (N,H,W,C)
-#include <limits>
-
 #include "checks.h"
 #include "common.h"
 #include "ops.h"
@@ -14,8 +12,6 @@ namespace py = pybind11;
 using namespace rc::py_checks;
 
 namespace {
-
-constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 
 // A caller-supplied int32 argmax buffer, or a fresh one.
 py::array_t<int32_t> output_i32(const py::object& out, const char* name, const Dims& dims) {
@@ -70,10 +66,8 @@ py::array gap_fwd(const py::object& x_, const py::object& out) {
 
 py::array gap_bwd(const py::object& dy_, int64_t H, int64_t W, const py::object& out) {
     auto dy = require_f32(dy_, "dy", {-1, -1});
-    require_range(H, "H", 1, kMaxDim);
-    require_range(W, "W", 1, kMaxDim);
     const int64_t N = dy.shape(0), C = dy.shape(1);
-    auto dx = output_f32(out, "out", {N, H, W, C});
+    auto dx = output_f32(out, "out", gap_backward_dims({N, C}, H, W));
     {
         py::gil_scoped_release nogil;
         rc::global_avg_pool_backward(dx.mutable_data(), dy.data(), N, H * W, C);

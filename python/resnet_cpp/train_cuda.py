@@ -117,7 +117,8 @@ class PinnedBatches:
 class CudaTrainStep:
     """Runs training steps of ``model`` on the device; see the module docstring.
 
-    Use as a context manager (it sets the extension's stream for the duration).
+    Use as a context manager (it sets the extension's stream for the duration; each step
+    selects it again, so several instances may alternate).
     ``step(x, y)`` takes a pinned host batch and returns ``(loss: float, logits: NumPy
     (N, K))``, read back with the step's one host synchronization.
     """
@@ -148,6 +149,8 @@ class CudaTrainStep:
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         c = self._cuda
+        if c.current_stream() != self.stream:  # another step object ran in between
+            c.set_stream(self.stream)
         key = (x.shape, y.shape)
         first = key not in self._inputs
         if first:

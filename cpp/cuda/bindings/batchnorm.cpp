@@ -6,7 +6,9 @@
 #include "kernels.h"
 
 using namespace rc::cuda_bind;
+using rc::py_checks::require_bn_backward_vectors;
 using rc::py_checks::require_bn_batch;
+using rc::py_checks::require_bn_vectors;
 using rc::py_checks::require_eps;
 using rc::py_checks::require_unit_interval;
 
@@ -39,10 +41,7 @@ py::tuple forward_train(const py::object& x_, const py::object& gamma_, const py
     Act x = require_act(x_, "x");
     ArrayPtr residual = optional_like(residual_, "residual", x);
     const Dims c{x.C};
-    ArrayPtr gamma = require_f32(gamma_, "gamma", c);
-    ArrayPtr beta = require_f32(beta_, "beta", c);
-    ArrayPtr rm = require_f32(rm_, "running_mean", c, true);
-    ArrayPtr rv = require_f32(rv_, "running_var", c, true);
+    auto [gamma, beta, rm, rv] = require_bn_vectors(require_f32, gamma_, beta_, rm_, rv_, x.C, true);
     require_unit_interval(momentum, "momentum");
     require_eps(eps);
     require_bn_batch(x.M, x.a->shape);
@@ -66,10 +65,7 @@ ArrayPtr forward_eval(const py::object& x_, const py::object& gamma_, const py::
     Act x = require_act(x_, "x");
     ArrayPtr residual = optional_like(residual_, "residual", x);
     const Dims c{x.C};
-    ArrayPtr gamma = require_f32(gamma_, "gamma", c);
-    ArrayPtr beta = require_f32(beta_, "beta", c);
-    ArrayPtr rm = require_f32(rm_, "running_mean", c);
-    ArrayPtr rv = require_f32(rv_, "running_var", c);
+    auto [gamma, beta, rm, rv] = require_bn_vectors(require_f32, gamma_, beta_, rm_, rv_, x.C, false);
     require_eps(eps);
     ArrayPtr y = output(out, "out", dims_of(*x.a));
     ArrayPtr mean = mean_out.is_none() ? nullptr : output(mean_out, "mean_out", c);
@@ -88,13 +84,8 @@ py::tuple backward(const py::object& dy_, const py::object& x_, const py::object
     Act x = require_act(x_, "x");
     ArrayPtr dy = require_f32(dy_, "dy", dims_of(*x.a));
     const Dims c{x.C};
-    ArrayPtr gamma = require_f32(gamma_, "gamma", c);
-    ArrayPtr mean = require_f32(mean_, "mean", c);
-    ArrayPtr rstd = require_f32(rstd_, "rstd", c);
-    if (relu && beta_.is_none())
-        throw py::value_error("beta: required with relu=True (the ReLU mask is "
-                              "recomputed from x, gamma, beta, mean and rstd)");
-    ArrayPtr beta = relu ? require_f32(beta_, "beta", c) : nullptr;
+    auto [gamma, mean, rstd, beta] =
+        require_bn_backward_vectors(require_f32, gamma_, mean_, rstd_, beta_, relu, x.C);
     ArrayPtr add = optional_like(add_, "add", x);
     ArrayPtr dx = output(out, "out", dims_of(*x.a));
     ArrayPtr dgamma = output(dgamma_out, "dgamma_out", c);

@@ -7,7 +7,6 @@
 #include "kernels.h"
 
 using namespace rc::cuda_bind;
-using rc::py_checks::require_range;
 
 namespace {
 
@@ -52,11 +51,10 @@ ArrayPtr gap_fwd(const py::object& x_, const py::object& out) {
 
 ArrayPtr gap_bwd(const py::object& dy_, int64_t H, int64_t W, const py::object& out) {
     ArrayPtr dy = require_f32(dy_, "dy", {-1, -1});
-    require_range(H, "H", 1, kMaxDim);
-    require_range(W, "W", 1, kMaxDim);
     const int64_t N = dy->shape[0], C = dy->shape[1];
+    const Dims dims = rc::py_checks::gap_backward_dims(dy->shape, H, W);
     if (N * H * W * C > kMaxDim) throw py::value_error("out: more than 2^31-1 elements is not supported");
-    ArrayPtr dx = output(out, "out", {N, H, W, C});
+    ArrayPtr dx = output(out, "out", dims);
     py::gil_scoped_release nogil;
     rc::cuda::global_avg_pool_backward(dy->f32(), dx->f32(), N, H * W, C, stream());
     return dx;
