@@ -99,6 +99,90 @@ def test_device_array_factories_and_errors():
     np.testing.assert_array_equal(host(DA.from_numpy(t)), t)
 
 
+def test_pinned_memory_and_non_blocking_copies(rng):
+    a = f32(rng, 3, 5)
+    pinned = _cuda.pinned_empty((3, 5))
+    pinned[...] = a
+    d, back = DA.zeros((3, 5)), _cuda.pinned_empty((3, 5))
+    syncs = _cuda.sync_count()
+    d.copy_from_numpy(pinned, non_blocking=True)
+    d.copy_to_numpy(back, non_blocking=True)
+    assert _cuda.sync_count() == syncs  # neither copy waited for the device
+    _cuda.synchronize()
+    assert _cuda.sync_count() == syncs + 1
+    np.testing.assert_array_equal(back, a)
+    part = DA.zeros((2, 5))  # a view inside a pinned block is pinned memory too
+    stream = _cuda.create_stream()
+    try:
+        part.copy_from_numpy(pinned[1:], non_blocking=True, stream=stream)
+        _cuda.stream_wait(_cuda.current_stream(), stream)
+        np.testing.assert_array_equal(host(part), a[1:])
+    finally:
+        _cuda.destroy_stream(stream)
+    out = np.zeros((3, 5), np.float32)
+    d.copy_to_numpy(out)  # blocking: pageable memory is fine
+    np.testing.assert_array_equal(out, a)
+    with pytest.raises(ValueError, match=r"^src: non_blocking copies need pinned host memory"):
+        d.copy_from_numpy(a, non_blocking=True)
+    with pytest.raises(ValueError, match=r"^dst: non_blocking copies need pinned host memory"):
+        d.copy_to_numpy(out, non_blocking=True)
+    with pytest.raises(ValueError, match=r"^dst: expected shape \(3, 5\)"):
+        d.copy_to_numpy(np.zeros((5, 3), np.float32))
+    with pytest.raises(ValueError, match=r"^dst: expected a writeable C-contiguous array"):
+        d.copy_to_numpy(np.zeros((5, 3), np.float32).T)
+
+
+@pytest.mark.parametrize("dtype,value", [("float32", -2.5), ("int32", -7), ("int64", 1 << 40)])
+def test_fill(dtype, value):
+    d = DA.empty((3, 7), dtype)
+    d.fill_(value)
+    np.testing.assert_array_equal(host(d), np.full((3, 7), value, dtype))
+
+
+def test_caching_allocator_reuses_freed_blocks():
+    _cuda.synchronize()
+    a = DA.empty((1000,))
+    ptr = a.ptr
+    del a  # back to the cache, not to the driver
+    before = _cuda.allocator_stats()
+    b = DA.empty((1000,))
+    after = _cuda.allocator_stats()
+    assert b.ptr == ptr and after["device_mallocs"] == before["device_mallocs"]
+    assert after["requests"] == before["requests"] + 1
+    assert after["cached_bytes"] == before["cached_bytes"] - 4096
+    assert after["in_use_bytes"] == before["in_use_bytes"] + 4096
+    del b
+    _cuda.empty_cache()
+    assert _cuda.allocator_stats()["cached_bytes"] == 0
+
+
+def test_graph_keeps_the_memory_it_uses(rng):
+    """An array created inside a capture and dropped by Python stays the graph's: the
+    allocator must not hand its memory out while the graph can still be replayed."""
+    x = dev(f32(rng, 64))
+    old, stream = _cuda.current_stream(), _cuda.create_stream()
+    _cuda.set_stream(stream)
+    try:
+        graph = _cuda.CudaGraph()
+        graph.begin()
+        y = _cuda.relu_forward(x)  # a fresh output, allocated during the capture
+        z = _cuda.add_forward(y, x, out=_cuda.relu_forward(x))
+        graph.end()
+        ptrs = {y.ptr, z.ptr}
+        del y, z
+        fresh = [DA.empty((64,)) for _ in range(4)]
+        assert not ptrs & {f.ptr for f in fresh}
+        graph.replay()
+        _cuda.synchronize()
+        del fresh
+        cached = _cuda.allocator_stats()["cached_bytes"]
+        del graph  # now the capture's blocks (y's, z's, ...) return to the cache
+        assert _cuda.allocator_stats()["cached_bytes"] >= cached + 2 * 512
+    finally:
+        _cuda.set_stream(old)
+        _cuda.destroy_stream(stream)
+
+
 # ------------------------------------------------------------------ convolution
 
 # (N, C, H, W, K, R, stride, pad): odd tails, 1x1, stride 2, 5x5, then ResNet-20 layers.

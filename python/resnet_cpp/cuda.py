@@ -26,6 +26,7 @@ __all__ = [
     "empty",
     "is_available",
     "mem_info",
+    "pinned_empty",
     "require",
     "set_stream",
     "synchronize",
@@ -115,6 +116,12 @@ def empty(shape, dtype=np.float32):
 def zeros(shape, dtype=np.float32):
     """Zero-filled device array."""
     return require().DeviceArray.zeros(shape, np.dtype(dtype).name)
+
+
+def pinned_empty(shape, dtype=np.float32) -> np.ndarray:
+    """An uninitialized NumPy array in pinned (page-locked) host memory: what
+    ``DeviceArray.copy_from_numpy(..., non_blocking=True)`` and ``copy_to_numpy`` need."""
+    return require().pinned_empty(shape, np.dtype(dtype).name)
 
 
 def synchronize() -> None:

@@ -433,7 +433,8 @@ class Trainer:
         """Raise TrainingDiverged if a parameter is NaN/inf (a fused ReLU can hide NaNs
         from the loss, so the weights are checked after every update)."""
         for p in self.optimizer.params:
-            if not np.isfinite(backend.to_host(p.data)).all():
+            data = backend.to_host(p.data) if backend.is_device_array(p.data) else p.data
+            if not np.isfinite(data).all():
                 name = self._param_names.get(id(p), "a parameter")
                 raise self._diverged(f"{name} became NaN/inf")
 

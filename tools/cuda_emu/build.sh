@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds an emulated resnet_cpp._cuda that runs the CUDA kernels on the CPU (no GPU, no
-# driver), so tests/test_cuda.py can check kernels, bindings and tests on any machine:
+# driver), so the CUDA tests can check kernels, bindings and tests on any machine:
 #   tools/cuda_emu/build.sh
-#   PYTHONPATH=build/cuda-emu/pkg python3 -m pytest -q tests/test_cuda.py -k "not graph and not tf32"
+#   PYTHONPATH=build/cuda-emu/pkg python3 -m pytest -q tests/test_cuda.py tests/test_cuda_models.py
 # Needs: g++, the CUDA toolkit headers (for cuda_runtime.h), pybind11, and a built _core in
 # python/resnet_cpp (the package is copied). The TF32 kernel runs on a fake wmma with the
 # documented fragment layouts; graph capture records and replays launches. Not emulated:
