@@ -59,7 +59,7 @@ def parse_device(device) -> str:
     """``"cpu"`` or ``"cuda"`` (``"cuda:0"`` is accepted: one GPU); anything else is a
     ValueError naming the valid devices."""
     name = str(device).lower() if isinstance(device, str) else None
-    if name in ("cuda:0",):
+    if name == "cuda:0":
         name = "cuda"
     if name not in DEVICES:
         raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")

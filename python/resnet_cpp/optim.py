@@ -146,6 +146,8 @@ class Optimizer:
         if device != self.device:
             raise ValueError(f"device: the parameters are on {self.device}; move the model "
                              f"to {device!r} first, then its optimizer")
+        if all(backend.device_of(a) == device for _, a in self._arrays().values()):
+            return self
         state = self.state_dict()
         self._scalars = {}
         self._alloc_state()

@@ -301,7 +301,8 @@ class Trainer:
         self.cuda_graph = bool(cuda_graph)
         if self.device == "cuda":
             backend.require_cuda()
-        model.to(self.device)
+        if getattr(model, "device", "cpu") != self.device:
+            model.to(self.device)
         self.recipe = optim.get_recipe(recipe or "he2015")
         self.batch_size = int(batch_size or self.recipe.batch_size)
         if self.batch_size < 1:
