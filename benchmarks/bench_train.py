@@ -6,6 +6,7 @@
     python benchmarks/bench_train.py --model resnet20 --mode infer --vs-torch
     python benchmarks/bench_train.py --model resnet20 --profile   # ms per _core function
     python benchmarks/bench_train.py --model resnet20 --precision both --vs-torch   # fp32 and bf16
+    python benchmarks/bench_train.py --device cuda --model resnet56 --vs-torch   # on a GPU
 
 A step is forward, loss, backward and an SGD update (momentum 0.9, weight decay 1e-4) on a
 fixed random batch, after warm-up. With --vs-torch the same architecture is built in PyTorch
@@ -16,6 +17,13 @@ convolutions (resnet_cpp.set_precision) beside PyTorch's bf16 autocast in channe
 and "bf16 vs our fp32" is printed). Peak memory (RSS) of each side
 is measured in a child process that imports only that side. % of peak uses the FP32 FMA peak
 measured by a probe on this machine (resnet_cpp._core.fma_peak_gflops), not a datasheet.
+
+--device cuda: our step is the training loop's (resnet_cpp.train_cuda.CudaTrainStep: the
+batch copied from pinned memory on a copy stream, the step replayed as a CUDA graph unless
+--no-cuda-graph, the loss read back once), in FP32 and with TF32 GEMMs; PyTorch runs eager
+with cuDNN (benchmark mode) in FP32 and TF32, NCHW and channels_last, its batch also copied
+from pinned memory and its loss read each step. Ratios compare like with like: our FP32
+against PyTorch's best FP32 side, our TF32 against its best TF32 side. No RSS or % of peak.
 """
 from __future__ import annotations
 
@@ -42,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--image", type=int, default=None, help="input size (default 32, or 224 for ImageNet models)")
     p.add_argument("--classes", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--no-cuda-graph", action="store_true", help="--device cuda: eager steps")
     p.add_argument("--mode", default="train", choices=["train", "infer"])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=7, help="timed repeats (median and spread)")
@@ -60,6 +70,8 @@ def parse_args(argv=None):
     a.imagenet = imagenet
     a.image = a.image or (224 if imagenet else 32)
     a.classes = a.classes or (1000 if imagenet else 10)
+    if a.device == "cuda":
+        a.no_rss = True
     return a
 
 
@@ -100,6 +112,35 @@ def ours_step_fn(a, rc, model, x, y, precision="fp32"):
         model.backward(crit.backward(), need_dx=False)
         opt.step()
     return step
+
+
+def ours_cuda_step_fn(a, model, x, y, tf32):
+    """Our step on the GPU, as fit() runs it; TF32 is switched on around each call."""
+    from resnet_cpp import _cuda, cuda, nn, optim
+    from resnet_cpp.train_cuda import CudaTrainStep
+
+    model.to("cuda")
+
+    def with_tf32(fn):
+        def call():
+            _cuda.set_tf32(tf32)
+            try:
+                return fn()
+            finally:
+                _cuda.set_tf32(False)
+        return call
+
+    if a.mode == "infer":
+        model.eval()
+        xd = cuda.to_device(x)
+        return with_tf32(lambda: (model(xd), _cuda.synchronize()))
+    model.train()
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    step = CudaTrainStep(model, nn.CrossEntropyLoss(check_labels=False), opt,
+                         cuda_graph=not a.no_cuda_graph).__enter__()  # open for the process
+    xp, yp = _cuda.pinned_empty(x.shape), _cuda.pinned_empty(y.shape, "int64")
+    xp[...], yp[...] = x, y
+    return with_tf32(lambda: step.step(xp, yp))
 
 
 def count_macs(model, x) -> int:
@@ -245,6 +286,43 @@ def _torch_imagenet(a, torch, nn):
     return nn.Sequential(*layers)
 
 
+def torch_cuda_step_fn(a, torch, model, x, y, channels_last, tf32):
+    """PyTorch eager on the GPU (cuDNN, benchmark mode): the batch copied from pinned memory
+    and the loss read back each step, as our side does."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    torch.backends.cudnn.benchmark = True
+    model = model.cuda().to(memory_format=fmt)
+    xp, yp = x.pin_memory(), y.pin_memory()
+
+    def precision():
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+    if a.mode == "infer":
+        model.eval()
+        xd = xp.cuda().contiguous(memory_format=fmt)
+
+        def infer():
+            precision()
+            with torch.no_grad():
+                model(xd)
+            torch.cuda.synchronize()
+        return infer
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    crit = torch.nn.CrossEntropyLoss()
+
+    def step():
+        precision()
+        xd = xp.cuda(non_blocking=True).contiguous(memory_format=fmt)
+        opt.zero_grad(set_to_none=False)
+        loss = crit(model(xd), yp.cuda(non_blocking=True))
+        loss.backward()
+        opt.step()
+        loss.item()
+    return step
+
+
 def torch_step_fn(a, torch, model, x, y, channels_last, bf16=False):
     """fp32, or bf16 autocast (bf16 convolutions, fp32 master weights), as a user runs it."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -359,6 +437,26 @@ def profile_ours(a, x, y):
     return 0
 
 
+def cuda_sides(a, model, x, y):
+    """Our FP32 and TF32 steps and, with --vs-torch, PyTorch's in both precisions and layouts."""
+    _, model_tf32 = build_ours(a)
+    model_tf32.load_state_dict(model.state_dict())
+    sides = {"resnet_cpp_fp32": ours_cuda_step_fn(a, model, x, y, False),
+             "resnet_cpp_tf32": ours_cuda_step_fn(a, model_tf32, x, y, True)}
+    if a.vs_torch:
+        import torch
+        if not torch.cuda.is_available():
+            raise SystemExit("--vs-torch --device cuda: this torch has no CUDA "
+                             "(pip install a CUDA build of torch)")
+        torch.manual_seed(0)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        for prec in ("fp32", "tf32"):
+            for layout, cl in (("nchw", False), ("cl", True)):
+                sides[f"torch_{layout}_{prec}"] = torch_cuda_step_fn(
+                    a, torch, build_torch(a), tx, ty, cl, prec == "tf32")
+    return sides
+
+
 def main(argv=None):
     a = parse_args(argv)
     if a.rss_child:
@@ -374,17 +472,21 @@ def main(argv=None):
     rc.set_num_threads(a.threads)
     macs = count_macs(model, x[:2])
     flop_per_img = 2 * macs * (3 if a.mode == "train" else 1)
-    peak = rc._core.fma_peak_gflops(300_000_000 // max(1, a.threads))
     fp32, bf16 = a.precision in ("fp32", "both"), a.precision in ("bf16", "both")
-    if bf16:
-        rc.set_precision("bf16")  # warns where it would run fp32
-        rc.set_precision("fp32")
-    sides = {}
-    if fp32:
-        sides["resnet_cpp"] = ours_step_fn(a, rc, model, x, y)
-    if bf16:
-        sides["resnet_cpp_bf16"] = ours_step_fn(a, rc, build_ours(a)[1], x, y, "bf16")
-    if a.vs_torch:
+    if a.device == "cuda":
+        sides = cuda_sides(a, model, x, y)
+        peak = float("nan")
+    else:
+        peak = rc._core.fma_peak_gflops(300_000_000 // max(1, a.threads))
+        if bf16:
+            rc.set_precision("bf16")  # warns where it would run fp32
+            rc.set_precision("fp32")
+        sides = {}
+        if fp32:
+            sides["resnet_cpp"] = ours_step_fn(a, rc, model, x, y)
+        if bf16:
+            sides["resnet_cpp_bf16"] = ours_step_fn(a, rc, build_ours(a)[1], x, y, "bf16")
+    if a.vs_torch and a.device == "cpu":
         import torch
         torch.set_num_threads(a.threads)
         torch.manual_seed(0)
@@ -409,6 +511,11 @@ def main(argv=None):
     title = (f"{a.model} v{a.version} {a.mode} batch {a.batch} {a.image}x{a.image} "
              f"threads {a.threads} | {flop_per_img / 1e6:.0f} MFLOP/img | "
              f"measured FMA peak {peak:.0f} GFLOP/s ({rc.active_isa()})")
+    if a.device == "cuda":
+        from resnet_cpp import cuda
+        title = (f"{a.model} v{a.version} {a.mode} batch {a.batch} {a.image}x{a.image} | "
+                 f"{flop_per_img / 1e6:.0f} MFLOP/img | {cuda.device_summary()} | "
+                 f"CUDA graph {'off' if a.no_cuda_graph else 'on'}")
     rows = []
     for k, ts in times.items():
         med = statistics.median(ts)
@@ -416,7 +523,13 @@ def main(argv=None):
                          img_s=a.batch / med, gflops=flop_per_img * a.batch / med / 1e9,
                          pct_peak=100 * flop_per_img * a.batch / med / 1e9 / peak,
                          rss_mib=rss.get(k, float("nan"))))
-    if a.vs_torch:  # each of ours against PyTorch's best side of the same precision
+    if a.vs_torch and a.device == "cuda":
+        for r in rows:  # like with like: FP32 sides against FP32, TF32 against TF32
+            prec = r["side"].rsplit("_", 1)[-1]
+            torch_rows = [t for t in rows if t["side"].startswith("torch") and t["side"].endswith(prec)]
+            if torch_rows:
+                r["ratio_vs_torch_best"] = min(t["ms"] for t in torch_rows) / r["ms"]
+    elif a.vs_torch:  # each of ours against PyTorch's best side of the same precision
         for prec in (["fp32"] if fp32 else []) + (["bf16"] if bf16 else []):
             same = [r for r in rows if ("bf16" in r["side"]) == (prec == "bf16")]
             best = min((r for r in same if r["side"].startswith("torch")), key=lambda r: r["ms"])
@@ -428,11 +541,11 @@ def main(argv=None):
                                   threads=a.threads, peak_gflops=peak)))
         return
     print(title)
-    print(f"{'side':<16}{'median ms':>11}{'spread':>9}{'img/s':>9}{'GFLOP/s':>9}{'%peak':>7}"
+    print(f"{'side':<18}{'median ms':>11}{'spread':>9}{'img/s':>9}{'GFLOP/s':>9}{'%peak':>7}"
           f"{'RSS MiB':>9}{'ours/best':>11}")
     for r in rows:
         ratio = f"{r['ratio_vs_torch_best']:.2f}x" if "ratio_vs_torch_best" in r else ""
-        print(f"{r['side']:<16}{r['ms']:>11.1f}{r['spread_ms']:>9.1f}{r['img_s']:>9.0f}{r['gflops']:>9.1f}"
+        print(f"{r['side']:<18}{r['ms']:>11.2f}{r['spread_ms']:>9.2f}{r['img_s']:>9.0f}{r['gflops']:>9.1f}"
               f"{r['pct_peak']:>7.1f}{r['rss_mib']:>9.0f}{ratio:>11}")
     if fp32 and bf16:
         ms = {r["side"]: r["ms"] for r in rows}

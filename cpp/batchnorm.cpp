@@ -270,6 +270,10 @@ void bwd_apply(const BnKernels& k, const BwdPatterns& bp, const RowSplit& split,
 
 }  // namespace
 
+void batch_norm_running_rstd(const float* running_var, float* rstd, int64_t C, double eps) {
+    for (int64_t c = 0; c < C; ++c) rstd[c] = (float)(1.0 / std::sqrt((double)running_var[c] + eps));
+}
+
 void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* beta,
                          const float* mean, const float* rstd, bool relu, const float* add,
                          float* dx, float* dgamma, float* dbeta, int64_t M, int64_t C,

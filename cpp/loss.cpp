@@ -5,7 +5,9 @@
 // (128x1000 at most) cost well under a millisecond; this kernel is not on the hot path.
 #include "loss.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "dispatch.h"
@@ -24,6 +26,12 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
     for (int64_t n = 0; n < N; ++n) {
         const float* z = logits + n * K;
         float* d = dlogits + n * K;
+        const int64_t y = (int64_t)labels[n];
+        if (y < 0 || y >= K) {
+            std::fill(d, d + K, std::numeric_limits<float>::quiet_NaN());
+            row_loss[(size_t)n] = std::numeric_limits<double>::quiet_NaN();
+            continue;
+        }
         float m = z[0];
         double zsum = 0.0;
         for (int64_t k = 0; k < K; ++k) {
@@ -38,7 +46,6 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
             s += e;
         }
         const double lse = (double)m + std::log(s);
-        const int64_t y = (int64_t)labels[n];
         // -sum_k q_k (z_k - lse) = lse - (1-ls) z_y - (ls/K) sum_k z_k
         row_loss[(size_t)n] = lse - (1.0 - ls) * (double)z[y] - ls / (double)K * zsum;
         const float scale = (float)(inv_n / s);

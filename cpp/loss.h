@@ -4,8 +4,8 @@
 
 namespace rc {
 
-// logits (N,K), labels (N,) in [0,K) (checked by the caller), smoothing ls in [0,1).
-// Target q = (1-ls) * onehot(label) + ls/K. Writes dlogits (N,K) = (softmax - q) / N and
+// logits (N,K), labels (N,), smoothing ls in [0,1). A row whose label is outside [0,K)
+// gets NaN gradients and a NaN loss (callers check labels first to raise instead). Target q = (1-ls) * onehot(label) + ls/K. Writes dlogits (N,K) = (softmax - q) / N and
 // returns the mean over the batch of -sum_k q_k log softmax_k. Each row is max-subtracted
 // (log-sum-exp), so logits of any finite size give finite results.
 double softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* labels,

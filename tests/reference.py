@@ -146,6 +146,28 @@ def batch_norm_eval_backward(dy, x, gamma, running_mean, running_var, eps: float
     return dy * _bcast(gamma * rstd), (dy * xhat).sum(axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
 
 
+def batch_norm_join(x, residual, gamma, beta, running_mean, running_var, relu: bool,
+                    training: bool, eps: float = 1e-5):
+    """A ResNet block's join, y = relu?(bn(x) + residual), and its backward.
+
+    Returns (y, backward) with backward(dy, y_mask) -> (dx, dgamma, dbeta, dresidual); the
+    ReLU mask is taken from y_mask > 0 (the implementation's own output, so a value within
+    rounding of 0 cannot flip it).
+    """
+    if training:
+        z, mean, rstd = batch_norm_train_forward(x, gamma, beta, eps)
+    else:
+        z = batch_norm_eval_forward(x, gamma, beta, running_mean, running_var, eps)
+    y = add_relu_forward(z, residual) if relu else z + residual
+
+    def backward(dy, y_mask):
+        d = add_relu_backward(dy, y_mask) if relu else _f64(dy)[0]
+        if training:
+            return (*batch_norm_backward(d, x, gamma, mean, rstd), d)
+        return (*batch_norm_eval_backward(d, x, gamma, running_mean, running_var, eps), d)
+    return y, backward
+
+
 # ---------------------------------------------------------------- elementwise
 
 def relu_forward(x):

@@ -112,11 +112,7 @@ def test_residual_functional(isa_threads, rng, shape, layout, relu, training):
     res = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     gamma, beta, rm, rv = _params(rng, C)
-    if training:
-        z_ref, mean_ref, rstd_ref = ref.batch_norm_train_forward(x, gamma, beta)
-    else:
-        z_ref = ref.batch_norm_eval_forward(x, gamma, beta, rm, rv)
-    y_ref = ref.add_relu_forward(z_ref, res) if relu else z_ref + res
+    y_ref, back_ref = ref.batch_norm_join(x, res, gamma, beta, rm, rv, relu, training)
     to = _nhwc if layout == "NHWC" else (lambda a: a)
     back = _nchw if layout == "NHWC" else (lambda a: a)
 
@@ -124,11 +120,7 @@ def test_residual_functional(isa_threads, rng, shape, layout, relu, training):
                             relu=relu, layout=layout, residual=to(res))
     assert_close(back(y), y_ref, **BACKWARD, name="y")
     dx, dgamma, dbeta, dres = batch_norm2d_backward(to(dy), cache)
-    d_ref = ref.add_relu_backward(dy, back(y)) if relu else dy  # our mask, see module doc
-    if training:
-        dx_ref, dg_ref, db_ref = ref.batch_norm_backward(d_ref, x, gamma, mean_ref, rstd_ref)
-    else:
-        dx_ref, dg_ref, db_ref = ref.batch_norm_eval_backward(d_ref, x, gamma, rm, rv)
+    dx_ref, dg_ref, db_ref, d_ref = back_ref(dy, back(y))  # our mask, see module doc
     assert_close(back(dres), d_ref, **BACKWARD, name="dresidual")
     assert_close(back(dx), dx_ref, **BACKWARD, name="dx")
     assert_close(dgamma, dg_ref, **BACKWARD, name="dgamma")
@@ -213,6 +205,29 @@ def test_backward_in_place(isa_threads, rng):
         assert got[0] is d
         for a, b in zip(got, want):
             assert np.array_equal(a, b)
+
+
+def test_statistics_and_gradients_into_given_arrays(rng):
+    """mean_out/rstd_out (train and eval) and dgamma_out/dbeta_out receive the results."""
+    x = rng.standard_normal((3, 5, 5, 7)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    gamma, beta, rm, rv = _params(rng, 7)
+    mean, rstd, dg, db = (np.full(7, np.nan, np.float32) for _ in range(4))
+    _, m1, r1 = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy())
+    _, m2, r2 = _core.batch_norm_forward_train(x, gamma, beta, rm.copy(), rv.copy(),
+                                               mean_out=mean, rstd_out=rstd)
+    assert m2 is mean and r2 is rstd
+    assert np.array_equal(mean, m1) and np.array_equal(rstd, r1)
+    _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, 1e-5, mean_out=mean, rstd_out=rstd)
+    assert np.array_equal(mean, rm)
+    assert np.array_equal(rstd, (1 / np.sqrt(rv.astype(np.float64) + 1e-5)).astype(np.float32))
+    want = _core.batch_norm_backward(dy, x, gamma, m1, r1)
+    got = _core.batch_norm_backward(dy, x, gamma, m1, r1, dgamma_out=dg, dbeta_out=db)
+    assert got[1] is dg and got[2] is db
+    for a, b in zip(got, want):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match=r"^rstd_out: expected shape \(7,\)"):
+        _core.batch_norm_forward_eval(x, gamma, beta, rm, rv, rstd_out=np.zeros(6, np.float32))
 
 
 @pytest.mark.parametrize("shape", [(1, 9, 9, 3), (2, 7, 7, 17), (8, 8, 8, 64)], ids=str)

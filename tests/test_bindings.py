@@ -18,7 +18,7 @@ def test_unpickled_arrays_are_accepted():
         assert loss < 1e-3
     y, argmax = _core.max_pool2d_forward(np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1), 2, 2, 0)
     argmax = pickle.loads(pickle.dumps(argmax))
-    assert _core.max_pool2d_backward(np.ones_like(y), argmax, 4, 4).sum() == 4
+    assert _core.max_pool2d_backward(np.ones_like(y), argmax, 4, 4, 2, 2, 0).sum() == 4
 
 
 @pytest.mark.parametrize("bad,err", [([1.0, 2.0], TypeError), (np.zeros(3), TypeError),

@@ -13,15 +13,11 @@ import numpy as np
 import pytest
 
 import reference as ref
+from cudatest import cuda_module_or_skip
+from resnet_cpp import functional as F
 from tolerance import BACKWARD, FORWARD, assert_close
 
-try:
-    from resnet_cpp import _cuda
-except ImportError as e:
-    pytest.skip(f"resnet_cpp._cuda not built ({e}); build with RESNET_CPP_CUDA=1",
-                allow_module_level=True)
-if not _cuda.available():
-    pytest.skip(f"CUDA unavailable: {_cuda.why_unavailable()}", allow_module_level=True)
+_cuda = cuda_module_or_skip()
 
 DA = _cuda.DeviceArray
 
@@ -101,6 +97,90 @@ def test_device_array_factories_and_errors():
     assert DA.from_numpy(np.array(2.5, np.float32)).shape == ()
     t = np.arange(12, dtype=np.float32).reshape(3, 4).T  # non-contiguous: copied in order
     np.testing.assert_array_equal(host(DA.from_numpy(t)), t)
+
+
+def test_pinned_memory_and_non_blocking_copies(rng):
+    a = f32(rng, 3, 5)
+    pinned = _cuda.pinned_empty((3, 5))
+    pinned[...] = a
+    d, back = DA.zeros((3, 5)), _cuda.pinned_empty((3, 5))
+    syncs = _cuda.sync_count()
+    d.copy_from_numpy(pinned, non_blocking=True)
+    d.copy_to_numpy(back, non_blocking=True)
+    assert _cuda.sync_count() == syncs  # neither copy waited for the device
+    _cuda.synchronize()
+    assert _cuda.sync_count() == syncs + 1
+    np.testing.assert_array_equal(back, a)
+    part = DA.zeros((2, 5))  # a view inside a pinned block is pinned memory too
+    stream = _cuda.create_stream()
+    try:
+        part.copy_from_numpy(pinned[1:], non_blocking=True, stream=stream)
+        _cuda.stream_wait(_cuda.current_stream(), stream)
+        np.testing.assert_array_equal(host(part), a[1:])
+    finally:
+        _cuda.destroy_stream(stream)
+    out = np.zeros((3, 5), np.float32)
+    d.copy_to_numpy(out)  # blocking: pageable memory is fine
+    np.testing.assert_array_equal(out, a)
+    with pytest.raises(ValueError, match=r"^src: non_blocking copies need pinned host memory"):
+        d.copy_from_numpy(a, non_blocking=True)
+    with pytest.raises(ValueError, match=r"^dst: non_blocking copies need pinned host memory"):
+        d.copy_to_numpy(out, non_blocking=True)
+    with pytest.raises(ValueError, match=r"^dst: expected shape \(3, 5\)"):
+        d.copy_to_numpy(np.zeros((5, 3), np.float32))
+    with pytest.raises(ValueError, match=r"^dst: expected a writeable C-contiguous array"):
+        d.copy_to_numpy(np.zeros((5, 3), np.float32).T)
+
+
+@pytest.mark.parametrize("dtype,value", [("float32", -2.5), ("int32", -7), ("int64", 1 << 40)])
+def test_fill(dtype, value):
+    d = DA.empty((3, 7), dtype)
+    d.fill_(value)
+    np.testing.assert_array_equal(host(d), np.full((3, 7), value, dtype))
+
+
+def test_caching_allocator_reuses_freed_blocks():
+    _cuda.synchronize()
+    a = DA.empty((1000,))
+    ptr = a.ptr
+    del a  # back to the cache, not to the driver
+    before = _cuda.allocator_stats()
+    b = DA.empty((1000,))
+    after = _cuda.allocator_stats()
+    assert b.ptr == ptr and after["device_mallocs"] == before["device_mallocs"]
+    assert after["requests"] == before["requests"] + 1
+    assert after["cached_bytes"] == before["cached_bytes"] - 4096
+    assert after["in_use_bytes"] == before["in_use_bytes"] + 4096
+    del b
+    _cuda.empty_cache()
+    assert _cuda.allocator_stats()["cached_bytes"] == 0
+
+
+def test_graph_keeps_the_memory_it_uses(rng):
+    """An array created inside a capture and dropped by Python stays the graph's: the
+    allocator must not hand its memory out while the graph can still be replayed."""
+    x = dev(f32(rng, 64))
+    old, stream = _cuda.current_stream(), _cuda.create_stream()
+    _cuda.set_stream(stream)
+    try:
+        graph = _cuda.CudaGraph()
+        graph.begin()
+        y = _cuda.relu_forward(x)  # a fresh output, allocated during the capture
+        z = _cuda.add_forward(y, x, out=_cuda.relu_forward(x))
+        graph.end()
+        ptrs = {y.ptr, z.ptr}
+        del y, z
+        fresh = [DA.empty((64,)) for _ in range(4)]
+        assert not ptrs & {f.ptr for f in fresh}
+        graph.replay()
+        _cuda.synchronize()
+        del fresh
+        cached = _cuda.allocator_stats()["cached_bytes"]
+        del graph  # now the capture's blocks (y's, z's, ...) return to the cache
+        assert _cuda.allocator_stats()["cached_bytes"] >= cached + 2 * 512
+    finally:
+        _cuda.set_stream(old)
+        _cuda.destroy_stream(stream)
 
 
 # ------------------------------------------------------------------ convolution
@@ -273,9 +353,9 @@ def test_batch_norm_train(rng, shape, relu):
 
     dy = f32(rng, *shape)
     yh = nchw(host(y))
-    dy_eff = dy * (yh > 0) if relu else dy  # the fused mask uses the kernel's own y
+    dy_eff = dy * (yh > 0) if relu else dy  # the mask recomputed from x is the forward's
     dx, dgamma, dbeta = _cuda.batch_norm_backward(dev(nhwc(dy)), dev(nhwc(x)), dev(gamma), mean,
-                                                  rstd, y if relu else None, True)
+                                                  rstd, beta=dev(beta), relu=relu, train=True)
     dx_ref, dg_ref, db_ref = ref.batch_norm_backward(dy_eff, x, gamma, host(mean), host(rstd))
     assert_close(nchw(host(dx)), dx_ref, **BACKWARD, name="dx")
     assert_close(host(dgamma), dg_ref, **BACKWARD, name="dgamma")
@@ -300,7 +380,7 @@ def test_batch_norm_eval(rng, shape, relu):
     dy_eff = dy * (nchw(host(y)) > 0) if relu else dy
     rstd = (1.0 / np.sqrt(rv.astype(np.float64) + 1e-5)).astype(np.float32)
     dx, dgamma, dbeta = _cuda.batch_norm_backward(dev(nhwc(dy)), dev(nhwc(x)), dev(gamma), dev(rm),
-                                                  dev(rstd), y if relu else None, False)
+                                                  dev(rstd), beta=dev(beta), relu=relu, train=False)
     dx_ref, dg_ref, db_ref = ref.batch_norm_eval_backward(dy_eff, x, gamma, rm, rv)
     assert_close(nchw(host(dx)), dx_ref, **BACKWARD, name="dx")
     assert_close(host(dgamma), dg_ref, **BACKWARD, name="dgamma")
@@ -325,9 +405,132 @@ def test_batch_norm_2d_input_and_bad_inputs(rng):
         _cuda.batch_norm_forward_eval(dev(x), g, b, rm, rv, 0.0)
     with pytest.raises(ValueError, match="dy: expected shape"):
         _cuda.batch_norm_backward(dev(f32(rng, 9, 4)), dev(x), g, rm, rv)
-    xd = dev(x)
-    with pytest.raises(ValueError, match="out: must not share memory with x"):
-        _cuda.batch_norm_backward(dev(x), xd, g, rm, rv, None, True, xd)
+    with pytest.raises(ValueError, match=r"^beta: required with relu=True"):
+        _cuda.batch_norm_backward(dev(x), dev(x), g, rm, rv, relu=True)
+    with pytest.raises(ValueError, match=r"^add: expected shape"):
+        _cuda.batch_norm_backward(dev(x), dev(x), g, rm, rv, add=DA.zeros((9, 4)))
+    with pytest.raises(ValueError, match=r"^residual: expected shape"):
+        _cuda.batch_norm_forward_train(dev(x), g, b, rm, rv, residual=DA.zeros((9, 4)))
+
+
+# ------------------------------------------------------------------ the joins the models fuse
+
+JOIN_SHAPES = [(1, 3, 7, 7), (2, 5, 9, 9), (3, 17, 1, 1), (8, 16, 32, 32)]
+
+
+@pytest.mark.parametrize("shape", JOIN_SHAPES, ids=str)
+@pytest.mark.parametrize("relu", [False, True], ids=["add", "add_relu"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_batch_norm_residual_join(rng, shape, relu, training, layout):
+    """relu?(bn(x) + residual) and its backward through functional on device arrays."""
+    C = shape[1]
+    x = f32(rng, *shape) * 2 + 3
+    res, dy = f32(rng, *shape), f32(rng, *shape)
+    gamma, beta = f32(rng, C) + 1, f32(rng, C)
+    rm, rv = f32(rng, C), np.abs(f32(rng, C)) + 0.5
+    y_ref, back_ref = ref.batch_norm_join(x, res, gamma, beta, rm, rv, relu, training)
+    to = (lambda a: dev(nhwc(a))) if layout == "NHWC" else dev
+    back = (lambda d: nchw(host(d))) if layout == "NHWC" else host
+    y, cache = F.batch_norm2d(to(x), dev(gamma), dev(beta), dev(rm), dev(rv), training=training,
+                              relu=relu, layout=layout, residual=to(res))
+    assert_close(back(y), y_ref, **BACKWARD, name="y")
+    dx, dgamma, dbeta, dres = F.batch_norm2d_backward(to(dy), cache)
+    dx_ref, dg_ref, db_ref, d_ref = back_ref(dy, back(y))  # the kernel's own mask
+    assert_close(back(dres), d_ref, **BACKWARD, name="dresidual")
+    assert_close(back(dx), dx_ref, **BACKWARD, name="dx")
+    assert_close(host(dgamma), dg_ref, **BACKWARD, name="dgamma")
+    assert_close(host(dbeta), db_ref, **BACKWARD, name="dbeta")
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 7, 17), (4, 8, 8, 16)], ids=str)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_backward_add_and_in_place(rng, shape, training):
+    """add= sums another branch's gradient in the same pass (bitwise dx + add); out=dy and
+    out=x overwrite their input with the bits of a fresh dx (the models' memory reuse)."""
+    C = shape[-1]
+    x, dy, other = dev(f32(rng, *shape)), dev(f32(rng, *shape)), dev(f32(rng, *shape))
+    gamma, beta = dev(f32(rng, C) + 1), dev(f32(rng, C))
+    rm, rv = dev(f32(rng, C)), dev(np.abs(f32(rng, C)) + 0.5)
+    _, cache = F.batch_norm2d(x, gamma, beta, rm, rv, training=training, relu=True, layout="NHWC")
+    want = [host(a) for a in F.batch_norm2d_backward(dy, cache)]
+    summed = host(F.batch_norm2d_backward(dy, cache, add=other)[0])
+    np.testing.assert_array_equal(summed, host(_cuda.add_forward(dev(want[0]), other)))
+    d = dev(host(dy))
+    got = F.batch_norm2d_backward(d, cache, out=d)
+    assert got[0] is d
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(host(a), b)
+    x_before = host(x)
+    got = F.batch_norm2d_backward(dy, cache, overwrite_cache=True)  # dx over the cached x
+    assert got[0] is x
+    np.testing.assert_array_equal(host(x), want[0])
+    assert not np.array_equal(x_before, want[0])
+
+
+def test_batch_norm_eval_statistics_out(rng):
+    x, C = dev(f32(rng, 3, 5, 5, 7)), 7
+    gamma, beta = dev(f32(rng, C) + 1), dev(f32(rng, C))
+    rm, rv = f32(rng, C), np.abs(f32(rng, C)) + 0.5
+    mean, rstd = DA.zeros((C,)), DA.zeros((C,))
+    _cuda.batch_norm_forward_eval(x, gamma, beta, dev(rm), dev(rv), 1e-5, mean_out=mean,
+                                  rstd_out=rstd)
+    np.testing.assert_array_equal(host(mean), rm)
+    # Both sides: a double sqrt and division, rounded once to float32.
+    np.testing.assert_array_equal(host(rstd), (1 / np.sqrt(rv.astype(np.float64) + 1e-5)).astype(np.float32))
+
+
+# (N, H, W, C, K, stride): odd sizes and strides, 1 x 1 images, stride 1, K == C, CIFAR.
+SHORTCUTS = [(1, 7, 7, 3, 8, 2), (2, 9, 5, 5, 5, 2), (3, 5, 8, 2, 7, 3), (1, 1, 1, 1, 4, 2),
+             (2, 6, 6, 3, 9, 1), (8, 32, 32, 16, 32, 2)]
+
+
+@pytest.mark.parametrize("case", SHORTCUTS, ids=str)
+def test_shortcut_a(rng, case):
+    N, H, W, C, K, s = case
+    x = f32(rng, N, H, W, C)
+    y, cache = F.shortcut_a(dev(x), K, s)
+    y_ref = ref.shortcut_a_forward(np.moveaxis(x, -1, 1), K, s)
+    np.testing.assert_array_equal(np.moveaxis(host(y), -1, 1), y_ref)  # a copy: exact
+    dy = f32(rng, *y.shape)
+    dx_ref = np.moveaxis(ref.shortcut_a_backward(np.moveaxis(dy, -1, 1), (N, C, H, W), s), 1, -1)
+    out = dev(np.full(x.shape, np.nan, np.float32))
+    dx = F.shortcut_a_backward(dev(dy), cache, out=out)
+    assert dx is out
+    np.testing.assert_array_equal(host(dx), dx_ref)
+    base = f32(rng, *x.shape)
+    acc = dev(base)
+    assert F.shortcut_a_backward(dev(dy), cache, out=acc, accumulate=True) is acc
+    np.testing.assert_array_equal(host(acc), base + dx_ref.astype(np.float32))
+
+
+def test_shortcut_a_bad_inputs(rng):
+    x = dev(f32(rng, 2, 8, 8, 4))
+    with pytest.raises(ValueError, match=r"^channels_out: expected an integer in \[4,"):
+        _cuda.shortcut_a_forward(x, 3, 2)
+    with pytest.raises(ValueError, match=r"^stride"):
+        _cuda.shortcut_a_forward(x, 8, 0)
+    with pytest.raises(ValueError, match=r"^dy: expected shape \(2, 4, 4, 8\)"):
+        _cuda.shortcut_a_backward(dev(f32(rng, 2, 5, 5, 8)), 4, 8, 8, 2)
+    with pytest.raises(ValueError, match=r"^out: required with accumulate=True"):
+        _cuda.shortcut_a_backward(dev(f32(rng, 2, 4, 4, 8)), 4, 8, 8, 2, accumulate=True)
+
+
+@pytest.mark.parametrize("shape", [CONV_SHAPES[0], CONV_SHAPES[3], CONV_SHAPES[4]], ids=str)
+def test_conv2d_backward_writes_dx_over_its_input(rng, shape):
+    """dx_out=cache.x: the weight gradient reads x first, then dx goes over it (the models'
+    reuse of spent activations), with the same results as fresh outputs."""
+    N, C, H, W, K, R, s, p = shape
+    x, w = f32(rng, N, H, W, C), f32(rng, R, R, C, K, scale=(C * R * R) ** -0.5)
+    y, cache = F.conv2d(dev(x), dev(w), None, s, p, layout="NHWC")
+    dy = dev(f32(rng, *y.shape))
+    dx_want, dw_want, _ = (host(a) if a is not None else None for a in F.conv2d_backward(dy, cache))
+    dx, dw, _ = F.conv2d_backward(dy, cache, dx_out=cache.x)
+    assert dx is cache.x
+    np.testing.assert_array_equal(host(dx), dx_want)
+    np.testing.assert_array_equal(host(dw), dw_want)
+    assert_close(host(dw), rsck(ref.conv2d_backward(nchw(host(dy)), nchw(x), oihw(w), s, p)[1]),
+                 **BACKWARD, name="dw")
 
 
 # ------------------------------------------------------------------ elementwise and layout
@@ -533,7 +736,7 @@ def test_optim_hyperparameters_on_the_device(rng):
     _cuda.sgd_step(pd, dev(g), bd, dev(np.array([0.1], np.float32)), 0.9, 5e-4, True)
     p_ref, _ = ref.sgd_step(p, g, np.zeros_like(p), np.float32(0.1), 0.9, 5e-4, True)
     assert_close(host(pd), p_ref, **FORWARD, name="param (sgd)")
-    with pytest.raises(ValueError, match="lr: a device array must hold one value"):
+    with pytest.raises(ValueError, match="lr: an array must hold one value"):
         _cuda.sgd_step(pd, dev(g), None, DA.zeros((2,)))
     with pytest.raises(TypeError, match="step: expected dtype int64"):
         _cuda.adam_step(pd, dev(g), md, vd, DA.zeros((1,), "int32"), 1e-3)
@@ -623,7 +826,7 @@ def test_memory_is_stable_over_repeated_calls(rng):
     def step():
         y = _cuda.conv2d_forward(x, w, None, 1, 1)
         z, mean, rstd = _cuda.batch_norm_forward_train(y, g, b, rm, rv, relu=True)
-        dz, _, _ = _cuda.batch_norm_backward(z, y, g, mean, rstd, z)
+        dz, _, _ = _cuda.batch_norm_backward(z, y, g, mean, rstd, beta=b, relu=True)
         _cuda.conv2d_backward_data(dz, w, 16, 16, 1, 1)
         _cuda.conv2d_backward_weight(x, dz, 3, 3, 1, 1)
 
@@ -651,8 +854,10 @@ def test_graph_capture_replays_a_training_step(rng):
 
     def step(w):
         _cuda.conv2d_forward(x, w, None, 1, 1, out=y)
-        _cuda.batch_norm_forward_train(y, g, b, rm, rv, 0.1, 1e-5, True, z, mean, rstd)
-        _cuda.batch_norm_backward(z, y, g, mean, rstd, z, True, dz, dg, db)
+        _cuda.batch_norm_forward_train(y, g, b, rm, rv, 0.1, 1e-5, True, z, mean_out=mean,
+                                       rstd_out=rstd)
+        _cuda.batch_norm_backward(z, y, g, mean, rstd, beta=b, relu=True, out=dz, dgamma_out=dg,
+                                  dbeta_out=db)
         _cuda.conv2d_backward_data(dz, w, 8, 8, 1, 1, out=dy)
         _cuda.conv2d_backward_weight(x, dz, 3, 3, 1, 1, False, dw)
         _cuda.sgd_step(w, dw, None, 0.01)

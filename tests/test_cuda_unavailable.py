@@ -55,3 +55,25 @@ def test_module_calls_raise_with_the_cuda_error():
     # Argument checks still come first and name the argument.
     with pytest.raises(TypeError, match="x: expected a resnet_cpp._cuda.DeviceArray"):
         _cuda.conv2d_forward(np.zeros((1, 3, 3, 1), np.float32), None)
+
+
+def test_device_cuda_stops_with_the_reason_and_the_way_to_get_it(capsys):
+    from resnet_cpp import models
+    from resnet_cpp.cli import main
+    from resnet_cpp.data import load_dataset
+
+    expected = "built without CUDA" if _cuda is None else "CUDA is not available"
+    hint = "RESNET_CPP_CUDA=1 pip install" if _cuda is None else "NVIDIA GPU"
+    assert main(["train", "--device", "cuda", "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resnet-cpp train: error: --device cuda: ") and expected in err
+    assert hint in err
+    model = models.create("resnet20", widths=(4, 4, 4))
+    with pytest.raises(RuntimeError, match=expected):
+        model.to("cuda")
+    assert model.device == "cpu"
+    train, test = load_dataset("bundled")
+    with pytest.raises(RuntimeError, match=expected):
+        resnet_cpp.train.fit(model, train, test, epochs=1, device="cuda")
+    with pytest.raises(ValueError, match=r"^device: expected 'cpu' or 'cuda', got 'tpu'"):
+        model.to("tpu")

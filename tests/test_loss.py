@@ -75,6 +75,30 @@ def test_cross_entropy_out_buffer(rng):
     assert d is out
 
 
+def test_unchecked_bad_labels_give_nan_rows(rng):
+    # check_labels=False (what a CUDA graph needs) must not read out of bounds: the row with
+    # a bad label is NaN, the others are untouched, and the mean is NaN.
+    logits = rng.standard_normal((4, 3)).astype(np.float32)
+    labels = np.array([0, 1, 3, -1], np.int64)
+    loss, d = _core.softmax_cross_entropy(logits, labels, 0.0, None, None, False)
+    assert math.isnan(loss) and np.isnan(d[2:]).all()
+    good = _core.softmax_cross_entropy(logits[:2], labels[:2], 0.0)[1] * np.float32(2 / 4)
+    assert_close(d[:2], good, **FORWARD, name="good rows")
+    with pytest.raises(ValueError, match=r"^labels: labels\[2\] = 3"):
+        _core.softmax_cross_entropy(logits, labels, 0.0)
+
+
+def test_cross_entropy_loss_out(rng):
+    logits = rng.standard_normal((5, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, 5)
+    out = np.zeros((), np.float32)
+    loss, _ = F.cross_entropy(logits, labels, loss_out=out)
+    assert loss is out
+    assert_close(out, ref.cross_entropy_forward(logits, labels, 0.0), **FORWARD, name="loss_out")
+    with pytest.raises(ValueError, match=r"^loss_out: expected 0-d"):
+        F.cross_entropy(logits, labels, loss_out=np.zeros(1, np.float32))
+
+
 def test_cross_entropy_thread_safety(rng):
     zs = [rng.standard_normal((32, 50)).astype(np.float32) for _ in range(4)]
     ys = [rng.integers(0, 50, 32) for _ in range(4)]

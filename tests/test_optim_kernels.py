@@ -191,3 +191,32 @@ def test_functional_bad_scalars():
         F.adam_step(_p(), _p(), _p(), _p(), step=0, lr=1e-3)
     with pytest.raises(TypeError, match="beta1"):
         F.adam_step(_p(), _p(), _p(), _p(), step=1, lr=1e-3, beta1=None)
+
+
+def test_hyperparameters_as_one_element_arrays(rng):
+    # lr and step may be one-element arrays (read when the op runs): the CUDA graph contract.
+    p, g = rng.standard_normal((2, 3, 5)).astype(np.float32), rng.standard_normal((2, 3, 5)).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    want, got = p.copy(), p.copy()
+    F.adam_step(want, g, m.copy(), v.copy(), step=3, lr=1e-2, weight_decay=0.1, decoupled=True)
+    F.adam_step(got, g, m.copy(), v.copy(), step=np.array([3], np.int64),
+                lr=np.array(1e-2, np.float32), weight_decay=0.1, decoupled=True)
+    np.testing.assert_array_equal(got, want)
+    want, got = p.copy(), p.copy()
+    F.sgd_step(want, g, lr=0.1)
+    F.sgd_step(got, g, lr=np.array([0.1], np.float32))
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"^lr: an array must hold one value"):
+        _core.sgd_step(_p(), _p(), None, np.zeros(2, np.float32))
+    with pytest.raises(TypeError, match=r"^lr: expected dtype float32"):
+        _core.sgd_step(_p(), _p(), None, np.zeros(1, np.float64))
+    with pytest.raises(ValueError, match=r"^lr: expected a finite number"):
+        _core.sgd_step(_p(), _p(), None, np.full(1, np.nan, np.float32))
+    with pytest.raises(TypeError, match=r"^lr: expected a number or a one-element float32"):
+        _core.sgd_step(_p(), _p(), None, "fast")
+    with pytest.raises(TypeError, match=r"^step: expected dtype int64"):
+        _core.adam_step(_p(), _p(), _p(), _p(), np.ones(1, np.int32), 1e-3)
+    with pytest.raises(ValueError, match=r"^step: expected an integer >= 1"):
+        _core.adam_step(_p(), _p(), _p(), _p(), np.zeros(1, np.int64), 1e-3)
+    with pytest.raises(TypeError, match=r"^step: expected an int"):
+        _core.adam_step(_p(), _p(), _p(), _p(), 1.0, 1e-3)

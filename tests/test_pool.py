@@ -89,7 +89,7 @@ def test_max_pool_out_buffers(rng):
     y, a = _core.max_pool2d_forward(x, 3, 2, 1, out=out, argmax_out=am)
     assert y is out and a is am
     dx = np.full((2, 7, 7, 3), 99.0, np.float32)
-    assert _core.max_pool2d_backward(y, a, 7, 7, out=dx) is dx
+    assert _core.max_pool2d_backward(y, a, 7, 7, 3, 2, 1, out=dx) is dx
     assert np.all(dx[dx != 0] != 99.0)  # overwritten, not accumulated into
     # functional NCHW out=
     xc = rng.standard_normal((1, 3, 7, 7)).astype(np.float32)
@@ -153,13 +153,14 @@ BAD_CORE = [
     ("max_pool2d_forward", (X, 3, 2, 1), {"out": RO}, ValueError, "out"),
     ("max_pool2d_forward", (X, 3, 2, 1), {"out": np.zeros((2, 3, 3, 3), np.float32)}, ValueError, "out"),
     ("max_pool2d_forward", (X, 3, 2, 1), {"argmax_out": np.zeros((2, 4, 4, 3), np.int64)}, TypeError, "argmax_out"),
-    ("max_pool2d_backward", (DY, AM.astype(np.int64), 7, 7), {}, TypeError, "argmax"),
-    ("max_pool2d_backward", (DY, AM[:1], 7, 7), {}, ValueError, "argmax"),
-    ("max_pool2d_backward", (DY.astype(np.float16), AM, 7, 7), {}, TypeError, "dy"),
-    ("max_pool2d_backward", (DY, AM, 0, 7), {}, ValueError, "H"),
-    ("max_pool2d_backward", (DY, np.full_like(AM, 49), 7, 7), {}, ValueError, "argmax"),
-    ("max_pool2d_backward", (DY, np.full_like(AM, -1), 7, 7), {}, ValueError, "argmax"),
-    ("max_pool2d_backward", (DY, AM, 7, 7), {"out": np.zeros((2, 7, 7, 3), np.float32).T}, ValueError, "out"),
+    ("max_pool2d_backward", (DY, AM.astype(np.int64), 7, 7, 3, 2, 1), {}, TypeError, "argmax"),
+    ("max_pool2d_backward", (DY, AM[:1], 7, 7, 3, 2, 1), {}, ValueError, "argmax"),
+    ("max_pool2d_backward", (DY.astype(np.float16), AM, 7, 7, 3, 2, 1), {}, TypeError, "dy"),
+    ("max_pool2d_backward", (DY, AM, 0, 7, 3, 2, 1), {}, ValueError, "H"),
+    ("max_pool2d_backward", (DY, AM, 7, 7, 3, 1, 1), {}, ValueError, r"dy: expected shape \(2, 7, 7, 3\)"),
+    ("max_pool2d_backward", (DY, np.full_like(AM, 49), 7, 7, 3, 2, 1), {}, ValueError, "argmax"),
+    ("max_pool2d_backward", (DY, np.full_like(AM, -1), 7, 7, 3, 2, 1), {}, ValueError, "argmax"),
+    ("max_pool2d_backward", (DY, AM, 7, 7, 3, 2, 1), {"out": np.zeros((2, 7, 7, 3), np.float32).T}, ValueError, "out"),
     ("global_avg_pool_forward", (X.reshape(2, 49, 3),), {}, ValueError, "x"),
     ("global_avg_pool_forward", ([[1.0]],), {}, TypeError, "x"),
     ("global_avg_pool_backward", (np.zeros((2, 3), np.float32), 7, -1), {}, ValueError, "W"),

@@ -1,17 +1,18 @@
 // bindings/batchnorm.cpp: Python bindings for the batch-norm kernels (cpp/batchnorm.cpp).
 // Activations are NHWC (N,H,W,C) or already-flattened (M,C); per-channel vectors are (C,).
+// The last five (stats/finalize/apply, backward reduce/apply) are the CPU's halves of the
+// training passes, for synchronized BN across processes (resnet_cpp.distributed).
+#include <algorithm>
 #include <cmath>
+#include <optional>
+#include <tuple>
 
 #include "checks.h"
+#include "ops.h"
 #include "simd/batchnorm_kernels.h"
 
 namespace py = pybind11;
-using rc::py_checks::cptr;
-using rc::py_checks::Dims;
-using rc::py_checks::output_f32;
-using rc::py_checks::ptr;
-using rc::py_checks::require_f32;
-using rc::py_checks::require_f64;
+using namespace rc::py_checks;
 
 namespace {
 
@@ -40,20 +41,6 @@ const float* optional_like(const py::object& obj, const char* name, const Act& x
     return cptr(keep);
 }
 
-void require_unit_interval(double v, const char* name) {
-    if (!(v >= 0.0 && v <= 1.0))
-        throw py::value_error(std::string(name) + ": expected a number in [0, 1], got " + std::to_string(v));
-}
-
-// beta, needed only to recompute a fused ReLU's mask: nullptr without relu. `keep` holds it.
-const float* relu_beta(const py::object& beta_, bool relu, int64_t C, py::array_t<float>& keep) {
-    if (!relu) return nullptr;
-    if (beta_.is_none())
-        throw py::value_error("beta: required with relu=True (the ReLU mask is "
-                              "recomputed from x, gamma, beta, mean and rstd)");
-    keep = require_f32(beta_, "beta", {C});
-    return cptr(keep);
-}
 
 // A count of values summed over (one process's M, or the sum over processes).
 void require_count(double count, const char* name, double lo) {
@@ -62,119 +49,88 @@ void require_count(double count, const char* name, double lo) {
                               std::to_string(lo) + ", got " + std::to_string(count));
 }
 
-void require_eps(double eps) {
-    if (!(eps > 0.0 && std::isfinite(eps)))
-        throw py::value_error("eps: expected a finite positive number, got " + std::to_string(eps));
-}
-
-// A forward's operands, checked: x, an optional residual shaped like x (rp: nullptr when
-// None), and per-channel gamma, beta and two statistics s1, s2 (running_mean/var, written in
-// place when `writable`, or mean/rstd), each (C,).
-struct FwdArgs {
-    Act x;
-    py::array_t<float> residual, gamma, beta, s1, s2;
-    const float* rp = nullptr;
-};
-
-FwdArgs forward_args(py::handle x_, py::handle gamma_, py::handle beta_, py::handle s1_,
-                     const char* s1_name, py::handle s2_, const char* s2_name,
-                     const py::object& residual_, bool writable) {
-    FwdArgs f;
-    f.x = require_act(x_, "x");
-    f.rp = optional_like(residual_, "residual", f.x, f.residual);
-    const Dims c{f.x.C};
-    f.gamma = require_f32(gamma_, "gamma", c);
-    f.beta = require_f32(beta_, "beta", c);
-    f.s1 = require_f32(s1_, s1_name, c, writable);
-    f.s2 = require_f32(s2_, s2_name, c, writable);
-    return f;
-}
-
-// A backward's operands, checked: x, dy shaped like x, per-channel gamma, mean, rstd and,
-// with relu, beta (bp: nullptr without).
-struct BwdArgs {
+// A training backward's operands, checked: x, dy shaped like x, per-channel gamma, mean,
+// rstd and, with relu, beta (bp: nullptr without).
+struct Bwd {
     Act x;
     py::array_t<float> dy, gamma, mean, rstd, beta;
     const float* bp = nullptr;
 };
 
-BwdArgs backward_args(py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_,
+Bwd backward_operands(py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_,
                       py::handle rstd_, const py::object& beta_, bool relu) {
-    BwdArgs b;
+    Bwd b;
     b.x = require_act(x_, "x");
     b.dy = require_f32(dy_, "dy", b.x.dims);
-    const Dims c{b.x.C};
-    b.gamma = require_f32(gamma_, "gamma", c);
-    b.mean = require_f32(mean_, "mean", c);
-    b.rstd = require_f32(rstd_, "rstd", c);
-    b.bp = relu_beta(beta_, relu, b.x.C, b.beta);
+    std::tie(b.gamma, b.mean, b.rstd, b.beta) =
+        require_bn_backward_vectors(require_f32, gamma_, mean_, rstd_, beta_, relu, b.x.C);
+    b.bp = relu ? cptr(b.beta) : nullptr;
     return b;
 }
 
 }  // namespace
 
 void bind_batchnorm(py::module_& m) {
-    m.def(
-        "batch_norm_forward_train",
-        [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
-           double momentum, double eps, bool relu, py::object out, py::object residual_) {
-            FwdArgs f = forward_args(x_, gamma_, beta_, rm_, "running_mean", rv_, "running_var",
-                                     residual_, true);
-            const Act& x = f.x;
+    rc::ops::batch_norm_forward_train(
+        m, [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
+              double momentum, double eps, bool relu, py::object out, py::object residual_,
+              py::object mean_out, py::object rstd_out) {
+            Act x = require_act(x_, "x");
+            py::array_t<float> residual;
+            const float* rp = optional_like(residual_, "residual", x, residual);
+            const Dims c{x.C};
+            auto [gamma, beta, rm, rv] = require_bn_vectors(require_f32, gamma_, beta_, rm_, rv_, x.C, true);
             require_unit_interval(momentum, "momentum");
             require_eps(eps);
-            if (x.M < 2)
-                throw py::value_error("x: training batch norm needs more than one value per "
-                                      "channel (N*H*W > 1), got shape " + rc::py_checks::shape_str(x.a));
+            require_bn_batch(x.M, x.dims);
             auto y = output_f32(out, "out", x.dims);
-            py::array_t<float> mean(x.C), rstd(x.C);
+            auto mean = output_f32(mean_out, "mean_out", c);
+            auto rstd = output_f32(rstd_out, "rstd_out", c);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_forward_train(cptr(x.a), f.rp, cptr(f.gamma), cptr(f.beta),
-                                             ptr(f.s1), ptr(f.s2), ptr(y), ptr(mean), ptr(rstd),
-                                             x.M, x.C, momentum, eps, relu);
+                rc::batch_norm_forward_train(cptr(x.a), rp, cptr(gamma), cptr(beta), ptr(rm),
+                                             ptr(rv), ptr(y), ptr(mean), ptr(rstd), x.M, x.C,
+                                             momentum, eps, relu);
             }
             return py::make_tuple(y, mean, rstd);
-        },
-        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
-        py::arg("running_var"), py::arg("momentum") = 0.1, py::arg("eps") = 1e-5,
-        py::arg("relu") = false, py::arg("out") = py::none(), py::arg("residual") = py::none(),
-        "Training batch norm over x (N,H,W,C) or (M,C): returns (y, mean (C,), rstd (C,)) and\n"
-        "updates running_mean/running_var in place (unbiased variance). residual (x's shape)\n"
-        "is added to the normalized value, then relu fuses max(y, 0).");
+        });
 
-    m.def(
-        "batch_norm_forward_eval",
-        [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
-           double eps, bool relu, py::object out, py::object residual_) {
-            FwdArgs f = forward_args(x_, gamma_, beta_, rm_, "running_mean", rv_, "running_var",
-                                     residual_, false);
+    rc::ops::batch_norm_forward_eval(
+        m, [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle rm_, py::handle rv_,
+              double eps, bool relu, py::object out, py::object residual_, py::object mean_out,
+              py::object rstd_out) {
+            Act x = require_act(x_, "x");
+            py::array_t<float> residual;
+            const float* rp = optional_like(residual_, "residual", x, residual);
+            const Dims c{x.C};
+            auto [gamma, beta, rm, rv] = require_bn_vectors(require_f32, gamma_, beta_, rm_, rv_, x.C, false);
             require_eps(eps);
-            auto y = output_f32(out, "out", f.x.dims);
+            auto y = output_f32(out, "out", x.dims);
+            std::optional<py::array_t<float>> mean, rstd;
+            if (!mean_out.is_none()) mean = output_f32(mean_out, "mean_out", c);
+            if (!rstd_out.is_none()) rstd = output_f32(rstd_out, "rstd_out", c);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_forward_eval(cptr(f.x.a), f.rp, cptr(f.gamma), cptr(f.beta),
-                                            cptr(f.s1), cptr(f.s2), ptr(y), f.x.M, f.x.C, eps,
-                                            relu);
+                rc::batch_norm_forward_eval(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(rm),
+                                            cptr(rv), ptr(y), x.M, x.C, eps, relu);
+                if (mean) std::copy(cptr(rm), cptr(rm) + x.C, ptr(*mean));
+                if (rstd) rc::batch_norm_running_rstd(cptr(rv), ptr(*rstd), x.C, eps);
             }
             return y;
-        },
-        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"),
-        py::arg("running_var"), py::arg("eps") = 1e-5, py::arg("relu") = false,
-        py::arg("out") = py::none(), py::arg("residual") = py::none(),
-        "Eval batch norm with running stats over x (N,H,W,C) or (M,C); residual (x's shape) is\n"
-        "added to the normalized value, then relu fuses max(y, 0).");
+        });
 
-    m.def(
-        "batch_norm_backward",
-        [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
-           py::object beta_, bool relu, bool train, py::object out, py::object add_) {
-            BwdArgs b = backward_args(dy_, x_, gamma_, mean_, rstd_, beta_, relu);
+    rc::ops::batch_norm_backward(
+        m, [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
+              py::object beta_, bool relu, bool train, py::object out, py::object add_,
+              py::object dgamma_out, py::object dbeta_out) {
+            Bwd b = backward_operands(dy_, x_, gamma_, mean_, rstd_, beta_, relu);
             const Act& x = b.x;
+            const Dims c{x.C};
             py::array_t<float> add;
             const float* ap = optional_like(add_, "add", x, add);
             auto dx = output_f32(out, "out", x.dims);
-            py::array_t<float> dgamma(x.C), dbeta(x.C);
+            auto dgamma = output_f32(dgamma_out, "dgamma_out", c);
+            auto dbeta = output_f32(dbeta_out, "dbeta_out", c);
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_backward(cptr(b.dy), cptr(x.a), cptr(b.gamma), b.bp, cptr(b.mean),
@@ -182,15 +138,7 @@ void bind_batchnorm(py::module_& m) {
                                         x.M, x.C, train);
             }
             return py::make_tuple(dx, dgamma, dbeta);
-        },
-        py::arg("dy"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"),
-        py::arg("beta") = py::none(), py::arg("relu") = false, py::arg("train") = true,
-        py::arg("out") = py::none(), py::arg("add") = py::none(),
-        "Batch norm backward: returns (dx, dgamma, dbeta). relu: the forward fused a ReLU; dy\n"
-        "is masked where (x - mean) * gamma * rstd + beta <= 0, recomputed from x exactly as\n"
-        "the forward did (needs beta). train: mean/rstd are the cached batch stats; else the\n"
-        "running ones (frozen BN, dx = dy * gamma * rstd). add (x's shape): summed into dx in\n"
-        "the same pass. out may be dy or x (in place), not add.");
+        });
 
     // The halves of the training passes (synchronized BN sums the reductions in between).
     m.def(
@@ -239,13 +187,19 @@ void bind_batchnorm(py::module_& m) {
         "batch_norm_apply",
         [](py::handle x_, py::handle gamma_, py::handle beta_, py::handle mean_, py::handle rstd_,
            bool relu, py::object out, py::object residual_) {
-            FwdArgs f = forward_args(x_, gamma_, beta_, mean_, "mean", rstd_, "rstd", residual_,
-                                     false);
-            auto y = output_f32(out, "out", f.x.dims);
+            Act x = require_act(x_, "x");
+            py::array_t<float> residual;
+            const float* rp = optional_like(residual_, "residual", x, residual);
+            const Dims c{x.C};
+            auto gamma = require_f32(gamma_, "gamma", c);
+            auto beta = require_f32(beta_, "beta", c);
+            auto mean = require_f32(mean_, "mean", c);
+            auto rstd = require_f32(rstd_, "rstd", c);
+            auto y = output_f32(out, "out", x.dims);
             {
                 py::gil_scoped_release nogil;
-                rc::batch_norm_apply(cptr(f.x.a), f.rp, cptr(f.gamma), cptr(f.beta), cptr(f.s1),
-                                     cptr(f.s2), ptr(y), f.x.M, f.x.C, relu);
+                rc::batch_norm_apply(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(mean),
+                                     cptr(rstd), ptr(y), x.M, x.C, relu);
             }
             return y;
         },
@@ -258,7 +212,7 @@ void bind_batchnorm(py::module_& m) {
         "batch_norm_backward_reduce",
         [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
            py::object beta_, bool relu) {
-            BwdArgs b = backward_args(dy_, x_, gamma_, mean_, rstd_, beta_, relu);
+            Bwd b = backward_operands(dy_, x_, gamma_, mean_, rstd_, beta_, relu);
             const Act& x = b.x;
             py::array_t<double> sdy(x.C), sdyx(x.C);
             py::array_t<float> dgamma(x.C), dbeta(x.C);
@@ -282,7 +236,7 @@ void bind_batchnorm(py::module_& m) {
         [](py::handle dy_, py::handle x_, py::handle gamma_, py::handle mean_, py::handle rstd_,
            py::handle sdy_, py::handle sdyx_, double count, py::object beta_, bool relu,
            py::object out, py::object add_) {
-            BwdArgs b = backward_args(dy_, x_, gamma_, mean_, rstd_, beta_, relu);
+            Bwd b = backward_operands(dy_, x_, gamma_, mean_, rstd_, beta_, relu);
             const Act& x = b.x;
             auto sdy = require_f64(sdy_, "sdy", {x.C});
             auto sdyx = require_f64(sdyx_, "sdyx", {x.C});
@@ -305,3 +259,4 @@ void bind_batchnorm(py::module_& m) {
         "`count` values (summed over processes for synchronized BN); add and out as in\n"
         "batch_norm_backward.");
 }
+

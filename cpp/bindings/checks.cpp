@@ -1,6 +1,9 @@
-// checks.cpp: argument validation for every binding (see checks.h).
+// checks.cpp: argument validation for every binding of both modules (see checks.h).
 #include "checks.h"
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <sstream>
 
 namespace rc::py_checks {
@@ -22,6 +25,45 @@ std::string shape_str(const py::array& a) {
     return dims_str(d);
 }
 
+// ------------------------------------------------------------------ the shared core
+
+void check_array(const char* name, const ArrayInfo& a, const Dims& dims, bool writable) {
+    if (a.shape.size() != dims.size())
+        throw py::value_error(std::string(name) + ": expected " + std::to_string(dims.size()) +
+                              "-d array of shape " + dims_str(dims) + ", got shape " +
+                              dims_str(a.shape));
+    for (size_t i = 0; i < dims.size(); ++i) {
+        bool ok = dims[i] >= 0 ? a.shape[i] == dims[i] : a.shape[i] >= 1;
+        if (!ok)
+            throw py::value_error(std::string(name) + ": expected shape " + dims_str(dims) +
+                                  " (* = any size >= 1), got " + dims_str(a.shape));
+    }
+    if (!a.c_contiguous)
+        throw py::value_error(std::string(name) +
+                              ": expected a C-contiguous array (use np.ascontiguousarray)");
+    if (writable && !a.writeable)
+        throw py::value_error(std::string(name) + ": expected a writeable array (it is written in place)");
+}
+
+void check_dtype(const char* name, bool ok, const char* want, const std::string& got) {
+    if (!ok) throw py::type_error(std::string(name) + ": expected dtype " + want + ", got " + got);
+}
+
+Dims any_shape(const char* name, size_t ndim) {
+    if (ndim == 0)
+        throw py::value_error(std::string(name) + ": expected an array with ndim >= 1, got a 0-d array");
+    return Dims(ndim, -1);
+}
+
+void require_disjoint(const void* a, size_t a_bytes, const char* a_name, const void* b,
+                      size_t b_bytes, const char* b_name) {
+    const auto a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
+    if (a_bytes && b_bytes && a0 < b0 + b_bytes && b0 < a0 + a_bytes)
+        throw py::value_error(std::string(a_name) + ": must not share memory with " + b_name);
+}
+
+// ------------------------------------------------------------------ NumPy arrays (_core)
+
 namespace {
 
 py::array as_ndarray(const py::handle& obj, const char* name, const char* want) {
@@ -32,29 +74,16 @@ py::array as_ndarray(const py::handle& obj, const char* name, const char* want) 
 }
 
 void check_layout(const py::array& a, const char* name, const Dims& dims, bool writable) {
-    if (a.ndim() != (py::ssize_t)dims.size())
-        throw py::value_error(std::string(name) + ": expected " + std::to_string(dims.size()) +
-                              "-d array of shape " + dims_str(dims) + ", got shape " + shape_str(a));
-    for (size_t i = 0; i < dims.size(); ++i) {
-        bool ok = dims[i] >= 0 ? a.shape(i) == dims[i] : a.shape(i) >= 1;
-        if (!ok)
-            throw py::value_error(std::string(name) + ": expected shape " + dims_str(dims) +
-                                  " (* = any size >= 1), got " + shape_str(a));
-    }
-    if (!(a.flags() & py::array::c_style))
-        throw py::value_error(std::string(name) +
-                              ": expected a C-contiguous array (use np.ascontiguousarray)");
-    if (writable && !a.writeable())
-        throw py::value_error(std::string(name) + ": expected a writeable array (it is written in place)");
+    check_array(name, {Dims(a.shape(), a.shape() + a.ndim()), (a.flags() & py::array::c_style) != 0,
+                       a.writeable()},
+                dims, writable);
 }
 
 template <class T>
 py::array_t<T> require_typed(const py::handle& obj, const char* name, const char* dtype,
                              const Dims& dims, bool writable) {
     py::array a = as_ndarray(obj, name, dtype);
-    if (!a.dtype().equal(py::dtype::of<T>()))
-        throw py::type_error(std::string(name) + ": expected dtype " + dtype + ", got " +
-                             std::string(py::str(a.dtype())));
+    check_dtype(name, a.dtype().equal(py::dtype::of<T>()), dtype, py::str(a.dtype()));
     check_layout(a, name, dims, writable);
     return py::reinterpret_borrow<py::array_t<T>>(a);
 }
@@ -73,9 +102,9 @@ py::array_t<double> require_f64(const py::handle& obj, const char* name, const D
 
 py::array require_int(const py::handle& obj, const char* name, const Dims& dims, bool writable) {
     py::array a = as_ndarray(obj, name, "int32 or int64");
-    if (!(a.dtype().equal(py::dtype::of<int32_t>()) || a.dtype().equal(py::dtype::of<int64_t>())))
-        throw py::type_error(std::string(name) + ": expected dtype int32 or int64, got " +
-                             std::string(py::str(a.dtype())));
+    check_dtype(name,
+                a.dtype().equal(py::dtype::of<int32_t>()) || a.dtype().equal(py::dtype::of<int64_t>()),
+                "int32 or int64", py::str(a.dtype()));
     check_layout(a, name, dims, writable);
     return a;
 }
@@ -88,6 +117,8 @@ py::array_t<float> output_f32(const py::object& out, const char* name, const Dim
     return require_f32(out, name, dims, /*writable=*/true);
 }
 
+// ------------------------------------------------------------------ scalars
+
 void require_range(int64_t v, const char* name, int64_t lo, int64_t hi) {
     if (v < lo || v > hi)
         throw py::value_error(std::string(name) + ": expected an integer in [" + std::to_string(lo) +
@@ -97,6 +128,136 @@ void require_range(int64_t v, const char* name, int64_t lo, int64_t hi) {
 void require_positive(double v, const char* name) {
     if (!(v > 0))
         throw py::value_error(std::string(name) + ": expected a positive number, got " + std::to_string(v));
+}
+
+void require_unit_interval(double v, const char* name) {
+    if (!(v >= 0.0 && v <= 1.0))
+        throw py::value_error(std::string(name) + ": expected a number in [0, 1], got " + std::to_string(v));
+}
+
+void require_unit(double v, const char* name) {
+    if (!(v >= 0.0 && v < 1.0))
+        throw py::value_error(std::string(name) + ": expected a number in [0, 1), got " + std::to_string(v));
+}
+
+void require_finite_nonneg(double v, const char* name) {
+    if (!(v >= 0.0 && std::isfinite(v)))
+        throw py::value_error(std::string(name) + ": expected a finite number >= 0, got " +
+                              std::to_string(v));
+}
+
+void require_eps(double eps) {
+    if (!(eps > 0.0 && std::isfinite(eps)))
+        throw py::value_error("eps: expected a finite positive number, got " + std::to_string(eps));
+}
+
+void require_step(double step) {
+    if (!(step >= 1.0 && step == std::floor(step) && step <= 9.0e15))
+        throw py::value_error("step: expected an integer >= 1, got " + std::to_string(step));
+}
+
+double require_number(const py::handle& obj, const char* name, const char* dtype) {
+    if (!PyNumber_Check(obj.ptr()) || py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + ": expected a number or a one-element " + dtype +
+                             " array, got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
+    return obj.cast<double>();
+}
+
+void require_one_value(const char* name, const Dims& shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    if (n != 1)
+        throw py::value_error(std::string(name) + ": an array must hold one value, got shape " +
+                              dims_str(shape));
+}
+
+void require_int_step(const py::handle& step) {
+    if (!py::isinstance<py::int_>(step) || py::isinstance<py::bool_>(step))
+        throw py::type_error("step: expected an int or a one-element int64 array");
+}
+
+// ------------------------------------------------------------------ op shape rules
+
+void require_batch(const char* name, const Dims& shape) {
+    if (!shape.empty() && shape[0] == 0)
+        throw py::value_error(std::string(name) + ": empty batch (N = 0)");
+}
+
+rc::ConvShape checked_conv_shape(int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
+                                 int64_t R, int64_t S, int64_t stride, int64_t pad) {
+    require_range(stride, "stride", 1, 1 << 20);
+    require_range(pad, "pad", 0, std::min(R, S) - 1);
+    if (N < 1) throw py::value_error("x: empty batch (N = 0)");
+    rc::ConvShape s = rc::make_conv_shape(N, H, W, C, K, R, S, stride, pad);
+    if (H + 2 * pad < R || W + 2 * pad < S || s.P < 1 || s.Q < 1)
+        throw py::value_error("output size < 1: input " + std::to_string(H) + "x" +
+                              std::to_string(W) + " with kernel " + std::to_string(R) + "x" +
+                              std::to_string(S) + ", pad " + std::to_string(pad));
+    return s;
+}
+
+namespace {
+constexpr int64_t kMaxI32 = std::numeric_limits<int32_t>::max();
+
+void check_pool_window(int64_t H, int64_t W, int64_t k, int64_t stride, int64_t pad,
+                       const char* hw_name) {
+    require_range(k, "k", 1, 1 << 16);
+    require_range(stride, "stride", 1, 1 << 16);
+    require_range(pad, "pad", 0, k / 2);
+    if (H * W > kMaxI32)
+        throw py::value_error(std::string(hw_name) + ": H*W must fit in int32 (argmax is int32)");
+    if (H + 2 * pad < k || W + 2 * pad < k)
+        throw py::value_error("k: window " + std::to_string(k) + " is larger than the padded input " +
+                              std::to_string(H + 2 * pad) + "x" + std::to_string(W + 2 * pad));
+}
+}  // namespace
+
+rc::PoolShape checked_pool_shape(int64_t N, int64_t H, int64_t W, int64_t C, int64_t k,
+                                 int64_t stride, int64_t pad) {
+    check_pool_window(H, W, k, stride, pad, "x");
+    return rc::make_pool_shape(N, H, W, C, k, stride, pad);
+}
+
+rc::PoolShape checked_pool_backward_shape(const Dims& dy, int64_t H, int64_t W, int64_t k,
+                                          int64_t stride, int64_t pad) {
+    require_range(H, "H", 1, kMaxI32);
+    require_range(W, "W", 1, kMaxI32);
+    check_pool_window(H, W, k, stride, pad, "H");
+    rc::PoolShape s = rc::make_pool_shape(dy[0], H, W, dy[3], k, stride, pad);
+    if (s.P != dy[1] || s.Q != dy[2])
+        throw py::value_error("dy: expected shape " + dims_str({s.N, s.P, s.Q, s.C}) + " for a " +
+                              std::to_string(H) + "x" + std::to_string(W) + " input with k=" +
+                              std::to_string(k) + ", stride=" + std::to_string(stride) + ", pad=" +
+                              std::to_string(pad) + ", got " + dims_str(dy));
+    return s;
+}
+
+void require_bn_batch(int64_t M, const Dims& x_shape) {
+    if (M < 2)
+        throw py::value_error("x: training batch norm needs more than one value per channel "
+                              "(N*H*W > 1), got shape " + dims_str(x_shape));
+}
+
+Dims gap_backward_dims(const Dims& dy, int64_t H, int64_t W) {
+    require_range(H, "H", 1, kMaxI32);
+    require_range(W, "W", 1, kMaxI32);
+    return {dy[0], H, W, dy[1]};
+}
+
+Dims shortcut_a_out_dims(const Dims& x, int64_t channels_out, int64_t stride) {
+    require_range(stride, "stride", 1, kMaxI32);
+    require_range(channels_out, "channels_out", x[3], kMaxI32);
+    return {x[0], (x[1] - 1) / stride + 1, (x[2] - 1) / stride + 1, channels_out};
+}
+
+std::pair<Dims, Dims> shortcut_a_backward_dims(const Dims& dy, int64_t channels_in, int64_t H,
+                                               int64_t W, int64_t stride) {
+    require_range(stride, "stride", 1, kMaxI32);
+    require_range(channels_in, "channels_in", 1, dy[3]);
+    require_range(H, "H", 1, kMaxI32);
+    require_range(W, "W", 1, kMaxI32);
+    return {{dy[0], (H - 1) / stride + 1, (W - 1) / stride + 1, dy[3]},
+            {dy[0], H, W, channels_in}};
 }
 
 }  // namespace rc::py_checks

@@ -1,6 +1,12 @@
-// checks.h: the one place where NumPy arrays become raw pointers. Every argument passes
-// through require(), which checks dtype, C-contiguity, ndim, shape and (for outputs)
-// writeability, and throws a ValueError/TypeError naming the argument.
+// checks.h: the argument checks of every op, one header compiled into both modules: _core
+// (NumPy arrays) and _cuda (DeviceArrays, cpp/cuda/bindings/device_array.h). So an op
+// rejects the same bad input with the same TypeError/ValueError, naming the argument, on
+// the CPU and on the GPU.
+//  - check_array(): the module-neutral core every array check ends in (ndim, shape
+//    pattern, C-contiguity, writeability). require_f32()/require_int() below feed it NumPy
+//    arrays; the _cuda module feeds it DeviceArrays.
+//  - Scalar checks, and the shape rules of the op families (conv, pool, batch norm,
+//    shortcut A) that both modules' bindings call.
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -8,7 +14,11 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
+
+#include "common.h"
+#include "pool.h"
 
 namespace rc::py_checks {
 namespace py = pybind11;
@@ -18,6 +28,29 @@ using Dims = std::vector<int64_t>;
 
 std::string shape_str(const py::array& a);
 std::string dims_str(const Dims& d);
+
+// ------------------------------------------------------------------ the shared core
+
+// What the checks need to know about an array, whichever module holds it.
+struct ArrayInfo {
+    Dims shape;
+    bool c_contiguous;
+    bool writeable;
+};
+
+// ndim and shape against the pattern, then C-contiguity, then (if writable) writeability;
+// ValueError naming the argument on the first failure.
+void check_array(const char* name, const ArrayInfo& a, const Dims& dims, bool writable);
+// TypeError "name: expected dtype <want>, got <got>" unless ok.
+void check_dtype(const char* name, bool ok, const char* want, const std::string& got);
+// The pattern for an any-shape array (every dimension >= 1) of ndim `ndim`; a 0-d array
+// is rejected.
+Dims any_shape(const char* name, size_t ndim);
+// ValueError when two byte ranges overlap: kernels that read one while writing the other.
+void require_disjoint(const void* a, size_t a_bytes, const char* a_name, const void* b,
+                      size_t b_bytes, const char* b_name);
+
+// ------------------------------------------------------------------ NumPy arrays (_core)
 
 // Checks a float32 array; returns it (same object, no copy) so callers can take pointers.
 py::array_t<float> require_f32(const py::handle& obj, const char* name, const Dims& dims,
@@ -30,11 +63,79 @@ py::array require_int(const py::handle& obj, const char* name, const Dims& dims,
                       bool writable = false);
 // Allocates a fresh float32 output or checks a caller-supplied one (out=...).
 py::array_t<float> output_f32(const py::object& out, const char* name, const Dims& dims);
-// Integer-valued scalar range checks with a named error.
-void require_range(int64_t v, const char* name, int64_t lo, int64_t hi);
-void require_positive(double v, const char* name);
 
 inline float* ptr(py::array_t<float>& a) { return a.mutable_data(); }
 inline const float* cptr(const py::array_t<float>& a) { return a.data(); }
+
+// ------------------------------------------------------------------ scalars
+
+// Integer-valued scalar range checks with a named error.
+void require_range(int64_t v, const char* name, int64_t lo, int64_t hi);
+void require_positive(double v, const char* name);
+void require_unit_interval(double v, const char* name);   // [0, 1]
+void require_unit(double v, const char* name);            // [0, 1)
+void require_finite_nonneg(double v, const char* name);   // finite, >= 0
+void require_eps(double eps);                             // finite, > 0
+void require_step(double step);                           // an integer >= 1 (Adam's step)
+// A hyperparameter that may also come as a one-element array (lr, Adam's step): its value
+// if `obj` is a number, else TypeError "name: expected a number or a one-element <dtype>
+// array". Given as an array, it must hold exactly one value (require_one_value).
+double require_number(const py::handle& obj, const char* name, const char* dtype);
+void require_one_value(const char* name, const Dims& shape);
+// Adam's step: a Python int (not a float or bool), unless given as an array.
+void require_int_step(const py::handle& step);
+
+// ------------------------------------------------------------------ op shape rules
+
+// An activation whose leading (batch) dimension is 0: "name: empty batch (N = 0)".
+void require_batch(const char* name, const Dims& shape);
+// stride/pad against the kernel size; P, Q >= 1. x is (N,H,W,C), w (R,S,C,K).
+rc::ConvShape checked_conv_shape(int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
+                                 int64_t R, int64_t S, int64_t stride, int64_t pad);
+// Max pool window against x (N,H,W,C): k, stride >= 1, pad <= k/2, the window fits the
+// padded input, H*W fits int32 (argmax is int32).
+rc::PoolShape checked_pool_shape(int64_t N, int64_t H, int64_t W, int64_t C, int64_t k,
+                                 int64_t stride, int64_t pad);
+// The same for the backward: dy must be the forward output (N,P,Q,C) of an HxW input.
+rc::PoolShape checked_pool_backward_shape(const Dims& dy, int64_t H, int64_t W, int64_t k,
+                                          int64_t stride, int64_t pad);
+// Training batch norm needs M = N*H*W > 1 values per channel.
+void require_bn_batch(int64_t M, const Dims& x_shape);
+// The four (C,) vectors of a batch-norm forward, checked with the module's array check
+// `require(obj, name, dims, writable)`; the running statistics are written in training.
+template <class Require>
+auto require_bn_vectors(Require&& require, const py::handle& gamma, const py::handle& beta,
+                        const py::handle& running_mean, const py::handle& running_var,
+                        int64_t C, bool training) {
+    const Dims c{C};
+    // Braces: evaluated left to right, so the first bad argument is the one reported.
+    return std::tuple{require(gamma, "gamma", c, false), require(beta, "beta", c, false),
+                      require(running_mean, "running_mean", c, training),
+                      require(running_var, "running_var", c, training)};
+}
+// The (C,) vectors of a batch-norm backward (gamma, mean, rstd), then beta, required (and
+// checked) only with relu: the mask is recomputed from it. Returns the four, beta empty
+// (default-constructed) without relu.
+template <class Require>
+auto require_bn_backward_vectors(Require&& require, const py::handle& gamma,
+                                 const py::handle& mean, const py::handle& rstd,
+                                 const py::handle& beta, bool relu, int64_t C) {
+    const Dims c{C};
+    auto g = require(gamma, "gamma", c, false);
+    auto m = require(mean, "mean", c, false);
+    auto r = require(rstd, "rstd", c, false);
+    if (relu && beta.is_none())
+        throw py::value_error("beta: required with relu=True (the ReLU mask is recomputed "
+                              "from x, gamma, beta, mean and rstd)");
+    return std::tuple{g, m, r, relu ? require(beta, "beta", c, false) : decltype(g){}};
+}
+// Global average pool backward: dy (N,C) and the input's H, W -> dx's dims (N,H,W,C).
+Dims gap_backward_dims(const Dims& dy, int64_t H, int64_t W);
+// Option-A shortcut: x (N,H,W,C) -> (N, ceil(H/stride), ceil(W/stride), channels_out).
+Dims shortcut_a_out_dims(const Dims& x, int64_t channels_out, int64_t stride);
+// Its backward, from dy's (N,*,*,K) and the input's H, W, channels_in <= K: returns
+// {dy's expected dims (N,ceil(H/stride),ceil(W/stride),K), dx's dims (N,H,W,channels_in)}.
+std::pair<Dims, Dims> shortcut_a_backward_dims(const Dims& dy, int64_t channels_in, int64_t H,
+                                               int64_t W, int64_t stride);
 
 }  // namespace rc::py_checks

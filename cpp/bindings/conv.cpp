@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "checks.h"
+#include "ops.h"
 #include "simd/conv_kernels.h"
 
 namespace py = pybind11;
@@ -13,27 +14,12 @@ using namespace rc::py_checks;
 
 namespace {
 
-// Validates stride/pad against the kernel size and returns the shape; P, Q >= 1.
-rc::ConvShape checked_shape(int64_t N, int64_t H, int64_t W, int64_t C, int64_t K, int64_t R,
-                            int64_t S, int64_t stride, int64_t pad) {
-    require_range(stride, "stride", 1, 1 << 20);
-    require_range(pad, "pad", 0, std::min(R, S) - 1);
-    if (N < 1) throw py::value_error("x: empty batch (N = 0)");
-    rc::ConvShape s = rc::make_conv_shape(N, H, W, C, K, R, S, stride, pad);
-    if (H + 2 * pad < R || W + 2 * pad < S || s.P < 1 || s.Q < 1)
-        throw py::value_error("output size < 1: input " + std::to_string(H) + "x" +
-                              std::to_string(W) + " with kernel " + std::to_string(R) + "x" +
-                              std::to_string(S) + ", pad " + std::to_string(pad));
-    return s;
-}
-
 int64_t dim(const py::handle& a, int i) { return py::reinterpret_borrow<py::array>(a).shape(i); }
 
-// Batch size and the other leading dims are read after the ndim check of require_f32.
+// A 4-d activation; an empty batch gets its own message before the generic shape check.
 py::array_t<float> first_check(const py::handle& obj, const char* name) {
-    if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 4 &&
-        py::reinterpret_borrow<py::array>(obj).shape(0) == 0)
-        throw py::value_error(std::string(name) + ": empty batch (N = 0)");
+    if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 4)
+        require_batch(name, {dim(obj, 0)});
     return require_f32(obj, name, {-1, -1, -1, -1});
 }
 
@@ -53,7 +39,7 @@ void bind_conv(py::module_& m) {
         [](const std::string& pass, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
            int64_t R, int64_t S, int64_t stride, int64_t pad) {
             const rc::ConvPass p = rc::parse_conv_pass(pass);  // std::invalid_argument -> ValueError
-            rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
+            rc::ConvShape s = checked_conv_shape(N, H, W, C, K, R, S, stride, pad);
             if (rc::conv_runs_bf16()) return std::string("direct_bf16");
             const int m = rc::conv_winograd_tile(s, p);
             return std::string(m == 0 ? "direct" : m == 2 ? "winograd2" : "winograd4");
@@ -85,9 +71,8 @@ void bind_conv(py::module_& m) {
         py::arg("x"),
         "x (n,) float32 rounded to bf16 as the bf16 convolutions round their operands (nearest "
         "even, NaN quiet, denormals to signed zero), returned as float32.");
-    m.def(
-        "conv2d_forward",
-        [](const py::object& xo, const py::object& wo, const py::object& bo, int64_t stride,
+    rc::ops::conv2d_forward(
+        m, [](const py::object& xo, const py::object& wo, const py::object& bo, int64_t stride,
            int64_t pad, const py::object& out) {
             auto x = first_check(xo, "x");
             auto w = require_f32(wo, "w", {-1, -1, -1, -1});
@@ -96,7 +81,7 @@ void bind_conv(py::module_& m) {
             w = require_f32(wo, "w", {R, S, C, K});
             std::optional<py::array_t<float>> b;
             if (!bo.is_none()) b = require_f32(bo, "b", {K});
-            rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
+            rc::ConvShape s = checked_conv_shape(N, H, W, C, K, R, S, stride, pad);
             auto y = output_f32(out, "out", {N, s.P, s.Q, K});
             const float* bp = b ? cptr(*b) : nullptr;
             {
@@ -104,14 +89,10 @@ void bind_conv(py::module_& m) {
                 rc::conv2d_forward(cptr(x), cptr(w), bp, ptr(y), s);
             }
             return y;
-        },
-        py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("stride") = 1,
-        py::arg("pad") = 0, py::arg("out") = py::none(),
-        "y (N,P,Q,K) = conv(x (N,H,W,C), w (R,S,C,K)) + b (K,) or None. NHWC, RSCK.");
+        });
 
-    m.def(
-        "conv2d_backward_data",
-        [](const py::object& dyo, const py::object& wo, int64_t H, int64_t W, int64_t stride,
+    rc::ops::conv2d_backward_data(
+        m, [](const py::object& dyo, const py::object& wo, int64_t H, int64_t W, int64_t stride,
            int64_t pad, const py::object& out) {
             auto dy = first_check(dyo, "dy");
             auto w = require_f32(wo, "w", {-1, -1, -1, -1});
@@ -120,7 +101,7 @@ void bind_conv(py::module_& m) {
             w = require_f32(wo, "w", {R, S, C, K});
             require_range(H, "H", 1, int64_t(1) << 30);
             require_range(W, "W", 1, int64_t(1) << 30);
-            rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
+            rc::ConvShape s = checked_conv_shape(N, H, W, C, K, R, S, stride, pad);
             require_f32(dyo, "dy", {N, s.P, s.Q, K});
             auto dx = output_f32(out, "out", {N, H, W, C});
             {
@@ -128,21 +109,17 @@ void bind_conv(py::module_& m) {
                 rc::conv2d_backward_data(cptr(dy), cptr(w), ptr(dx), s);
             }
             return dx;
-        },
-        py::arg("dy"), py::arg("w"), py::arg("H"), py::arg("W"), py::arg("stride") = 1,
-        py::arg("pad") = 0, py::arg("out") = py::none(),
-        "dx (N,H,W,C) from dy (N,P,Q,K) and w (R,S,C,K); H, W: input size. NHWC, RSCK.");
+        });
 
-    m.def(
-        "conv2d_backward_weight",
-        [](const py::object& xo, const py::object& dyo, int64_t R, int64_t S, int64_t stride,
+    rc::ops::conv2d_backward_weight(
+        m, [](const py::object& xo, const py::object& dyo, int64_t R, int64_t S, int64_t stride,
            int64_t pad, bool with_bias, const py::object& dw_out, const py::object& db_out) {
             auto x = first_check(xo, "x");
             auto dy = first_check(dyo, "dy");
             int64_t N = dim(x, 0), H = dim(x, 1), W = dim(x, 2), C = dim(x, 3), K = dim(dy, 3);
             require_range(R, "R", 1, 1 << 16);
             require_range(S, "S", 1, 1 << 16);
-            rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
+            rc::ConvShape s = checked_conv_shape(N, H, W, C, K, R, S, stride, pad);
             require_f32(dyo, "dy", {N, s.P, s.Q, K});
             auto dw = output_f32(dw_out, "dw_out", {R, S, C, K});
             std::optional<py::array_t<float>> db;
@@ -155,9 +132,5 @@ void bind_conv(py::module_& m) {
                 rc::conv2d_backward_weight(cptr(x), cptr(dy), ptr(dw), dbp, s);
             }
             return std::make_tuple(dw, db ? py::object(*db) : py::object(py::none()));
-        },
-        py::arg("x"), py::arg("dy"), py::arg("R"), py::arg("S"), py::arg("stride") = 1,
-        py::arg("pad") = 0, py::arg("with_bias") = true, py::arg("dw_out") = py::none(),
-        py::arg("db_out") = py::none(),
-        "(dw (R,S,C,K), db (K,) or None) from x (N,H,W,C) and dy (N,P,Q,K). NHWC, RSCK.");
+        });
 }

@@ -2,147 +2,103 @@
 // relu/add take float32 C-contiguous arrays of any shape (ndim >= 1, no empty dimension);
 // the layout conversions take 4-d activations.
 #include "checks.h"
+#include "ops.h"
 #include "simd/eltwise_kernels.h"
 
 namespace py = pybind11;
-using rc::py_checks::cptr;
-using rc::py_checks::Dims;
-using rc::py_checks::output_f32;
-using rc::py_checks::ptr;
-using rc::py_checks::require_f32;
-using rc::py_checks::require_range;
+using namespace rc::py_checks;
 
 namespace {
 
 // Any-shape float32 array: the dims pattern is taken from its own ndim (all sizes >= 1).
 py::array_t<float> require_any(const py::handle& obj, const char* name) {
     py::ssize_t nd = py::isinstance<py::array>(obj) ? py::reinterpret_borrow<py::array>(obj).ndim() : 1;
-    if (nd == 0) throw py::value_error(std::string(name) + ": expected an array with ndim >= 1, got a 0-d array");
-    return require_f32(obj, name, Dims(nd, -1));
+    return require_f32(obj, name, any_shape(name, nd));
 }
 
 Dims dims_of(const py::array& a) { return Dims(a.shape(), a.shape() + a.ndim()); }
 
+// relu and add+relu share one backward: the mask of the forward output.
+py::array_t<float> masked(py::handle dy_, py::handle y_, py::object out) {
+    auto dy = require_any(dy_, "dy");
+    auto y = require_f32(y_, "y", dims_of(dy));
+    auto dx = output_f32(out, "out", dims_of(dy));
+    {
+        py::gil_scoped_release nogil;
+        rc::relu_backward(cptr(dy), cptr(y), ptr(dx), dy.size());
+    }
+    return dx;
+}
+
+py::array_t<float> add(py::handle a_, py::handle b_, py::object out, bool relu) {
+    auto a = require_any(a_, "a");
+    auto b = require_f32(b_, "b", dims_of(a));
+    auto y = output_f32(out, "out", dims_of(a));
+    {
+        py::gil_scoped_release nogil;
+        rc::add_forward(cptr(a), cptr(b), ptr(y), a.size(), relu);
+    }
+    return y;
+}
+
+// to_nhwc: x (N,C,H,W) -> (N,H,W,C); else x (N,H,W,C) -> (N,C,H,W).
+py::array_t<float> layout(py::handle x_, py::object out, bool to_nhwc) {
+    auto x = require_f32(x_, "x", {-1, -1, -1, -1});
+    const Dims d = dims_of(x);
+    const int64_t N = d[0], C = to_nhwc ? d[1] : d[3];
+    const int64_t H = to_nhwc ? d[2] : d[1], W = to_nhwc ? d[3] : d[2];
+    auto y = output_f32(out, "out", to_nhwc ? Dims{N, H, W, C} : Dims{N, C, H, W});
+    {
+        py::gil_scoped_release nogil;
+        if (to_nhwc) rc::nchw_to_nhwc(cptr(x), ptr(y), N, C, H * W);
+        else rc::nhwc_to_nchw(cptr(x), ptr(y), N, C, H * W);
+    }
+    return y;
+}
+
 }  // namespace
 
 void bind_eltwise(py::module_& m) {
-    m.def(
-        "relu_forward",
-        [](py::handle x_, py::object out) {
-            auto x = require_any(x_, "x");
-            auto y = output_f32(out, "out", dims_of(x));
-            {
-                py::gil_scoped_release nogil;
-                rc::relu_forward(cptr(x), ptr(y), x.size());
-            }
-            return y;
-        },
-        py::arg("x"), py::arg("out") = py::none(), "y = max(x, 0), any shape.");
-
-    // relu and add+relu share one backward: the mask of the forward output.
-    auto masked = [](py::handle dy_, py::handle y_, py::object out) {
-        auto dy = require_any(dy_, "dy");
-        auto y = require_f32(y_, "y", dims_of(dy));
-        auto dx = output_f32(out, "out", dims_of(dy));
+    rc::ops::relu_forward(m, [](py::handle x_, py::object out) {
+        auto x = require_any(x_, "x");
+        auto y = output_f32(out, "out", dims_of(x));
         {
             py::gil_scoped_release nogil;
-            rc::relu_backward(cptr(dy), cptr(y), ptr(dx), dy.size());
-        }
-        return dx;
-    };
-    m.def(
-        "relu_backward", masked, py::arg("dy"), py::arg("y"), py::arg("out") = py::none(),
-        "dx = dy * (y > 0), y the forward output; dy and y have the same shape.");
-
-    auto add = [](py::handle a_, py::handle b_, py::object out, bool relu) {
-        auto a = require_any(a_, "a");
-        auto b = require_f32(b_, "b", dims_of(a));
-        auto y = output_f32(out, "out", dims_of(a));
-        {
-            py::gil_scoped_release nogil;
-            rc::add_forward(cptr(a), cptr(b), ptr(y), a.size(), relu);
+            rc::relu_forward(cptr(x), ptr(y), x.size());
         }
         return y;
-    };
-    m.def(
-        "add_forward", [add](py::handle a, py::handle b, py::object out) { return add(a, b, out, false); },
-        py::arg("a"), py::arg("b"), py::arg("out") = py::none(), "y = a + b (same shapes).");
-    m.def(
-        "add_relu_forward",
-        [add](py::handle a, py::handle b, py::object out) { return add(a, b, out, true); },
-        py::arg("a"), py::arg("b"), py::arg("out") = py::none(),
-        "y = max(a + b, 0) (same shapes): the residual join of a ResNet block.");
-    m.def(
-        "add_relu_backward", masked, py::arg("dy"), py::arg("y"), py::arg("out") = py::none(),
-        "d = dy * (y > 0), the gradient of add_relu for both a and b.");
+    });
+    rc::ops::relu_backward(m, &masked);
+    rc::ops::add_forward(m, [](py::handle a, py::handle b, py::object out) { return add(a, b, out, false); });
+    rc::ops::add_relu_forward(m, [](py::handle a, py::handle b, py::object out) { return add(a, b, out, true); });
+    rc::ops::add_relu_backward(m, &masked);
 
-    m.def(
-        "shortcut_a_forward",
-        [](py::handle x_, int64_t channels_out, int64_t stride, py::object out) {
-            auto x = require_f32(x_, "x", {-1, -1, -1, -1});
-            const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
-            require_range(stride, "stride", 1, INT32_MAX);
-            require_range(channels_out, "channels_out", C, INT32_MAX);
-            const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
-            auto y = output_f32(out, "out", {N, Ho, Wo, channels_out});
-            {
-                py::gil_scoped_release nogil;
-                rc::shortcut_a_forward(cptr(x), ptr(y), N, H, W, C, channels_out, stride);
-            }
-            return y;
-        },
-        py::arg("x"), py::arg("channels_out"), py::arg("stride"), py::arg("out") = py::none(),
-        "Option-A shortcut, NHWC: x (N,H,W,C) -> (N,ceil(H/stride),ceil(W/stride),channels_out),\n"
-        "subsampled by stride, channels zero-padded by (K-C)//2 below and the rest above.");
-    m.def(
-        "shortcut_a_backward",
-        [](py::handle dy_, int64_t channels_in, int64_t H, int64_t W, int64_t stride,
-           py::object out, bool accumulate) {
-            auto dy = require_f32(dy_, "dy", {-1, -1, -1, -1});
-            const int64_t N = dy.shape(0), K = dy.shape(3);
-            require_range(stride, "stride", 1, INT32_MAX);
-            require_range(channels_in, "channels_in", 1, K);
-            require_range(H, "H", 1, INT32_MAX);
-            require_range(W, "W", 1, INT32_MAX);
-            require_f32(dy_, "dy", {N, (H - 1) / stride + 1, (W - 1) / stride + 1, K});
-            if (accumulate && out.is_none())
-                throw py::value_error("out: required with accumulate=True (dx += the gradient)");
-            auto dx = output_f32(out, "out", {N, H, W, channels_in});
-            {
-                py::gil_scoped_release nogil;
-                rc::shortcut_a_backward(cptr(dy), ptr(dx), N, H, W, channels_in, K, stride,
-                                        accumulate);
-            }
-            return dx;
-        },
-        py::arg("dy"), py::arg("channels_in"), py::arg("H"), py::arg("W"), py::arg("stride"),
-        py::arg("out") = py::none(), py::arg("accumulate") = false,
-        "Backward of shortcut_a_forward: dx (N,H,W,channels_in); accumulate adds into out.");
+    rc::ops::shortcut_a_forward(m, [](py::handle x_, int64_t channels_out, int64_t stride, py::object out) {
+        auto x = require_f32(x_, "x", {-1, -1, -1, -1});
+        const Dims d = dims_of(x);
+        auto y = output_f32(out, "out", shortcut_a_out_dims(d, channels_out, stride));
+        {
+            py::gil_scoped_release nogil;
+            rc::shortcut_a_forward(cptr(x), ptr(y), d[0], d[1], d[2], d[3], channels_out, stride);
+        }
+        return y;
+    });
+    rc::ops::shortcut_a_backward(m, [](py::handle dy_, int64_t channels_in, int64_t H, int64_t W,
+                                       int64_t stride, py::object out, bool accumulate) {
+        auto dy = require_f32(dy_, "dy", {-1, -1, -1, -1});
+        const auto [dy_dims, dx_dims] = shortcut_a_backward_dims(dims_of(dy), channels_in, H, W, stride);
+        require_f32(dy_, "dy", dy_dims);
+        if (accumulate && out.is_none())
+            throw py::value_error("out: required with accumulate=True (dx += the gradient)");
+        auto dx = output_f32(out, "out", dx_dims);
+        {
+            py::gil_scoped_release nogil;
+            rc::shortcut_a_backward(cptr(dy), ptr(dx), dy_dims[0], H, W, channels_in, dy_dims[3],
+                                    stride, accumulate);
+        }
+        return dx;
+    });
 
-    m.def(
-        "nchw_to_nhwc",
-        [](py::handle x_, py::object out) {
-            auto x = require_f32(x_, "x", {-1, -1, -1, -1});
-            const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
-            auto y = output_f32(out, "out", {N, H, W, C});
-            {
-                py::gil_scoped_release nogil;
-                rc::nchw_to_nhwc(cptr(x), ptr(y), N, C, H * W);
-            }
-            return y;
-        },
-        py::arg("x"), py::arg("out") = py::none(), "x (N,C,H,W) -> (N,H,W,C).");
-    m.def(
-        "nhwc_to_nchw",
-        [](py::handle x_, py::object out) {
-            auto x = require_f32(x_, "x", {-1, -1, -1, -1});
-            const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
-            auto y = output_f32(out, "out", {N, C, H, W});
-            {
-                py::gil_scoped_release nogil;
-                rc::nhwc_to_nchw(cptr(x), ptr(y), N, C, H * W);
-            }
-            return y;
-        },
-        py::arg("x"), py::arg("out") = py::none(), "x (N,H,W,C) -> (N,C,H,W).");
+    rc::ops::nchw_to_nhwc(m, [](py::handle x, py::object out) { return layout(x, out, true); });
+    rc::ops::nhwc_to_nchw(m, [](py::handle x, py::object out) { return layout(x, out, false); });
 }

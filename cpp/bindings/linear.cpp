@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "ops.h"
 #include "linear.h"
 
 namespace py = pybind11;
@@ -77,12 +78,6 @@ py::tuple linear_bwd(const py::object& dy_, const py::object& x_, const py::obje
 }  // namespace
 
 void bind_linear(py::module_& m) {
-    m.def("linear_forward", &linear_fwd, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
-          py::arg("out") = py::none(),
-          "Fully connected: x (N,F), w (O,F), b (O,) or None -> y (N,O) = x w^T + b.");
-    m.def("linear_backward", &linear_bwd, py::arg("dy"), py::arg("x"), py::arg("w"),
-          py::arg("need_dx") = true, py::arg("with_bias") = true, py::arg("dx_out") = py::none(),
-          py::arg("dw_out") = py::none(), py::arg("db_out") = py::none(),
-          "Linear backward: dy (N,O) -> (dx (N,F) or None, dw (O,F), db (O,) or None);\n"
-          "dx_out/dw_out/db_out, if given, are reused (overwritten).");
+    rc::ops::linear_forward(m, &linear_fwd);
+    rc::ops::linear_backward(m, &linear_bwd);
 }

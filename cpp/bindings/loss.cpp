@@ -1,9 +1,11 @@
 // bindings/loss.cpp: Python bindings for the loss kernels (cpp/loss.cpp).
 //   softmax_cross_entropy(logits (N,K), labels int32|int64 (N,), label_smoothing=0.0,
-//                         dlogits_out=None) -> (loss: float mean over batch, dlogits (N,K) / N)
-#include <cmath>
+//                         dlogits_out=None, loss_out=None, check_labels=True)
+//       -> (loss: float mean over batch (or loss_out), dlogits (N,K) / N)
+#include <optional>
 
 #include "checks.h"
+#include "ops.h"
 #include "loss.h"
 
 namespace py = pybind11;
@@ -22,18 +24,17 @@ void check_labels(const Label* lab, int64_t N, int64_t K) {
 }
 
 py::tuple xent(const py::object& logits_, const py::object& labels_, double ls,
-               const py::object& out) {
+               const py::object& out, const py::object& loss_out, bool check) {
     auto z = require_f32(logits_, "logits", {-1, -1});
     const int64_t N = z.shape(0), K = z.shape(1);
     py::array lab = require_int(labels_, "labels", {N});
-    if (!(ls >= 0.0 && ls < 1.0))
-        throw py::value_error("label_smoothing: expected a number in [0, 1), got " + std::to_string(ls));
+    require_unit(ls, "label_smoothing");
     auto d = output_f32(out, "dlogits_out", {N, K});
+    std::optional<py::array_t<float>> loss_arr;
+    if (!loss_out.is_none()) loss_arr = output_f32(loss_out, "loss_out", {});
     const bool i32 = lab.dtype().equal(py::dtype::of<int32_t>());
-    if (i32)
-        check_labels(static_cast<const int32_t*>(lab.data()), N, K);
-    else
-        check_labels(static_cast<const int64_t*>(lab.data()), N, K);
+    if (check && i32) check_labels(static_cast<const int32_t*>(lab.data()), N, K);
+    if (check && !i32) check_labels(static_cast<const int64_t*>(lab.data()), N, K);
     double loss;
     {
         py::gil_scoped_release nogil;
@@ -42,14 +43,11 @@ py::tuple xent(const py::object& logits_, const py::object& labels_, double ls,
                    : rc::softmax_cross_entropy(d.mutable_data(), z.data(),
                                                static_cast<const int64_t*>(lab.data()), N, K, ls);
     }
-    return py::make_tuple(loss, d);
+    if (!loss_arr) return py::make_tuple(loss, d);
+    *ptr(*loss_arr) = (float)loss;
+    return py::make_tuple(*loss_arr, d);
 }
 
 }  // namespace
 
-void bind_loss(py::module_& m) {
-    m.def("softmax_cross_entropy", &xent, py::arg("logits"), py::arg("labels"),
-          py::arg("label_smoothing") = 0.0, py::arg("dlogits_out") = py::none(),
-          "Softmax cross-entropy: logits (N,K), labels int32/int64 (N,) in [0,K) ->\n"
-          "(mean loss over the batch, dlogits (N,K) already divided by N).");
-}
+void bind_loss(py::module_& m) { rc::ops::softmax_cross_entropy(m, &xent); }

@@ -2,9 +2,9 @@
 //   sgd_step(param, grad, momentum_buf or None, lr, momentum, weight_decay, nesterov)
 //   adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 // Arrays: float32, C-contiguous, any shape (all the same); param/buffers must be writeable.
-#include <cmath>
-
+// lr (and Adam's step) may be one-element float32 (int64) arrays, read when the op runs.
 #include "checks.h"
+#include "ops.h"
 #include "optim.h"
 
 namespace py = pybind11;
@@ -29,22 +29,22 @@ void require_disjoint(const py::array_t<float>& a, const char* an, const py::arr
         throw py::value_error(std::string(an) + ": must not share memory with " + bn);
 }
 
-void require_finite_nonneg(double v, const char* name) {
-    if (!(v >= 0.0 && std::isfinite(v)))
-        throw py::value_error(std::string(name) + ": expected a finite number >= 0, got " +
-                              std::to_string(v));
+// A hyperparameter: a number, or a one-element array of `dtype_name` whose value is read now.
+template <typename T>
+double scalar_arg(const py::object& obj, const char* name, const char* dtype_name) {
+    if (!py::isinstance<py::array>(obj)) return require_number(obj, name, dtype_name);
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    require_one_value(name, Dims(a.shape(), a.shape() + a.ndim()));
+    check_dtype(name, a.dtype().equal(py::dtype::of<T>()), dtype_name, py::str(a.dtype()));
+    return (double)*static_cast<const T*>(a.data());
 }
 
-void require_unit(double v, const char* name) {
-    if (!(v >= 0.0 && v < 1.0))
-        throw py::value_error(std::string(name) + ": expected a number in [0, 1), got " + std::to_string(v));
-}
-
-void sgd(const py::object& param_, const py::object& grad_, const py::object& buf_, double lr,
-         double momentum, double weight_decay, bool nesterov) {
+void sgd(const py::object& param_, const py::object& grad_, const py::object& buf_,
+         const py::object& lr_, double momentum, double weight_decay, bool nesterov) {
     Dims dims;
     auto p = require_param(param_, dims);
     auto g = require_f32(grad_, "grad", dims);
+    const double lr = scalar_arg<float>(lr_, "lr", "float32");
     require_finite_nonneg(lr, "lr");
     require_finite_nonneg(momentum, "momentum");
     require_finite_nonneg(weight_decay, "weight_decay");
@@ -67,8 +67,8 @@ void sgd(const py::object& param_, const py::object& grad_, const py::object& bu
 }
 
 void adam(const py::object& param_, const py::object& grad_, const py::object& m_,
-          const py::object& v_, int64_t step, double lr, double beta1, double beta2, double eps,
-          double weight_decay, bool decoupled) {
+          const py::object& v_, const py::object& step_, const py::object& lr_, double beta1,
+          double beta2, double eps, double weight_decay, bool decoupled) {
     Dims dims;
     auto p = require_param(param_, dims);
     auto g = require_f32(grad_, "grad", dims);
@@ -77,7 +77,10 @@ void adam(const py::object& param_, const py::object& grad_, const py::object& m
     require_disjoint(m, "m", p, "param");
     require_disjoint(v, "v", p, "param");
     require_disjoint(m, "m", v, "v");
-    if (step < 1) throw py::value_error("step: expected an integer >= 1, got " + std::to_string(step));
+    if (!py::isinstance<py::array>(step_)) require_int_step(step_);
+    const double step = scalar_arg<int64_t>(step_, "step", "int64");
+    require_step(step);
+    const double lr = scalar_arg<float>(lr_, "lr", "float32");
     require_finite_nonneg(lr, "lr");
     require_unit(beta1, "beta1");
     require_unit(beta2, "beta2");
@@ -86,22 +89,13 @@ void adam(const py::object& param_, const py::object& grad_, const py::object& m
     require_finite_nonneg(weight_decay, "weight_decay");
     const int64_t n = p.size();
     py::gil_scoped_release nogil;
-    rc::adam_step(p.mutable_data(), g.data(), m.mutable_data(), v.mutable_data(), n, step, lr,
+    rc::adam_step(p.mutable_data(), g.data(), m.mutable_data(), v.mutable_data(), n, (int64_t)step, lr,
                   beta1, beta2, eps, weight_decay, decoupled);
 }
 
 }  // namespace
 
 void bind_optim(py::module_& m) {
-    m.def("sgd_step", &sgd, py::arg("param"), py::arg("grad"), py::arg("momentum_buf"),
-          py::arg("lr"), py::arg("momentum") = 0.0, py::arg("weight_decay") = 0.0,
-          py::arg("nesterov") = false,
-          "In-place SGD step (PyTorch semantics): g = grad + wd*p; buf = momentum*buf + g;\n"
-          "g = g + momentum*buf if nesterov else buf; p -= lr*g. momentum_buf (zeros at start)\n"
-          "is required when momentum > 0.");
-    m.def("adam_step", &adam, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
-          py::arg("step"), py::arg("lr"), py::arg("beta1") = 0.9, py::arg("beta2") = 0.999,
-          py::arg("eps") = 1e-8, py::arg("weight_decay") = 0.0, py::arg("decoupled") = false,
-          "In-place Adam (decoupled=False) or AdamW (decoupled=True) step with bias correction;\n"
-          "step counts from 1.");
+    rc::ops::sgd_step(m, &sgd);
+    rc::ops::adam_step(m, &adam);
 }

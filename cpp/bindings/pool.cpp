@@ -1,12 +1,11 @@
 // bindings/pool.cpp: Python bindings for the pool kernels (cpp/pool.cpp). Raw NHWC API:
 //   max_pool2d_forward(x (N,H,W,C), k, stride, pad, out=None, argmax_out=None) -> (y, argmax)
-//   max_pool2d_backward(dy (N,P,Q,C), argmax (N,P,Q,C) int32, H, W, out=None) -> dx
+//   max_pool2d_backward(dy (N,P,Q,C), argmax (N,P,Q,C) int32, H, W, k, stride, pad, out=None) -> dx
 //   global_avg_pool_forward(x (N,H,W,C), out=None) -> y (N,C)
 //   global_avg_pool_backward(dy (N,C), H, W, out=None) -> dx (N,H,W,C)
-#include <limits>
-
 #include "checks.h"
 #include "common.h"
+#include "ops.h"
 #include "pool.h"
 
 namespace py = pybind11;
@@ -14,30 +13,19 @@ using namespace rc::py_checks;
 
 namespace {
 
-constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
-
 // A caller-supplied int32 argmax buffer, or a fresh one.
 py::array_t<int32_t> output_i32(const py::object& out, const char* name, const Dims& dims) {
     if (out.is_none()) return py::array_t<int32_t>(std::vector<py::ssize_t>(dims.begin(), dims.end()));
     py::array a = require_int(out, name, dims, /*writable=*/true);
-    if (!a.dtype().equal(py::dtype::of<int32_t>()))
-        throw py::type_error(std::string(name) + ": expected dtype int32, got " +
-                             std::string(py::str(a.dtype())));
+    check_dtype(name, a.dtype().equal(py::dtype::of<int32_t>()), "int32", py::str(a.dtype()));
     return py::reinterpret_borrow<py::array_t<int32_t>>(a);
 }
 
 py::tuple max_pool_fwd(const py::object& x_, int64_t k, int64_t stride, int64_t pad,
                        const py::object& out, const py::object& argmax_out) {
     auto x = require_f32(x_, "x", {-1, -1, -1, -1});
-    require_range(k, "k", 1, 1 << 16);
-    require_range(stride, "stride", 1, 1 << 16);
-    require_range(pad, "pad", 0, k / 2);
-    const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
-    RC_CHECK(H * W <= kMaxDim, "x: H*W must fit in int32 (argmax is int32)");
-    RC_CHECK(H + 2 * pad >= k && W + 2 * pad >= k,
-             "k: window " + std::to_string(k) + " is larger than the padded input " +
-                 std::to_string(H + 2 * pad) + "x" + std::to_string(W + 2 * pad));
-    rc::PoolShape s = rc::make_pool_shape(N, H, W, C, k, stride, pad);
+    rc::PoolShape s = checked_pool_shape(x.shape(0), x.shape(1), x.shape(2), x.shape(3), k, stride, pad);
+    const int64_t N = s.N, C = s.C;
     auto y = output_f32(out, "out", {N, s.P, s.Q, C});
     auto am = output_i32(argmax_out, "argmax_out", {N, s.P, s.Q, C});
     {
@@ -48,18 +36,13 @@ py::tuple max_pool_fwd(const py::object& x_, int64_t k, int64_t stride, int64_t 
 }
 
 py::array max_pool_bwd(const py::object& dy_, const py::object& argmax_, int64_t H, int64_t W,
-                       const py::object& out) {
+                       int64_t k, int64_t stride, int64_t pad, const py::object& out) {
     auto dy = require_f32(dy_, "dy", {-1, -1, -1, -1});
     const int64_t N = dy.shape(0), P = dy.shape(1), Q = dy.shape(2), C = dy.shape(3);
     py::array am = require_int(argmax_, "argmax", {N, P, Q, C});
-    if (!am.dtype().equal(py::dtype::of<int32_t>()))
-        throw py::type_error("argmax: expected dtype int32, got " + std::string(py::str(am.dtype())));
-    require_range(H, "H", 1, kMaxDim);
-    require_range(W, "W", 1, kMaxDim);
-    RC_CHECK(H * W <= kMaxDim, "H: H*W must fit in int32 (argmax is int32)");
+    check_dtype("argmax", am.dtype().equal(py::dtype::of<int32_t>()), "int32", py::str(am.dtype()));
+    rc::PoolShape s = checked_pool_backward_shape({N, P, Q, C}, H, W, k, stride, pad);
     auto dx = output_f32(out, "out", {N, H, W, C});
-    // Only N, H, W, C, P, Q matter to the backward scatter.
-    rc::PoolShape s{N, H, W, C, 1, 1, 0, P, Q};
     bool ok;
     {
         py::gil_scoped_release nogil;
@@ -83,10 +66,8 @@ py::array gap_fwd(const py::object& x_, const py::object& out) {
 
 py::array gap_bwd(const py::object& dy_, int64_t H, int64_t W, const py::object& out) {
     auto dy = require_f32(dy_, "dy", {-1, -1});
-    require_range(H, "H", 1, kMaxDim);
-    require_range(W, "W", 1, kMaxDim);
     const int64_t N = dy.shape(0), C = dy.shape(1);
-    auto dx = output_f32(out, "out", {N, H, W, C});
+    auto dx = output_f32(out, "out", gap_backward_dims({N, C}, H, W));
     {
         py::gil_scoped_release nogil;
         rc::global_avg_pool_backward(dx.mutable_data(), dy.data(), N, H * W, C);
@@ -97,16 +78,8 @@ py::array gap_bwd(const py::object& dy_, int64_t H, int64_t W, const py::object&
 }  // namespace
 
 void bind_pool(py::module_& m) {
-    m.def("max_pool2d_forward", &max_pool_fwd, py::arg("x"), py::arg("k"), py::arg("stride"),
-          py::arg("pad"), py::arg("out") = py::none(), py::arg("argmax_out") = py::none(),
-          "Max pool, NHWC: x (N,H,W,C) -> (y (N,P,Q,C), argmax int32 (N,P,Q,C) = h*W+w of the\n"
-          "first maximum in row-major window order). -inf padding; needs pad <= k//2.");
-    m.def("max_pool2d_backward", &max_pool_bwd, py::arg("dy"), py::arg("argmax"), py::arg("H"),
-          py::arg("W"), py::arg("out") = py::none(),
-          "Max pool backward: dy (N,P,Q,C), argmax -> dx (N,H,W,C) (overwritten).");
-    m.def("global_avg_pool_forward", &gap_fwd, py::arg("x"), py::arg("out") = py::none(),
-          "Global average pool: x (N,H,W,C) -> y (N,C).");
-    m.def("global_avg_pool_backward", &gap_bwd, py::arg("dy"), py::arg("H"), py::arg("W"),
-          py::arg("out") = py::none(),
-          "Global average pool backward: dy (N,C) -> dx (N,H,W,C) = dy / (H*W).");
+    rc::ops::max_pool2d_forward(m, &max_pool_fwd);
+    rc::ops::max_pool2d_backward(m, &max_pool_bwd);
+    rc::ops::global_avg_pool_forward(m, &gap_fwd);
+    rc::ops::global_avg_pool_backward(m, &gap_bwd);
 }

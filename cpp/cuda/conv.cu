@@ -162,7 +162,7 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
     gemm(g.R * g.S * g.C, g.K, g.N * g.P * g.Q, WgradA{x, g}, RowMajor{dy, g.K},
          BiasStore{dw, nullptr, g.K}, stream, "conv2d_backward_weight");
     if (db) {
-        Scratch total((size_t)g.K * sizeof(double), stream);
+        Scratch total((size_t)g.K * sizeof(double));
         column_sums<1>(MatrixCol{dy, g.K}, g.N * g.P * g.Q, g.K, total.as<double>(), stream,
                        "conv2d_backward_weight (db)");
         doubles_to_floats(total.as<double>(), db, g.K, 1.0, stream);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace rc::cuda {
 
@@ -45,9 +46,43 @@ void set_current_stream(cudaStream_t s);
 bool tf32_enabled();
 void set_tf32(bool on);
 
-// Owning device allocation (cudaMalloc/cudaFree). Move-only. Destruction never throws: a
-// failing cudaFree (e.g. after a sticky device fault) is ignored because the context is lost
-// anyway.
+// Waits for `stream` (cudaStreamSynchronize) and counts the wait: every host wait of the
+// module goes through here, so tests can check how often a training step waits.
+void host_sync(cudaStream_t stream);
+uint64_t host_sync_count();
+
+// ---- The caching allocator behind every DeviceBuffer and Scratch.
+// Freed blocks stay on per-size free lists and are handed out again; only a miss calls
+// cudaMalloc (counted), so a steady-state training step allocates no device memory. A block
+// may be reused while kernels that used it are still queued: reuse is ordered after them
+// because every op runs on the module's one current stream (set_stream makes the new stream
+// wait for the old one). While a CUDA graph capture is active (capture_begin), freed blocks
+// go to the capture instead and return to the cache only when the graph is destroyed
+// (capture_release), so a replayed graph never writes memory handed out again.
+struct Block {
+    void* ptr;
+    size_t bytes;
+};
+void* cache_alloc(size_t bytes);
+void cache_free(void* p, size_t bytes);
+struct CacheStats {
+    uint64_t device_mallocs;  // cudaMalloc calls so far (cache misses)
+    uint64_t requests;        // allocations asked for
+    size_t in_use_bytes;      // held by live buffers (rounded sizes)
+    size_t cached_bytes;      // free in the cache
+};
+CacheStats cache_stats();
+void cache_empty();  // cudaFree every free cached block
+
+// The blocks a capture took over; capture_begin/end bracket one capture (one at a time).
+void capture_begin(std::vector<Block>* sink);
+void capture_end();
+void capture_release(std::vector<Block>& blocks);  // back to the cache
+
+// n elements of 4 or 8 bytes set to `bits` (the value's bit pattern), on `stream`.
+void fill(void* p, int64_t n, int elem_bytes, uint64_t bits, cudaStream_t stream);
+
+// Owning device allocation from the cache. Move-only. Destruction never throws.
 class DeviceBuffer {
   public:
     DeviceBuffer() = default;
@@ -65,11 +100,10 @@ class DeviceBuffer {
     size_t bytes_ = 0;
 };
 
-// Stream-ordered per-call scratch (cudaMallocAsync/cudaFreeAsync on the given stream), so
-// it is safe inside CUDA graph capture and never shared between calls or threads.
+// Per-call scratch from the cache (see above: safe inside CUDA graph capture).
 class Scratch {
   public:
-    Scratch(size_t bytes, cudaStream_t stream);
+    explicit Scratch(size_t bytes);
     ~Scratch();
     Scratch(const Scratch&) = delete;
     Scratch& operator=(const Scratch&) = delete;
@@ -78,7 +112,7 @@ class Scratch {
 
   private:
     void* p_ = nullptr;
-    cudaStream_t stream_;
+    size_t bytes_;
 };
 
 // cudaSuccess when this build's kernels can run on the current device.

@@ -247,7 +247,7 @@ void gemm(int M, int N, int K, ALoad a, BLoad b, Store st, cudaStream_t stream, 
         launch_gemm_tile(grid, M, N, K, k_per_split, a, b, st, stream, name);
         return;
     }
-    Scratch ws((size_t)splits * M * N * sizeof(float), stream);
+    Scratch ws((size_t)splits * M * N * sizeof(float));
     launch_gemm_tile(grid, M, N, K, k_per_split, a, b, WorkspaceStore{ws.as<float>(), M, N}, stream, name);
     gemm_splitk_reduce<<<grid_for((int64_t)M * N, 256), 256, 0, stream>>>(ws.as<float>(), M, N, splits, st);
     RC_CUDA_LAUNCH_CHECK(stream, name);

@@ -1,5 +1,5 @@
 // kernels.h: host entry points of the CUDA kernels (one .cu file per op family). Plain C++,
-// included by bindings_cuda.cpp. Same conventions as the CPU core: activations NHWC float32,
+// included by the bindings (cpp/cuda/bindings/). Same conventions as the CPU core: activations NHWC float32,
 // conv weights RSCK, outputs overwritten, every pointer is device memory. Each launcher is
 // asynchronous on `stream` and throws std::runtime_error on a CUDA error, std::invalid_argument
 // on a shape the kernels cannot take. Element counts must be <= INT32_MAX (bindings check).
@@ -22,24 +22,35 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db /*or null*/,
                             const ConvShape& s, cudaStream_t stream);
 
-// batchnorm.cu -- x viewed as (M, C), M = N*H*W; per-channel vectors (C,).
-void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
-                              float* running_mean, float* running_var, float* y, float* mean,
-                              float* rstd, int64_t M, int64_t C, double momentum, double eps,
-                              bool relu, cudaStream_t stream);
-void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
-                             const float* running_mean, const float* running_var, float* y,
+// batchnorm.cu -- x viewed as (M, C), M = N*H*W; per-channel vectors (C,). residual (M,C)
+// or null is added before the ReLU: y = relu?(bn(x) + residual).
+void batch_norm_forward_train(const float* x, const float* residual, const float* gamma,
+                              const float* beta, float* running_mean, float* running_var, float* y,
+                              float* mean, float* rstd, int64_t M, int64_t C, double momentum,
+                              double eps, bool relu, cudaStream_t stream);
+// mean/rstd (C,) or null: receive running_mean and 1/sqrt(running_var + eps).
+void batch_norm_forward_eval(const float* x, const float* residual, const float* gamma,
+                             const float* beta, const float* running_mean,
+                             const float* running_var, float* y, float* mean, float* rstd,
                              int64_t M, int64_t C, double eps, bool relu, cudaStream_t stream);
-// y non-null: dy is masked by y > 0 (fused ReLU). train=false: mean/rstd are the running
-// statistics (frozen BN): dx = dy' * gamma * rstd.
-void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
-                         const float* rstd, const float* y, float* dx, float* dgamma, float* dbeta,
-                         int64_t M, int64_t C, bool train, cudaStream_t stream);
+// beta non-null: the forward fused a ReLU; dy is masked where the recomputed pre-activation
+// is <= 0. train=false: mean/rstd are the running statistics (frozen BN): dx = dy' * gamma *
+// rstd. add (M,C) or null is summed into dx. dx may alias dy or x.
+void batch_norm_backward(const float* dy, const float* x, const float* gamma, const float* beta,
+                         const float* mean, const float* rstd, const float* add, float* dx,
+                         float* dgamma, float* dbeta, int64_t M, int64_t C, bool train,
+                         cudaStream_t stream);
 
 // eltwise.cu -- n elements, any shape.
 void relu_forward(const float* x, float* y, int64_t n, cudaStream_t stream);
 void relu_backward(const float* dy, const float* y, float* dx, int64_t n, cudaStream_t stream);
 void add_forward(const float* a, const float* b, float* y, int64_t n, bool relu, cudaStream_t stream);
+// Option-A shortcut: x (N,H,W,C) -> y (N,ceil(H/s),ceil(W/s),K), K >= C; the backward writes
+// (or with accumulate adds) dx (N,H,W,C).
+void shortcut_a_forward(const float* x, float* y, int64_t N, int64_t H, int64_t W, int64_t C,
+                        int64_t K, int64_t stride, cudaStream_t stream);
+void shortcut_a_backward(const float* dy, float* dx, int64_t N, int64_t H, int64_t W, int64_t C,
+                         int64_t K, int64_t stride, bool accumulate, cudaStream_t stream);
 void nchw_to_nhwc(const float* x, float* y, int64_t N, int64_t C, int64_t HW, cudaStream_t stream);
 void nhwc_to_nchw(const float* x, float* y, int64_t N, int64_t C, int64_t HW, cudaStream_t stream);
 

@@ -83,7 +83,7 @@ void linear_backward(const float* dy, const float* x, const float* w, float* dx,
     gemm((int)O, (int)F, (int)N, TransposedA{dy, (int)O}, RowMajor{x, (int)F},
          BiasStore{dw, nullptr, (int)F}, stream, "linear_backward (dw)");
     if (db) {
-        Scratch total((size_t)O * sizeof(double), stream);
+        Scratch total((size_t)O * sizeof(double));
         column_sums<1>(MatrixCol{dy, (int)O}, (int)N, (int)O, total.as<double>(), stream,
                        "linear_backward (db)");
         doubles_to_floats(total.as<double>(), db, (int)O, 1.0, stream);

@@ -81,7 +81,7 @@ void softmax_cross_entropy(const float* logits, const void* labels, bool labels_
                            int32_t* bad_row, cudaStream_t stream) {
     RC_CUDA_REQUIRE((N + kRowsPerBlock - 1) / kRowsPerBlock <= 0x7fffffff, "logits: too many rows");
     RC_CUDA_CHECK(cudaMemsetAsync(bad_row, 0x7f, sizeof(int32_t), stream));
-    Scratch rows((size_t)N * sizeof(float), stream);
+    Scratch rows((size_t)N * sizeof(float));
     const unsigned grid = (unsigned)((N + kRowsPerBlock - 1) / kRowsPerBlock);
     const float ls = (float)label_smoothing;
     if (labels_int64)

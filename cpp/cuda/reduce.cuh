@@ -72,7 +72,7 @@ __global__ void colsum_finish(const float* partial, int G, int C, double* total)
 template <int NOUT, class F>
 void column_sums(F f, int M, int C, double* total, cudaStream_t stream, const char* name) {
     const ColChunks ch = col_chunks(M);
-    Scratch partial((size_t)NOUT * ch.G * C * sizeof(float), stream);
+    Scratch partial((size_t)NOUT * ch.G * C * sizeof(float));
     const dim3 grid((C + 31) / 32, ch.G), block(32, 8);
     colsum_partial<NOUT><<<grid, block, 0, stream>>>(f, M, C, ch.rows, partial.as<float>());
     RC_CUDA_LAUNCH_CHECK(stream, name);

@@ -30,6 +30,10 @@ void batch_norm_forward_eval(const float* x, const float* residual, const float*
                              const float* running_var, float* y, int64_t M, int64_t C, double eps,
                              bool relu);
 
+// rstd[c] = 1/sqrt(running_var[c] + eps) rounded to float, as batch_norm_forward_eval
+// scales with: the statistics an eval-mode backward takes (C,).
+void batch_norm_running_rstd(const float* running_var, float* rstd, int64_t C, double eps);
+
 // Backward. dy, x, dx (M,C); gamma, beta, mean, rstd, dgamma, dbeta (C,). relu: the forward
 // fused a ReLU; dy is masked on the fly where the pre-activation (x - mean) * gamma * rstd +
 // beta, recomputed from x exactly as the forward computed it, is not positive (so y is never

@@ -70,7 +70,8 @@ def conv_precision(setting: str | None = None) -> str:
 
 
 def build_info() -> dict:
-    """Describe this build: version, ISA paths, OpenMP, threads, precision and CUDA."""
+    """Describe this build: version, ISA paths, OpenMP, threads, precision, CUDA and the
+    usable devices."""
     from . import backend
 
     return {
@@ -87,4 +88,5 @@ def build_info() -> dict:
         "precision": _core.precision() if _core.precision() == "fp32" or _core.bf16_active()
         else "bf16 (runs fp32: no AVX512-BF16 on the active path)",
         **backend.cuda_info(),
+        "devices": backend.devices(),
     }

@@ -7,9 +7,10 @@ Subcommands:
   predict  top classes of image files / folders (Pillow) or of a .npy array of images
   export   a checkpoint (any format) to ONNX and/or safetensors
   plot     DIR/curves.png from DIR/metrics.jsonl (needs matplotlib)
-  info     the build: ISA paths, OpenMP threads, CUDA
-User errors (bad arguments, missing files, damaged checkpoints, a diverged run) print one
-line to stderr and exit non-zero, without a traceback.
+  info     the build: ISA paths, OpenMP threads, CUDA and the devices
+train, eval and predict take --device cpu|cuda (default cpu).
+User errors (bad arguments, missing files, damaged checkpoints, a diverged run, --device
+cuda where CUDA cannot run) print one line to stderr and exit non-zero, without a traceback.
 
 ``mpirun -n N resnet-cpp train ...`` trains data-parallel over N ranks
 (``resnet_cpp.distributed``): --batch-size is per rank, rank 0 alone writes the run
@@ -63,6 +64,19 @@ def _nonneg_int(s: str) -> int:
 
 
 # --------------------------------------------------------------------------- info
+
+
+def _require_device(device: str) -> str:
+    """--device: "cpu", or "cuda" when this build and machine can run it (else UserError
+    saying why and how to get it)."""
+    from . import backend
+
+    if device == "cuda":
+        try:
+            backend.require_cuda()
+        except RuntimeError as e:
+            raise UserError(f"--device cuda: {e}") from e
+    return device
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -258,6 +272,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from . import train as T
 
+    device = _require_device(args.device)
     settings, out, resuming, init = _resolve_train_settings(args)
     if settings["dataset"] == "npz" and not settings["data_dir"]:
         raise UserError("--dataset npz needs --data-dir PATH.npz")
@@ -289,7 +304,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             new_head=init is not None and settings["new_head"] is not None,
             freeze_trunk=settings["freeze_trunk"],
             trunk_lr=settings["trunk_lr"], freeze_bn=settings["freeze_bn"],
-            sync_bn=settings["sync_bn"])
+            sync_bn=settings["sync_bn"], device=device,
+            cuda_graph=not args.no_cuda_graph)
     except (ValueError, ImportError) as e:
         raise UserError(str(e)) from e
     if history.interrupted:
@@ -333,7 +349,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         resnet_cpp.set_num_threads(args.threads)
+    device = _require_device(args.device)
     c, model, mean, std = _load_checkpoint(args.checkpoint)
+    model.to(device)
     cli = c.meta.get("config", {}).get("cli", {})
     name = args.dataset or cli.get("dataset")
     if name is None:
@@ -434,9 +452,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     import resnet_cpp
 
+    from . import backend
+
     if args.threads is not None:
         resnet_cpp.set_num_threads(args.threads)
+    device = _require_device(args.device)
     model, w = _load_model(args.checkpoint)
+    model.to(device)
     norm = w.meta.get("normalization") or {}
     mean = np.asarray(norm["mean"], np.float32) if "mean" in norm else None
     std = np.asarray(norm["std"], np.float32) if "std" in norm else None
@@ -447,7 +469,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         for x in tqdm(batches, total=n_batches, desc="predict", unit="batch",
                       disable=args.no_progress or n_batches < 2):
-            logits = np.asarray(model(x), np.float64)
+            logits = backend.to_host(model(backend.to_device(x, device))) \
+                if device == "cuda" else model(x)
+            logits = np.asarray(logits, np.float64)
             z = np.exp(logits - logits.max(axis=1, keepdims=True))
             p = z / z.sum(axis=1, keepdims=True)
             top = np.argsort(-p, axis=1, kind="stable")[:, :k]
@@ -548,6 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "under mpirun the cores divided among the ranks on each machine)")
     t.add_argument("--precision", choices=("fp32", "bf16"),
                    help="convolution operands (default fp32); bf16 needs AVX512-BF16")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="train on the CPU (default) or the GPU (a build with CUDA)")
+    t.add_argument("--no-cuda-graph", action="store_true",
+                   help="with --device cuda: launch every kernel of a step instead of "
+                   "replaying the step's CUDA graph")
     t.add_argument("--seed", type=_nonneg_int, help="seed for init, shuffling, augmentation")
     t.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
@@ -581,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--batch-size", type=_positive_int, default=256)
     e.add_argument("--threads", type=_positive_int)
+    e.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     e.set_defaults(func=_cmd_eval)
 
     r = sub.add_parser("predict", help="predict the classes of image files or folders (or a "
@@ -596,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=_positive_int, default=256)
     r.add_argument("--threads", type=_positive_int)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     r.set_defaults(func=_cmd_predict)
 
     x = sub.add_parser("export", help="write a checkpoint as ONNX and/or safetensors",
@@ -615,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("dir", help="run directory holding metrics.jsonl")
     pl.set_defaults(func=_cmd_plot)
 
-    info = sub.add_parser("info", help="print the build: ISA paths, OpenMP threads, CUDA")
+    info = sub.add_parser("info", help="print the build: ISA paths, OpenMP threads, CUDA, "
+                          "devices")
     info.set_defaults(func=_cmd_info)
     return p
 

@@ -19,11 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from . import backend
+
 __all__ = [
     "device_summary",
     "empty",
     "is_available",
     "mem_info",
+    "pinned_empty",
     "require",
     "set_stream",
     "synchronize",
@@ -33,16 +36,13 @@ __all__ = [
     "zeros",
 ]
 
-NOT_BUILT = "resnet_cpp was built without CUDA: reinstall with RESNET_CPP_CUDA=1 pip install ."
+NOT_BUILT = ("resnet_cpp was built without CUDA: on a machine with an NVIDIA GPU, its driver "
+             "and nvcc, reinstall with RESNET_CPP_CUDA=1 pip install .")
 
 
 def _load():
     """The _cuda module, or None with the import error when it was not built."""
-    try:
-        from . import _cuda
-    except ImportError as e:
-        return None, e
-    return _cuda, None
+    return backend._cuda_module, backend._cuda_error
 
 
 def is_available() -> bool:
@@ -65,7 +65,8 @@ def require():
     if mod is None:
         raise RuntimeError(NOT_BUILT) from err
     if not mod.available():
-        raise RuntimeError(f"CUDA is not available: {mod.why_unavailable()}")
+        raise RuntimeError(f"CUDA is not available: {mod.why_unavailable()} (it needs an NVIDIA "
+                           "GPU and its driver; without one, use the CPU: device='cpu')")
     return mod
 
 
@@ -115,6 +116,12 @@ def empty(shape, dtype=np.float32):
 def zeros(shape, dtype=np.float32):
     """Zero-filled device array."""
     return require().DeviceArray.zeros(shape, np.dtype(dtype).name)
+
+
+def pinned_empty(shape, dtype=np.float32) -> np.ndarray:
+    """An uninitialized NumPy array in pinned (page-locked) host memory: what
+    ``DeviceArray.copy_from_numpy(..., non_blocking=True)`` and ``copy_to_numpy`` need."""
+    return require().pinned_empty(shape, np.dtype(dtype).name)
 
 
 def synchronize() -> None:

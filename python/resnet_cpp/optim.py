@@ -1,8 +1,12 @@
 """Optimizers, learning-rate schedules and named training recipes.
 
 Optimizers update ``Parameter.data`` in place through the fused C++ kernels
-``functional.sgd_step`` / ``functional.adam_step``; their state (momentum buffers,
-Adam moments, step count) is plain NumPy so checkpoints can store it.
+``functional.sgd_step`` / ``functional.adam_step``; their state (momentum buffers, Adam
+moments) lives on the parameters' device, and ``state_dict()`` returns it as NumPy in the
+host layout, so checkpoints can store it and do not depend on the device. On the device a
+step is ``prepare_step()`` (count it, stage lr and the step count into one-element device
+arrays) then ``apply_step()`` (the kernels only, which read those arrays when they run, so
+a captured CUDA graph of ``apply_step`` follows the schedule).
 
 Schedules are **per iteration**: a schedule is built for a known number of optimizer
 steps (``total_steps = epochs * batches_per_epoch``), sets ``optimizer.lr`` for step 0
@@ -31,6 +35,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from . import backend
 from . import functional as F
 
 __all__ = [
@@ -56,6 +61,11 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- optimizers
+
+
+def _layout(p) -> str | None:
+    """A parameter's device layout (rc.nn.Parameter.layout; None for plain .data/.grad objects)."""
+    return getattr(p, "layout", None)
 
 
 class Optimizer:
@@ -111,10 +121,11 @@ class Optimizer:
                 seen.add(id(p))
                 for attr in ("data", "grad"):
                     a = getattr(p, attr, None)
-                    if not isinstance(a, np.ndarray) or a.dtype != np.float32 \
-                            or not a.flags.c_contiguous:
+                    ok = backend.is_device_array(a) or (
+                        isinstance(a, np.ndarray) and a.flags.c_contiguous)
+                    if not ok or a.dtype != np.float32:
                         raise TypeError(f"params[{i}].{attr} must be a float32 C-contiguous "
-                                        "ndarray (an rc.nn.Parameter)")
+                                        "ndarray or DeviceArray (an rc.nn.Parameter)")
                 self.params.append(p)
             self.param_groups.append({"params": members, "lr": glr, "weight_decay": gwd})
             self._lr_scales.append(glr / lr if lr else 1.0)
@@ -122,6 +133,11 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         self._lr = float(lr)
         self.step_count = 0
+        self._scalars: dict = {}  # on the device: one-element arrays the kernels read
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.params[0].data)
 
     @property
     def lr(self) -> float:
@@ -135,26 +151,66 @@ class Optimizer:
             group["lr"] = self._lr * scale
 
     def _each(self):
-        """(flat index, parameter, its group) for every parameter, in ``params`` order."""
+        """(flat index, parameter, its group's index) for every parameter, in ``params`` order."""
         i = 0
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             for p in group["params"]:
-                yield i, p, group
+                yield i, p, gi
                 i += 1
 
-    def _wd(self, p, group: dict) -> float:
+    def _wd(self, p, gi: int) -> float:
         """Weight decay for one parameter (0 for no-decay params unless decay_bn_bias)."""
         if self.decay_bn_bias or getattr(p, "decay", True):
-            return group["weight_decay"]
+            return self.param_groups[gi]["weight_decay"]
         return 0.0
 
     def zero_grad(self) -> None:
         """Set every parameter's gradient to 0 (backward overwrites them anyway)."""
         for p in self.params:
-            p.grad.fill(0.0)
+            backend.zero_(p.grad)
 
     def step(self) -> None:
+        """One update of every parameter: ``prepare_step()`` then ``apply_step()``."""
+        self.prepare_step()
+        self.apply_step()
+
+    def prepare_step(self) -> None:
+        """Count the step and, on the device, write lr and the step count into the
+        one-element arrays ``apply_step`` reads (small kernels on the stream: no host wait)."""
+        self.step_count += 1
+        if self.device == "cuda":
+            staged = [(("lr", gi), np.float32, g["lr"]) for gi, g in enumerate(self.param_groups)]
+            for key, dtype, value in staged + [("step", np.int64, self.step_count)]:
+                if key not in self._scalars:
+                    self._scalars[key] = backend.empty((1,), dtype, "cuda")
+                self._scalars[key].fill_(value)
+
+    def apply_step(self) -> None:
+        """The parameter updates of the step ``prepare_step`` staged (kernels only)."""
         raise NotImplementedError
+
+    def _lr_arg(self, gi: int):
+        """Group gi's lr as the update kernels take it: a number, or on the device its staged
+        array."""
+        return self._scalars["lr", gi] if self.device == "cuda" else self.param_groups[gi]["lr"]
+
+    def to(self, device: str) -> Optimizer:
+        """Move the state buffers to ``device``, where the parameters must already be
+        (``model.to(device)`` first)."""
+        device = backend.parse_device(device)
+        if device != self.device:
+            raise ValueError(f"device: the parameters are on {self.device}; move the model "
+                             f"to {device!r} first, then its optimizer")
+        if all(backend.device_of(a) == device for _, a in self._arrays().values()):
+            return self
+        state = self.state_dict()
+        self._scalars = {}
+        self._alloc_state()
+        self.load_state_dict(state)
+        return self
+
+    def _alloc_state(self) -> None:
+        """(Re)create the state buffers, zero, like each parameter's data."""
 
     def hparams(self) -> dict:
         """JSON-serializable hyper-parameters (excluding ``lr``)."""
@@ -164,15 +220,16 @@ class Optimizer:
         return [{"size": len(g["params"]), "lr_scale": s, "weight_decay": g["weight_decay"]}
                 for g, s in zip(self.param_groups, self._lr_scales)]
 
-    def _arrays(self) -> dict[str, np.ndarray]:
+    def _arrays(self) -> dict[str, tuple]:
+        """{key: (parameter, buffer shaped like its data)} of the state to checkpoint."""
         return {}
 
     def state_dict(self) -> dict:
-        """``{"name", "lr", "step", "hparams", "param_groups", "arrays": {key: copy}}``;
-        ``param_groups`` describes each group (size, lr scale, weight decay)."""
+        """``{"name", "lr", "step", "hparams", "param_groups", "arrays": {key: NumPy copy,
+        host layout}}``; ``param_groups`` describes each group (size, lr scale, weight decay)."""
         return {"name": self.name, "lr": self.lr, "step": self.step_count,
                 "hparams": self.hparams(), "param_groups": self._groups_state(),
-                "arrays": {k: a.copy() for k, a in self._arrays().items()}}
+                "arrays": {k: backend.to_host(a, _layout(p)) for k, (p, a) in self._arrays().items()}}
 
     def check_state_dict(self, state: dict) -> None:
         """Raise if ``state`` cannot be loaded (wrong optimizer, groups, keys or shapes)."""
@@ -189,16 +246,17 @@ class Optimizer:
         unexpected = sorted(set(arrays) - set(own))
         if missing or unexpected:
             raise KeyError(f"optimizer state mismatch: missing {missing}, unexpected {unexpected}")
-        for k, a in own.items():
-            if arrays[k].shape != a.shape:
-                raise ValueError(f"optimizer state {k!r}: shape {arrays[k].shape} != {a.shape}")
+        for k, (p, a) in own.items():
+            shape = backend.host_shape(a, _layout(p))
+            if arrays[k].shape != shape:
+                raise ValueError(f"optimizer state {k!r}: shape {arrays[k].shape} != {shape}")
 
     def load_state_dict(self, state: dict) -> None:
         """Restore lr, step count and buffers (copied in place); validates everything first."""
         self.check_state_dict(state)
         own, arrays = self._arrays(), state["arrays"]
-        for k, a in own.items():
-            np.copyto(a, arrays[k], casting="same_kind")
+        for k, (p, a) in own.items():
+            backend.copy_from_host(a, arrays[k], _layout(p))
         self.lr = float(state["lr"])
         self.step_count = int(state["step"])
 
@@ -240,22 +298,25 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
-        self.buffers = ([np.zeros_like(p.data) for p in self.params]
+        self._alloc_state()
+
+    def _alloc_state(self) -> None:
+        self.buffers = ([backend.zeros_like(p.data) for p in self.params]
                         if self.momentum else [None] * len(self.params))
 
-    def step(self) -> None:
-        for i, p, group in self._each():
-            F.sgd_step(p.data, p.grad, self.buffers[i], lr=group["lr"], momentum=self.momentum,
-                       weight_decay=self._wd(p, group), nesterov=self.nesterov)
-        self.step_count += 1
+    def apply_step(self) -> None:
+        for i, p, gi in self._each():
+            F.sgd_step(p.data, p.grad, self.buffers[i], lr=self._lr_arg(gi),
+                       momentum=self.momentum, weight_decay=self._wd(p, gi),
+                       nesterov=self.nesterov)
 
     def hparams(self) -> dict:
         return {"momentum": self.momentum, "nesterov": self.nesterov, **super().hparams()}
 
-    def _arrays(self) -> dict[str, np.ndarray]:
+    def _arrays(self) -> dict[str, tuple]:
         if not self.momentum:
             return {}
-        return {f"{i}.momentum": b for i, b in enumerate(self.buffers)}
+        return {f"{i}.momentum": (p, b) for i, (p, b) in enumerate(zip(self.params, self.buffers))}
 
 
 class Adam(Optimizer):
@@ -274,22 +335,25 @@ class Adam(Optimizer):
         if eps <= 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         self.beta1, self.beta2, self.eps = b1, b2, float(eps)
-        self.m = [np.zeros_like(p.data) for p in self.params]
-        self.v = [np.zeros_like(p.data) for p in self.params]
+        self._alloc_state()
 
-    def step(self) -> None:
-        self.step_count += 1
-        for i, p, group in self._each():
-            F.adam_step(p.data, p.grad, self.m[i], self.v[i], step=self.step_count,
-                        lr=group["lr"], beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                        weight_decay=self._wd(p, group), decoupled=self.decoupled)
+    def _alloc_state(self) -> None:
+        self.m = [backend.zeros_like(p.data) for p in self.params]
+        self.v = [backend.zeros_like(p.data) for p in self.params]
+
+    def apply_step(self) -> None:
+        step = self._scalars["step"] if self.device == "cuda" else self.step_count
+        for i, p, gi in self._each():
+            F.adam_step(p.data, p.grad, self.m[i], self.v[i], step=step, lr=self._lr_arg(gi),
+                        beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                        weight_decay=self._wd(p, gi), decoupled=self.decoupled)
 
     def hparams(self) -> dict:
         return {"betas": [self.beta1, self.beta2], "eps": self.eps, **super().hparams()}
 
-    def _arrays(self) -> dict[str, np.ndarray]:
-        out = {f"{i}.m": m for i, m in enumerate(self.m)}
-        out.update({f"{i}.v": v for i, v in enumerate(self.v)})
+    def _arrays(self) -> dict[str, tuple]:
+        out = {f"{i}.m": (p, m) for i, (p, m) in enumerate(zip(self.params, self.m))}
+        out.update({f"{i}.v": (p, v) for i, (p, v) in enumerate(zip(self.params, self.v))})
         return out
 
 

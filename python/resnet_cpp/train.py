@@ -27,6 +27,13 @@ of ``batch_size * N`` images is the one a single process with that batch size wo
 the gradients are summed over ranks before the update, rank 0's state is broadcast at the
 start (fresh or resumed), and only rank 0 writes files and prints. Checkpoints record the
 global batch, so a run resumes on any number of ranks that divides it.
+
+Devices: ``device="cuda"`` moves the model (and a given optimizer) to the GPU and runs each
+step there (:mod:`resnet_cpp.train_cuda`: pinned host batches, asynchronous copies, one
+host wait per step, the step captured in a CUDA graph unless ``cuda_graph=False``). The
+weights are then checked for NaN/inf at each checkpoint rather than after every step (that
+would wait for the device). Checkpoints are the same on both devices: a run saved on the
+GPU resumes on the CPU and the reverse (equal up to float32 rounding, not bit for bit).
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _precision
+from . import backend
 from . import checkpoint as ckpt
 from . import distributed as dist
 from . import optim
@@ -207,6 +215,7 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
         conf = np.zeros((k, k), dtype=np.int64)
     crit = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     was_training = getattr(model, "training", False)
+    on_device = getattr(model, "device", "cpu") == "cuda"
     model.eval()
     loss_sum, n = 0.0, 0
     it = iter(loader)
@@ -214,7 +223,9 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
         for x, y in it:
             if len(y) == 0:  # this rank's part of a batch smaller than the group
                 continue
-            logits = model(x)
+            logits = model(backend.to_device(x, "cuda")) if on_device else model(x)
+            if on_device:  # forward on the device; the (N, K) logits come back for the metrics
+                logits = backend.to_host(logits)
             if k is None:
                 k = logits.shape[1]
             if conf is None:
@@ -313,6 +324,7 @@ class Trainer:
                  init_from=None, new_head: bool = False, freeze_trunk: bool = False,
                  trunk_lr: float | None = None, freeze_bn: bool = False,
                  distributed: bool | None = None, sync_bn: bool = False,
+                 device: str = "cpu", cuda_graph: bool = True,
                  on_step: Callable[["Trainer"], None] | None = None,
                  on_epoch: Callable[["Trainer", dict], None] | None = None) -> None:
         if epochs < 1:
@@ -327,6 +339,12 @@ class Trainer:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if precision is not None and precision not in _precision.PRECISIONS:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.device = backend.parse_device(device)
+        self.cuda_graph = bool(cuda_graph)
+        if self.device == "cuda":
+            backend.require_cuda()
+        if getattr(model, "device", "cpu") != self.device:
+            model.to(self.device)
         self.recipe = optim.get_recipe(recipe or "he2015")
         self.batch_size = int(batch_size or self.recipe.batch_size)
         if self.batch_size < 1:
@@ -347,6 +365,9 @@ class Trainer:
         if group is not None:
             from .distributed.data_parallel import DataParallel
 
+            if self.device != "cpu":
+                raise ValueError("distributed: data-parallel training runs on the CPU only "
+                                 f"(device={self.device!r})")
             self.dp = DataParallel(group, sync_bn)
             if threads is None:
                 self.threads = dist.local_threads()
@@ -393,7 +414,7 @@ class Trainer:
 
         warmup_steps = int(round(warmup_epochs * self.steps_per_epoch))
         if isinstance(optimizer, optim.Optimizer):
-            self.optimizer = optimizer
+            self.optimizer = optimizer.to(self.device)
             if lr is not None:
                 optimizer.lr = float(lr)
             if not isinstance(schedule, optim.Schedule):
@@ -415,7 +436,10 @@ class Trainer:
             self.dp.attach(self.optimizer)
         from . import nn
 
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        # On the device the labels are checked on the host (_check_labels) instead of by
+        # the loss, which would wait for the device.
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing,
+                                             check_labels=self.device == "cpu")
 
         # Position: the next step to run is batch `batch` of epoch `epoch`.
         self.epoch = 0
@@ -426,6 +450,7 @@ class Trainer:
         self.best_accuracy = -1.0
         self._param_names = {id(p): n for n, p in getattr(model, "named_parameters",
                                                            lambda: [])()}
+        self._device_step = None  # the CudaTrainStep while fit() runs on the device
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -447,6 +472,7 @@ class Trainer:
             "recipe": self.recipe.name, "optimizer": self.optimizer.name,
             "schedule": self.schedule.state_dict()["name"], "seed": self.seed,
             "threads": self.threads, "precision": self.precision, "augment": self.augment,
+            "device": self.device,
             "label_smoothing": self.label_smoothing, "steps_per_epoch": self.steps_per_epoch,
             "world_size": self.world_size, "sync_bn": self.dp is not None and self.dp.sync_bn,
             **self.finetune_config, **self.extra_config})
@@ -496,7 +522,8 @@ class Trainer:
         """Raise TrainingDiverged if a parameter is NaN/inf (a fused ReLU can hide NaNs
         from the loss, so the weights are checked after every update)."""
         for p in self.optimizer.params:
-            if not np.isfinite(p.data).all():
+            data = backend.to_host(p.data) if backend.is_device_array(p.data) else p.data
+            if not np.isfinite(data).all():
                 name = self._param_names.get(id(p), "a parameter")
                 raise self._diverged(f"{name} became NaN/inf")
 
@@ -618,7 +645,7 @@ class Trainer:
             training = contextlib.nullcontext()
             if self.dp is not None:
                 training = self.dp.start(self)  # every rank gets rank 0's state
-            with training, _InterruptGuard() as guard:
+            with training, _InterruptGuard() as guard, self._device_session():
                 self._run(guard)
         finally:
             resnet_cpp.set_num_threads(old_threads)
@@ -648,41 +675,81 @@ class Trainer:
                 self._log(msg)
                 return
 
+    def _cpu_step(self, x, y) -> tuple[float, int, int]:
+        """One step on the CPU: (loss, correct, images) of the whole batch (over all ranks
+        when data-parallel)."""
+        model, crit = self.model, self.criterion
+        logits = model(x)
+        loss = float(crit(logits, y))
+        n = len(y)
+        correct = int(np.count_nonzero(np.argmax(logits, axis=1) == y))
+        if self.dp is not None:  # the whole batch's, over all ranks
+            n_batch = self.loader.batch_len(self.batch)
+            loss, correct = self.dp.backward(model, crit, loss, correct, n, n_batch)
+            n = n_batch
+        if not math.isfinite(loss):
+            raise self._diverged(f"loss is {loss}")
+        if self.dp is None:
+            model.backward(crit.backward(), need_dx=False)
+        self.optimizer.step()
+        self._check_finite_weights()
+        return loss, correct, n
+
+    def _check_labels(self, y: np.ndarray) -> None:
+        k = getattr(self.model, "num_classes", None)
+        if k is not None and len(y) and (y.min() < 0 or y.max() >= k):
+            bad = int(np.flatnonzero((y < 0) | (y >= k))[0])
+            raise ValueError(f"labels: labels[{bad}] = {int(y[bad])} is outside [0, K) = [0, {k})")
+
+    def _device_session(self):
+        """For device="cuda", the CudaTrainStep that runs every step of this fit (its CUDA
+        graphs are captured once and replayed across epochs); else a no-op context."""
+        if self.device != "cuda":
+            return contextlib.nullcontext()
+        from .train_cuda import CudaTrainStep
+
+        self._device_step = CudaTrainStep(self.model, self.criterion, self.optimizer,
+                                          self.cuda_graph)
+        return self._device_step
+
     def _train_epoch(self, guard: _InterruptGuard) -> bool:
         """Run the rest of the current epoch; True if max_steps was reached."""
-        model, crit, opt, sched = self.model, self.criterion, self.optimizer, self.schedule
+        model, opt, sched = self.model, self.optimizer, self.schedule
+        device_step = self._device_step
         model.train()
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(self.epoch)
         if self.batch >= self.steps_per_epoch:
             return False
         it = self.loader.iter_from(self.batch) if self.batch else iter(self.loader)
+        if device_step is not None:
+            from .train_cuda import PinnedBatches
+
+            it = PinnedBatches(it, check_labels=self._check_labels)
         bar = _Bar(self.steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{self.epochs}",
                    self.progress)
         s = self._sums
         try:
             t0 = time.perf_counter()
-            for x, y in it:
+            for item in it:
                 with guard.critical():
-                    logits = model(x)
-                    loss = float(crit(logits, y))
-                    n = len(y)
-                    correct = int(np.count_nonzero(np.argmax(logits, axis=1) == y))
-                    if self.dp is not None:  # the whole batch's, over all ranks
-                        n_batch = self.loader.batch_len(self.batch)
-                        loss, correct = self.dp.backward(model, crit, loss, correct, n, n_batch)
-                        n = n_batch
-                    if not math.isfinite(loss):
-                        raise self._diverged(f"loss is {loss}")
                     lr = opt.lr
-                    if self.dp is None:
-                        model.backward(crit.backward(), need_dx=False)
-                    opt.step()
-                    self._check_finite_weights()
+                    if device_step is None:
+                        x, y = item
+                        loss, correct, n = self._cpu_step(x, y)
+                    else:
+                        slot, x, y = item
+                        loss, logits = device_step.step(x, y)
+                        if not math.isfinite(loss):
+                            raise self._diverged(f"loss is {loss}")
+                        n = len(y)
+                        correct = int(np.count_nonzero(np.argmax(logits, axis=1) == y))
                     sched.step()
                     s["loss"] += loss * n
                     s["correct"] += correct
                     s["seen"] += n
+                    if device_step is not None:
+                        it.release(slot)  # y was read from it
                     self.batch += 1
                     self.global_step += 1
                     t1 = time.perf_counter()
@@ -765,7 +832,8 @@ def fit(model, train_data, test_data=None, **kwargs) -> History:
     then per rank.
 
     precision: "fp32" or "bf16" convolutions for this run (restored afterwards); None
-    keeps the process setting (see resnet_cpp.set_precision).
+    keeps the process setting (see resnet_cpp.set_precision). device: "cpu" (default) or
+    "cuda" (:mod:`resnet_cpp.train_cuda`); cuda_graph: capture the device step in a CUDA graph.
     """
     group = _data_parallel_group(kwargs.get("distributed"))
     # A rank failing while building the Trainer must stop the others too.

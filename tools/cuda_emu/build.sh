@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds an emulated resnet_cpp._cuda that runs the CUDA kernels on the CPU (no GPU, no
-# driver), so tests/test_cuda.py can check kernels, bindings and tests on any machine:
+# driver), so the CUDA tests can check kernels, bindings and tests on any machine:
 #   tools/cuda_emu/build.sh
-#   PYTHONPATH=build/cuda-emu/pkg python3 -m pytest -q tests/test_cuda.py -k "not graph and not tf32"
+#   PYTHONPATH=build/cuda-emu/pkg python3 -m pytest -q tests/test_cuda.py tests/test_cuda_models.py
 # Needs: g++, the CUDA toolkit headers (for cuda_runtime.h), pybind11, and a built _core in
 # python/resnet_cpp (the package is copied). The TF32 kernel runs on a fake wmma with the
 # documented fragment layouts; graph capture records and replays launches. Not emulated:
@@ -34,8 +34,11 @@ for f in "$out"/src/*.cpp; do
 done
 g++ "${cf[@]}" -I"$here" -c "$here/emu.cpp" -o "$out/obj/emu_runtime.o" & pids+=($!)
 g++ "${cf[@]}" -I"$here" -c "$here/fake_cudart.cpp" -o "$out/obj/fake_cudart.o" & pids+=($!)
-g++ "${cf[@]}" -I"$pyinc" -I"$pbinc" -I"$root/cpp/cuda" -c "$root/cpp/cuda/bindings_cuda.cpp" \
-    -o "$out/obj/bindings_cuda.o" & pids+=($!)
+# The real bindings (and the checker they share with _core), compiled as they are.
+for f in "$root"/cpp/cuda/bindings/*.cpp "$root"/cpp/bindings/checks.cpp; do
+  g++ "${cf[@]}" -I"$pyinc" -I"$pbinc" -I"$root/cpp/cuda" -c "$f" \
+      -o "$out/obj/bind_$(basename "$f" .cpp).o" & pids+=($!)
+done
 for p in "${pids[@]}"; do wait "$p"; done
 cp -r "$root/python/resnet_cpp" "$out/pkg/"
 rm -f "$out"/pkg/resnet_cpp/_cuda*

@@ -1,7 +1,8 @@
 // fake_cudart.cpp: the CUDA runtime calls the _cuda module makes, for the CPU emulation:
 // device memory is host memory, every call is synchronous. Graph capture records launches and
 // async memsets/copies (emu_capture_*); frees during a capture are deferred forever so
-// replays never touch freed memory.
+// replays never touch freed memory. Pinned host allocations are remembered, so
+// cudaPointerGetAttributes tells them from pageable memory as the real runtime does.
 #include <cuda_runtime.h>
 #include <cstdlib>
 #include <cstring>
@@ -56,7 +57,20 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
 cudaError_t cudaDriverGetVersion(int* v) { *v = 13000; return cudaSuccess; }
 cudaError_t cudaRuntimeGetVersion(int* v) { *v = 13000; return cudaSuccess; }
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) { std::memset(a, 0, sizeof(*a)); return cudaSuccess; }
-cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void*) { std::memset(a, 0, sizeof(*a)); a->type = cudaMemoryTypeDevice; return cudaSuccess; }
+static std::map<void*, size_t> pinned;
+cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) { *p = std::malloc(n ? n : 1); pinned[*p] = n ? n : 1; return cudaSuccess; }
+cudaError_t cudaFreeHost(void* p) { if (!pinned.erase(p)) return fail(cudaErrorInvalidValue); std::free(p); return cudaSuccess; }
+// Whether p lies in one of the blocks of `m` (base -> size).
+static bool inside(const std::map<void*, size_t>& m, const void* p) {
+    auto it = m.upper_bound(const_cast<void*>(p));
+    return it != m.begin() && (--it, (const char*)p < (const char*)it->first + it->second);
+}
+// Device allocations and pinned blocks are known; anything else is pageable host memory.
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
+    std::memset(a, 0, sizeof(*a));
+    a->type = inside(allocs, p) ? cudaMemoryTypeDevice : inside(pinned, p) ? cudaMemoryTypeHost : cudaMemoryTypeUnregistered;
+    return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t* f, size_t* t) { *f = kTotal - used; *t = kTotal; return cudaSuccess; }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { *e = (cudaEvent_t)std::malloc(8); return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }

@@ -1,6 +1,7 @@
 """Batch normalization (2-d, per channel), optionally fused with the following ReLU.
 
-Kernels: ``cpp/batchnorm.cpp`` (NHWC). ``layout="NCHW"`` (the default, like PyTorch) is the
+Kernels: ``cpp/batchnorm.cpp`` and ``cpp/cuda/batchnorm.cu`` (NHWC), picked by the arrays'
+device. ``layout="NCHW"`` (the default, like PyTorch) is the
 slow path: x is transposed to NHWC, normalized, and transposed back (two extra passes each
 way); models call with ``layout="NHWC"`` and keep activations channels-last. A ``residual``
 operand fuses a ResNet block's join, ``relu(batch_norm(x) + residual)``, into one pass.
@@ -20,6 +21,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from .. import _core
+from ..backend import device_of, empty, kernels
 
 __all__ = ["BatchNormCache", "batch_norm2d", "batch_norm2d_backward"]
 
@@ -30,7 +32,7 @@ class BatchNormCache(NamedTuple):
     """What ``batch_norm2d_backward`` needs. Arrays are NHWC (the kernel layout).
 
     x: the input (N,H,W,C); gamma, beta (C,); mean, rstd (C,): the batch statistics in
-    training, the running ones (copied at forward time) in eval; training, layout, relu: as
+    training, the running ones (mean and 1/sqrt(var + eps), copied at forward time) in eval; training, layout, relu: as
     passed. A fused ReLU's mask is recomputed from x (bit for bit the forward's), so y is
     kept only with a residual (y: the output, whose > 0 mask then depends on the residual),
     else None. residual: whether one was added (the backward then returns its gradient too).
@@ -50,6 +52,14 @@ class BatchNormCache(NamedTuple):
     y: Optional[np.ndarray]
     allreduce: Optional[Callable[[np.ndarray], None]] = None
     count: Optional[float] = None
+
+
+def _length(v) -> int:
+    """len(v) of a (C,) vector, 1 for anything else (the kernel then names the bad argument)."""
+    try:
+        return len(v)
+    except TypeError:
+        return 1
 
 
 def _check_layout(layout: str) -> None:
@@ -83,30 +93,37 @@ def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = 
         (y, cache): y has x's shape and layout; pass cache to ``batch_norm2d_backward``.
     """
     _check_layout(layout)
+    K = kernels("batch_norm2d", x=x, gamma=gamma, beta=beta, running_mean=running_mean,
+                running_var=running_var, out=out, residual=residual)
     nchw = layout == "NCHW"
-    xt = _core.nchw_to_nhwc(x) if nchw else x
-    rt = _core.nchw_to_nhwc(residual) if nchw and residual is not None else residual
+    xt = K.nchw_to_nhwc(x) if nchw else x
+    rt = K.nchw_to_nhwc(residual) if nchw and residual is not None else residual
     count = None
-    if training and allreduce is not None:
+    if training and allreduce is not None:  # synchronized BN: CPU kernels only
         mean, rstd, count = _synced_stats(xt, running_mean, running_var, momentum, eps,
                                           allreduce)
         yt = _core.batch_norm_apply(xt, gamma, beta, mean, rstd, relu,
                                     out=None if nchw else out, residual=rt)
     elif training:
-        yt, mean, rstd = _core.batch_norm_forward_train(
+        yt, mean, rstd = K.batch_norm_forward_train(
             xt, gamma, beta, running_mean, running_var, momentum, eps, relu,
             out=None if nchw else out, residual=rt)
     else:
-        yt = _core.batch_norm_forward_eval(xt, gamma, beta, running_mean, running_var, eps,
-                                           relu, out=None if nchw else out, residual=rt)
-        mean = np.array(running_mean, dtype=np.float32)
-        rstd = (1.0 / np.sqrt(np.asarray(running_var, np.float64) + eps)).astype(np.float32)
-    y = _core.nhwc_to_nchw(yt, out=out) if nchw else yt
+        mean, rstd = (empty((_length(gamma),), np.float32, device_of(x)) for _ in range(2))
+        yt = K.batch_norm_forward_eval(xt, gamma, beta, running_mean, running_var, eps, relu,
+                                       out=None if nchw else out, residual=rt, mean_out=mean,
+                                       rstd_out=rstd)
+    y = K.nhwc_to_nchw(yt, out=out) if nchw else yt
     fused = residual is not None
     cache = BatchNormCache(xt, gamma, beta, mean, rstd, bool(training), layout, bool(relu), fused,
                            yt if relu and fused else None,
                            None if count is None else allreduce, count)
     return y, cache
+
+
+def _copy_into(out: np.ndarray, value: np.ndarray) -> np.ndarray:
+    np.copyto(out, value)
+    return out
 
 
 def _synced_stats(xt, running_mean, running_var, momentum, eps, allreduce):
@@ -127,7 +144,7 @@ def _synced_stats(xt, running_mean, running_var, momentum, eps, allreduce):
 
 
 def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cache=False,
-                          add=None):
+                          add=None, dgamma_out=None, dbeta_out=None):
     """Backward of ``batch_norm2d`` (training or eval cache; fused ReLU included).
 
     Args:
@@ -141,6 +158,7 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
             afterwards: no new activation-sized arrays. Use once per cache, without out.
         add: optional float32 array of dy's shape and layout summed into dx in the same
             pass (a residual block's other branch: dx = dx_bn + add); not ``out``.
+        dgamma_out, dbeta_out: optional (C,) arrays that receive dgamma and dbeta.
 
     Returns:
         (dx, dgamma, dbeta), and for a fused residual (dx, dgamma, dbeta, dresidual): dx
@@ -150,14 +168,16 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
     """
     if overwrite_cache and out is not None:
         raise ValueError("out: not allowed with overwrite_cache=True (dx goes over cache.x)")
+    K = kernels("batch_norm2d_backward", dy=dy, x=cache.x, out=out, add=add,
+                dgamma_out=dgamma_out, dbeta_out=dbeta_out)
     nchw = cache.layout == "NCHW"
-    dyt = _core.nchw_to_nhwc(dy) if nchw else dy
+    dyt = K.nchw_to_nhwc(dy) if nchw else dy
     relu = cache.relu
     if cache.residual and relu:
         # The masked gradient reaches both summands: compute it once, then a plain BN backward.
-        dyt = _core.relu_backward(dyt, cache.y, out=cache.y if overwrite_cache else None)
+        dyt = K.relu_backward(dyt, cache.y, out=cache.y if overwrite_cache else None)
         relu = False
-    addt = _core.nchw_to_nhwc(add) if nchw and add is not None else add
+    addt = K.nchw_to_nhwc(add) if nchw and add is not None else add
     dx_out = cache.x if overwrite_cache else None if nchw else out
     if cache.allreduce is not None:
         sdy, sdyx, dgamma, dbeta = _core.batch_norm_backward_reduce(
@@ -168,11 +188,14 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
         dxt = _core.batch_norm_backward_apply(
             dyt, cache.x, cache.gamma, cache.mean, cache.rstd, sums[:c], sums[c:], cache.count,
             beta=cache.beta, relu=relu, out=dx_out, add=addt)
+        dgamma = dgamma if dgamma_out is None else _copy_into(dgamma_out, dgamma)
+        dbeta = dbeta if dbeta_out is None else _copy_into(dbeta_out, dbeta)
     else:
-        dxt, dgamma, dbeta = _core.batch_norm_backward(
+        dxt, dgamma, dbeta = K.batch_norm_backward(
             dyt, cache.x, cache.gamma, cache.mean, cache.rstd, beta=cache.beta, relu=relu,
-            train=cache.training, out=dx_out, add=addt)
-    dx = _core.nhwc_to_nchw(dxt, out=out) if nchw else dxt
+            train=cache.training, out=dx_out, add=addt, dgamma_out=dgamma_out,
+            dbeta_out=dbeta_out)
+    dx = K.nhwc_to_nchw(dxt, out=out) if nchw else dxt
     if not cache.residual:
         return dx, dgamma, dbeta
-    return dx, dgamma, dbeta, (_core.nhwc_to_nchw(dyt) if nchw else dyt)
+    return dx, dgamma, dbeta, (K.nhwc_to_nchw(dyt) if nchw else dyt)

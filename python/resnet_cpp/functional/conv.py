@@ -1,7 +1,10 @@
-"""2-D convolution (kernels in cpp/conv.cpp; raw NHWC/RSCK entry points in ``_core``).
+"""2-D convolution (kernels in cpp/conv.cpp and cpp/cuda/conv.cu; raw NHWC/RSCK entry
+points in ``_core`` / ``_cuda``, picked by the arrays' device).
 
-Weights at this level are OIHW ``(K, C, R, S)`` like PyTorch; they are converted to the
-kernels' RSCK layout ``(R, S, C, K)`` per call (tiny next to the activations).
+NumPy weights are OIHW ``(K, C, R, S)`` like PyTorch; they are converted to the kernels'
+RSCK layout ``(R, S, C, K)`` per call (tiny next to the activations). A DeviceArray weight
+is already RSCK, the layout ``rc.nn`` parameters have on the device, and its gradient
+comes back RSCK too.
 """
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _core
+from ..backend import is_device_array, kernels
+from ._layout import to_nchw, to_nhwc
 
 __all__ = ["conv2d", "conv2d_backward", "ConvCache"]
 
@@ -18,7 +22,7 @@ class ConvCache(NamedTuple):
     """What conv2d keeps for its backward: NHWC input, RSCK weights and the geometry."""
 
     x: np.ndarray        # (N, H, W, C) float32, the forward input in NHWC
-    w: np.ndarray        # (R, S, C, K) float32
+    w: np.ndarray        # (R, S, C, K) float32 (the caller's own array on the device)
     stride: int
     padding: int
     with_bias: bool
@@ -30,7 +34,9 @@ def _check_layout(layout: str) -> None:
         raise ValueError(f"layout: expected 'NCHW' or 'NHWC', got {layout!r}")
 
 
-def _rsck(w) -> np.ndarray:
+def _rsck(w):
+    if is_device_array(w):
+        return w  # already the kernel layout
     if not isinstance(w, np.ndarray) or w.ndim != 4:
         raise ValueError(f"w: expected a 4-d (K, C, R, S) NumPy array, got {getattr(w, 'shape', type(w))}")
     return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
@@ -42,7 +48,7 @@ def conv2d(x, w, b=None, stride: int = 1, padding: int = 0, *, layout: str = "NC
     Args:
         x: input, (N, C, H, W) for ``layout="NCHW"`` or (N, H, W, C) for ``"NHWC"``
             (NHWC must be C-contiguous; it is used without a copy).
-        w: weights (K, C, R, S).
+        w: weights (K, C, R, S); a DeviceArray weight is (R, S, C, K) (see the module doc).
         b: bias (K,) or None.
         stride, padding: the same in both spatial dims; 0 <= padding < kernel size.
         layout: "NCHW" (default; transposed to NHWC and back per call) or "NHWC".
@@ -54,26 +60,19 @@ def conv2d(x, w, b=None, stride: int = 1, padding: int = 0, *, layout: str = "NC
         (do not modify x in place before the backward).
     """
     _check_layout(layout)
+    K = kernels("conv2d", x=x, w=w, b=b, out=out)
     w_rsck = _rsck(w)
     if layout == "NCHW":
-        if not isinstance(x, np.ndarray) or x.ndim != 4:
-            raise ValueError(f"x: expected a 4-d (N, C, H, W) NumPy array, got {getattr(x, 'shape', type(x))}")
-        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        y = _core.conv2d_forward(x_nhwc, w_rsck, b, stride, padding).transpose(0, 3, 1, 2)
-        if out is None:
-            y = np.ascontiguousarray(y)
-        else:
-            if not isinstance(out, np.ndarray) or out.shape != y.shape or out.dtype != np.float32:
-                raise ValueError(f"out: expected a float32 array of shape {y.shape}")
-            out[...] = y
-            y = out
+        x_nhwc = to_nhwc(K, x, "x")
+        y = to_nchw(K, K.conv2d_forward(x_nhwc, w_rsck, b, stride, padding), out)
     else:
         x_nhwc = x
-        y = _core.conv2d_forward(x_nhwc, w_rsck, b, stride, padding, out)
+        y = K.conv2d_forward(x_nhwc, w_rsck, b, stride, padding, out)
     return y, ConvCache(x_nhwc, w_rsck, int(stride), int(padding), b is not None, layout)
 
 
-def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True, dx_out=None):
+def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True, dx_out=None, dw_out=None,
+                    db_out=None):
     """Gradients of :func:`conv2d`.
 
     Args:
@@ -84,22 +83,35 @@ def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True, dx_out=None):
             forward's input ``cache.x`` itself: the weight gradient is computed first.
             Reusing a spent activation this way saves allocating (and page-faulting) an
             activation-sized array per layer and step.
+        dw_out, db_out: optional arrays that receive dw (the weight's shape) and db.
 
     Returns:
-        ``(dx or None, dw (K, C, R, S), db (K,) or None)``; dx in the forward's layout.
+        ``(dx or None, dw (K, C, R, S), db (K,) or None)``; dx in the forward's layout, dw
+        in the weight's (RSCK for a DeviceArray weight).
     """
     x, w, stride, pad, with_bias, layout = cache
+    K = kernels("conv2d_backward", dy=dy, x=x, dx_out=dx_out, dw_out=dw_out, db_out=db_out)
     if layout == "NCHW":
-        if not isinstance(dy, np.ndarray) or dy.ndim != 4:
-            raise ValueError(f"dy: expected a 4-d (N, K, P, Q) NumPy array, got {getattr(dy, 'shape', type(dy))}")
-        dy = np.ascontiguousarray(dy.transpose(0, 2, 3, 1))
+        dy = to_nhwc(K, dy, "dy")
     if dx_out is not None and layout != "NHWC":
         raise ValueError("dx_out: only supported with layout='NHWC'")
     R, S = w.shape[0], w.shape[1]
-    dw, db = _core.conv2d_backward_weight(x, dy, R, S, stride, pad, with_bias)
+    on_device = is_device_array(x)
+    dw, db = K.conv2d_backward_weight(x, dy, R, S, stride, pad, with_bias,
+                                      dw_out if on_device else None, db_out)
+    if not on_device:  # back to the caller's OIHW
+        dw = dw.transpose(3, 2, 0, 1)
+        dw = np.ascontiguousarray(dw) if dw_out is None else _copy_into(dw_out, dw, "dw_out")
     dx = None
     if need_dx:
-        dx = _core.conv2d_backward_data(dy, w, x.shape[1], x.shape[2], stride, pad, dx_out)
+        dx = K.conv2d_backward_data(dy, w, x.shape[1], x.shape[2], stride, pad, dx_out)
         if layout == "NCHW":
-            dx = np.ascontiguousarray(dx.transpose(0, 3, 1, 2))
-    return dx, np.ascontiguousarray(dw.transpose(3, 2, 0, 1)), db
+            dx = to_nchw(K, dx)
+    return dx, dw, db
+
+
+def _copy_into(out, a, name: str):
+    if not isinstance(out, np.ndarray) or out.shape != a.shape or out.dtype != np.float32:
+        raise ValueError(f"{name}: expected a float32 array of shape {a.shape}")
+    np.copyto(out, a)
+    return out

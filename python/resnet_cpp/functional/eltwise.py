@@ -1,11 +1,12 @@
 """ReLU, the residual add (optionally fused with ReLU), the option-A shortcut, NCHW<->NHWC.
 
-Kernels: ``cpp/eltwise.cpp``. relu/add work on float32 C-contiguous arrays of any shape and
-layout (elementwise); the ReLU caches only its output y, whose > 0 mask is the backward.
+Kernels: ``cpp/eltwise.cpp`` and ``cpp/cuda/eltwise.cu``, picked by the arrays' device.
+relu/add work on float32 C-contiguous arrays of any shape and layout (elementwise); the ReLU
+caches only its output y, whose > 0 mask is the backward.
 """
 from __future__ import annotations
 
-from .. import _core
+from ..backend import kernels
 
 __all__ = ["relu", "relu_backward", "add", "add_relu", "add_relu_backward", "shortcut_a",
            "shortcut_a_backward", "to_nhwc", "to_nchw"]
@@ -13,13 +14,13 @@ __all__ = ["relu", "relu_backward", "add", "add_relu", "add_relu_backward", "sho
 
 def relu(x, *, out=None):
     """y = max(x, 0). x: float32, any shape. Returns (y, cache); cache is y."""
-    y = _core.relu_forward(x, out=out)
+    y = kernels("relu", x=x, out=out).relu_forward(x, out=out)
     return y, y
 
 
 def relu_backward(dy, cache):
     """dx = dy * (y > 0); dy has y's shape. Returns dx."""
-    return _core.relu_backward(dy, cache)
+    return kernels("relu_backward", dy=dy, y=cache).relu_backward(dy, cache)
 
 
 def add(a, b, *, out=None):
@@ -27,18 +28,18 @@ def add(a, b, *, out=None):
 
     The backward is the identity for both inputs, so there is no cache.
     """
-    return _core.add_forward(a, b, out=out)
+    return kernels("add", a=a, b=b, out=out).add_forward(a, b, out=out)
 
 
 def add_relu(a, b, *, out=None):
     """y = max(a + b, 0), the residual join of a ResNet block. Returns (y, cache)."""
-    y = _core.add_relu_forward(a, b, out=out)
+    y = kernels("add_relu", a=a, b=b, out=out).add_relu_forward(a, b, out=out)
     return y, y
 
 
 def add_relu_backward(dy, cache):
     """d = dy * (y > 0): the gradient for both a and b. Returns d."""
-    return _core.add_relu_backward(dy, cache)
+    return kernels("add_relu_backward", dy=dy, y=cache).add_relu_backward(dy, cache)
 
 
 def shortcut_a(x, channels_out: int, stride: int, *, out=None):
@@ -47,7 +48,7 @@ def shortcut_a(x, channels_out: int, stride: int, *, out=None):
     Subsamples by ``stride`` and zero-pads the channels to ``channels_out`` (>= C), (K-C)//2
     below and the rest above. Returns (y (N, ceil(H/stride), ceil(W/stride), K), cache).
     """
-    y = _core.shortcut_a_forward(x, channels_out, stride, out=out)
+    y = kernels("shortcut_a", x=x, out=out).shortcut_a_forward(x, channels_out, stride, out=out)
     return y, (x.shape[1], x.shape[2], x.shape[3], int(stride))
 
 
@@ -57,14 +58,15 @@ def shortcut_a_backward(dy, cache, *, out=None, accumulate: bool = False):
     ``accumulate=True`` adds that into ``out`` instead (the residual sum in one pass).
     """
     H, W, C, stride = cache
-    return _core.shortcut_a_backward(dy, C, H, W, stride, out=out, accumulate=accumulate)
+    K = kernels("shortcut_a_backward", dy=dy, out=out)
+    return K.shortcut_a_backward(dy, C, H, W, stride, out=out, accumulate=accumulate)
 
 
 def to_nhwc(x, *, out=None):
     """float32 (N,C,H,W) -> a new (N,H,W,C) array (threaded, cache-blocked transpose)."""
-    return _core.nchw_to_nhwc(x, out=out)
+    return kernels("to_nhwc", x=x, out=out).nchw_to_nhwc(x, out=out)
 
 
 def to_nchw(x, *, out=None):
     """float32 (N,H,W,C) -> a new (N,C,H,W) array (threaded, cache-blocked transpose)."""
-    return _core.nhwc_to_nchw(x, out=out)
+    return kernels("to_nchw", x=x, out=out).nhwc_to_nchw(x, out=out)

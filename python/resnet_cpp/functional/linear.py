@@ -1,12 +1,13 @@
 """Fully connected layer: y = x W^T + b (PyTorch nn.Linear layout).
 
-Kernels: cpp/linear.cpp (register-blocked AVX-512/AVX2 GEMMs, no BLAS).
+Kernels: cpp/linear.cpp (register-blocked AVX-512/AVX2 GEMMs, no BLAS) and
+cpp/cuda/linear.cu, picked by the arrays' device.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from ..backend import kernels
 
 __all__ = ["linear", "linear_backward"]
 
@@ -18,15 +19,17 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *,
     `out`, if given, is a writeable float32 (N,O) array that receives y (and is returned).
     The cache holds references to x and w (not copies) for linear_backward.
     """
-    y = _core.linear_forward(x, w, b, out)
+    y = kernels("linear", x=x, w=w, b=b, out=out).linear_forward(x, w, b, out)
     return y, (x, w, b is not None)
 
 
-def linear_backward(dy: np.ndarray, cache, *, need_dx: bool = True):
+def linear_backward(dy: np.ndarray, cache, *, need_dx: bool = True, dw_out=None, db_out=None):
     """Backward: dy (N,O) -> (dx (N,F) or None, dw (O,F), db (O,) or None).
 
     dx = dy W, dw = dy^T x, db = sum over the batch of dy. Pass need_dx=False for the first
-    layer of a network (saves one GEMM); db is None when the forward had no bias.
+    layer of a network (saves one GEMM); db is None when the forward had no bias. dw_out and
+    db_out, if given, receive dw and db.
     """
     x, w, with_bias = cache
-    return _core.linear_backward(dy, x, w, bool(need_dx), with_bias)
+    K = kernels("linear_backward", dy=dy, x=x, dw_out=dw_out, db_out=db_out)
+    return K.linear_backward(dy, x, w, bool(need_dx), with_bias, dw_out=dw_out, db_out=db_out)

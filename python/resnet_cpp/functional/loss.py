@@ -1,32 +1,38 @@
 """Softmax cross-entropy loss with optional label smoothing (PyTorch's CrossEntropyLoss,
 reduction="mean").
 
-Kernel: cpp/loss.cpp computes the loss and its gradient in one call; the forward keeps the
-gradient in the cache, so the backward costs nothing.
+Kernels: cpp/loss.cpp and cpp/cuda/loss.cu compute the loss and its gradient in one call;
+the forward keeps the gradient in the cache, so the backward costs nothing.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
+from ..backend import kernels
 
 __all__ = ["cross_entropy", "cross_entropy_backward"]
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: float = 0.0):
+def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: float = 0.0,
+                  check_labels: bool = True, dlogits_out=None, loss_out=None):
     """Mean softmax cross-entropy over the batch.
 
     logits: float32 (N,K); labels: int32 or int64 (N,) with values in [0,K);
     label_smoothing in [0,1) mixes the one-hot target with the uniform distribution:
     q = (1 - label_smoothing) * onehot + label_smoothing / K.
-    Returns (loss: float, cache); cross_entropy_backward(cache) gives dlogits.
+    check_labels=False skips the label check (on the GPU it waits for the device): a row
+    with a label outside [0,K) then gives NaN. dlogits_out/loss_out receive the results.
+    Returns (loss, cache): loss is a float for NumPy logits and a 0-d float32 DeviceArray
+    (still on the device; ``float(loss)`` reads it) for device logits.
+    cross_entropy_backward(cache) gives dlogits.
     """
     try:
         ls = float(label_smoothing)
     except (TypeError, ValueError):
         raise TypeError(f"label_smoothing: expected a number, got {label_smoothing!r}") from None
-    loss, dlogits = _core.softmax_cross_entropy(logits, labels, ls)
-    return loss, dlogits
+    K = kernels("cross_entropy", logits=logits, labels=labels, dlogits_out=dlogits_out,
+                loss_out=loss_out)
+    return K.softmax_cross_entropy(logits, labels, ls, dlogits_out, loss_out, bool(check_labels))
 
 
 def cross_entropy_backward(cache) -> np.ndarray:

@@ -1,7 +1,10 @@
 """In-place optimizer updates with PyTorch semantics (torch.optim.SGD, Adam, AdamW).
 
-Kernels: cpp/optim.cpp. Every array is float32 and C-contiguous, of any shape (all equal);
-param and the state buffers are updated in place, so they must be writeable.
+Kernels: cpp/optim.cpp and cpp/cuda/optim.cu, picked by the arrays' device. Every array is
+float32 and C-contiguous, of any shape (all equal); param and the state buffers are updated
+in place, so they must be writeable. lr (and Adam's step) may also be a one-element float32
+(int64) array on the params' device, read when the step runs: a captured CUDA graph then
+follows a learning-rate schedule.
 """
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import operator
 
 import numpy as np
 
-from .. import _core
+from ..backend import is_array, kernels
 
 __all__ = ["sgd_step", "adam_step"]
 
@@ -18,6 +21,10 @@ def _num(v, name: str) -> float:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a number, got {type(v).__name__}")
     return float(v)
+
+
+def _num_or_array(v, name: str):
+    return v if is_array(v) else _num(v, name)
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None = None, *,
@@ -32,8 +39,9 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | Non
 
     momentum_buf is required when momentum > 0; nesterov needs momentum > 0.
     """
-    _core.sgd_step(param, grad, momentum_buf, _num(lr, "lr"), _num(momentum, "momentum"),
-                   _num(weight_decay, "weight_decay"), bool(nesterov))
+    K = kernels("sgd_step", param=param, grad=grad, momentum_buf=momentum_buf)
+    K.sgd_step(param, grad, momentum_buf, _num_or_array(lr, "lr"), _num(momentum, "momentum"),
+               _num(weight_decay, "weight_decay"), bool(nesterov))
 
 
 def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, *, step: int,
@@ -46,10 +54,12 @@ def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray,
     param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps).
     step counts from 1 (the first update); m and v start at zeros.
     """
-    try:
-        step_i = operator.index(step)
-    except TypeError:
-        raise TypeError(f"step: expected an int, got {type(step).__name__}") from None
-    _core.adam_step(param, grad, m, v, step_i, _num(lr, "lr"), _num(beta1, "beta1"),
-                    _num(beta2, "beta2"), _num(eps, "eps"), _num(weight_decay, "weight_decay"),
-                    bool(decoupled))
+    if not is_array(step):
+        try:
+            step = operator.index(step)
+        except TypeError:
+            raise TypeError(f"step: expected an int, got {type(step).__name__}") from None
+    K = kernels("adam_step", param=param, grad=grad, m=m, v=v)
+    K.adam_step(param, grad, m, v, step, _num_or_array(lr, "lr"), _num(beta1, "beta1"),
+                _num(beta2, "beta2"), _num(eps, "eps"), _num(weight_decay, "weight_decay"),
+                bool(decoupled))

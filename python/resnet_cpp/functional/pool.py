@@ -1,7 +1,8 @@
 """Pooling ops: max pooling (3x3/2 in the ResNet stem) and global average pooling.
 
-Kernels: cpp/pool.cpp (NHWC). Arrays here are float32, NCHW by default; ``layout="NHWC"``
-passes channels-last arrays straight to the kernels with no transposes.
+Kernels: cpp/pool.cpp and cpp/cuda/pool.cu (NHWC), picked by the arrays' device. Arrays
+here are float32, NCHW by default; ``layout="NHWC"`` passes channels-last arrays straight to
+the kernels with no transposes.
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import operator
 
 import numpy as np
 
-from .. import _core
+from ..backend import is_array, is_device_array, kernels
+from ._layout import to_nchw, to_nhwc
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward"]
 
@@ -20,19 +22,11 @@ def _check_layout(layout: str) -> None:
 
 
 def _check_4d(x, name: str) -> None:
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name}: expected a NumPy float32 array, got {type(x).__name__}")
+    if not is_array(x):
+        raise TypeError(f"{name}: expected a NumPy float32 array or a DeviceArray, "
+                        f"got {type(x).__name__}")
     if x.ndim != 4:
         raise ValueError(f"{name}: expected a 4-d array, got shape {x.shape}")
-
-
-def _to_nhwc(x: np.ndarray) -> np.ndarray:
-    """(N,C,H,W) -> C-contiguous (N,H,W,C); dtype is left for the kernel to check."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-
-def _to_nchw(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def _int_arg(v, name: str, lo: int) -> int:
@@ -71,20 +65,18 @@ def max_pool2d(x: np.ndarray, kernel_size: int = 3, stride: int = 2, padding: in
     p = _int_arg(padding, "padding", 0)
     if p > k // 2:
         raise ValueError(f"padding: expected <= kernel_size // 2 = {k // 2}, got {p}")
-    xh = _to_nhwc(x) if layout == "NCHW" else x
+    K = kernels("max_pool2d", x=x, out=out)
+    xh = to_nhwc(K, x, "x") if layout == "NCHW" else x
     N, H, W, C = xh.shape
     if layout == "NHWC":
-        y, argmax = _core.max_pool2d_forward(xh, k, s, p, out)
+        y, argmax = K.max_pool2d_forward(xh, k, s, p, out)
     else:
-        if out is not None:
+        if out is not None and not is_device_array(out):
             P, Q = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
             _check_out(out, (N, C, P, Q))
-        yh, argmax = _core.max_pool2d_forward(xh, k, s, p)
-        y = _to_nchw(yh)
-        if out is not None:
-            np.copyto(out, y)
-            y = out
-    return y, (argmax, H, W, layout)
+        yh, argmax = K.max_pool2d_forward(xh, k, s, p)
+        y = to_nchw(K, yh, out)
+    return y, (argmax, H, W, k, s, p, layout)
 
 
 def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
@@ -93,23 +85,26 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     Each dy element goes to the position of its window's first maximum; overlapping
     windows accumulate.
     """
-    argmax, H, W, layout = cache
+    argmax, H, W, k, s, p, layout = cache
     _check_4d(dy, "dy")
-    dyh = _to_nhwc(dy) if layout == "NCHW" else dy
-    dx = _core.max_pool2d_backward(dyh, argmax, H, W)
-    return _to_nchw(dx) if layout == "NCHW" else dx
+    K = kernels("max_pool2d_backward", dy=dy, argmax=argmax)
+    dyh = to_nhwc(K, dy, "dy") if layout == "NCHW" else dy
+    dx = K.max_pool2d_backward(dyh, argmax, H, W, k, s, p)
+    return to_nchw(K, dx) if layout == "NCHW" else dx
 
 
 def global_avg_pool2d(x: np.ndarray, *, layout: str = "NCHW"):
     """Mean over the spatial dims: x (N,C,H,W) (or (N,H,W,C)) -> (y (N,C), cache)."""
     _check_layout(layout)
     _check_4d(x, "x")
-    xh = _to_nhwc(x) if layout == "NCHW" else x
-    return _core.global_avg_pool_forward(xh), (xh.shape[1], xh.shape[2], layout)
+    K = kernels("global_avg_pool2d", x=x)
+    xh = to_nhwc(K, x, "x") if layout == "NCHW" else x
+    return K.global_avg_pool_forward(xh), (xh.shape[1], xh.shape[2], layout)
 
 
 def global_avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Gradient of global_avg_pool2d: dy (N,C) -> dx (N,C,H,W) = dy / (H*W) (layout as in forward)."""
     H, W, layout = cache
-    dx = _core.global_avg_pool_backward(dy, H, W)
-    return _to_nchw(dx) if layout == "NCHW" else dx
+    K = kernels("global_avg_pool2d_backward", dy=dy)
+    dx = K.global_avg_pool_backward(dy, H, W)
+    return to_nchw(K, dx) if layout == "NCHW" else dx

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..backend import device_of, is_array, is_device_array
 from ..nn import BatchNorm2d, Conv2d, Module, init
 
 __all__ = ["ResNetBase"]
@@ -71,11 +72,18 @@ class ResNetBase(Module):
         return fuse(self)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """x (N, in_channels, H, W) float32 -> logits (N, num_classes), a fresh array."""
-        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != self.in_channels:
-            got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+        """x (N, in_channels, H, W) float32 -> logits (N, num_classes), a fresh array.
+
+        x must be on the model's device: a NumPy array for a CPU model, a DeviceArray
+        (``resnet_cpp.cuda.to_device(x)``) for one moved with ``.to("cuda")``.
+        """
+        if is_array(x) and device_of(x) != self.device:
+            raise TypeError(f"x: the model is on {self.device} but x is on {device_of(x)}; "
+                            f"move one of them (model.to(...), resnet_cpp.cuda.to_device/to_host)")
+        if not is_array(x) or x.ndim != 4 or x.shape[1] != self.in_channels:
+            got = x.shape if is_array(x) else type(x).__name__
             raise ValueError(f"x must be (N, {self.in_channels}, H, W) NCHW, got {got}")
-        if x.dtype != np.float32 or not x.flags.c_contiguous:
+        if not is_device_array(x) and (x.dtype != np.float32 or not x.flags.c_contiguous):
             x = np.ascontiguousarray(x, dtype=np.float32)
         n, c, hh, ww = x.shape
         h = F.to_nhwc(x, out=self._buffer("x", (n, hh, ww, c)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..backend import is_array, is_device_array
 from . import init as _init
 from .module import Module, Parameter
 
@@ -35,7 +36,7 @@ def _pair_int(v, name: str) -> int:
 
 def _spatial_out(x: np.ndarray, layout: str, channels_out: int, k: int, stride: int, pad: int):
     """Output shape of a k x k window op, or None when x is malformed (the kernel reports it)."""
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
+    if not is_array(x) or x.ndim != 4:
         return None
     n, h, w = (x.shape[0], x.shape[2], x.shape[3]) if layout == "NCHW" else x.shape[:3]
     ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
@@ -76,7 +77,8 @@ class Conv2d(_Cached):
         self.padding = _pair_int(padding, "padding")
         self.layout = _check_layout(layout)
         k = self.kernel_size
-        self.weight = Parameter.zeros((self.out_channels, self.in_channels, k, k), decay=True)
+        self.weight = Parameter.zeros((self.out_channels, self.in_channels, k, k), decay=True,
+                                      layout="RSCK")
         self.bias = Parameter.zeros((self.out_channels,), decay=False) if bias else None
         if init:
             rng = _init.as_rng(rng)
@@ -102,10 +104,9 @@ class Conv2d(_Cached):
     def backward(self, dy: np.ndarray, need_dx: bool = True, out: np.ndarray = None):
         """dx (None without need_dx); ``out`` (NHWC) receives it and may be the forward's
         input, which the weight gradient reads first."""
-        dx, dw, db = F.conv2d_backward(dy, self._need_cache(), need_dx=need_dx, dx_out=out)
-        np.copyto(self.weight.grad, dw)
-        if self.bias is not None:
-            np.copyto(self.bias.grad, db)
+        dx, _, _ = F.conv2d_backward(dy, self._need_cache(), need_dx=need_dx, dx_out=out,
+                                     dw_out=self.weight.grad,
+                                     db_out=None if self.bias is None else self.bias.grad)
         return dx
 
 
@@ -142,7 +143,7 @@ class BatchNorm2d(_Cached):
                 f"relu={self.relu}, layout={self.layout!r}")
 
     def forward(self, x: np.ndarray, residual: np.ndarray = None) -> np.ndarray:
-        ok = isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[0] > 0
+        ok = is_array(x) and x.ndim == 4 and x.shape[0] > 0
         out = self._buffer("y", x.shape) if ok else None
         y, self._cache = F.batch_norm2d(
             x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
@@ -162,10 +163,9 @@ class BatchNorm2d(_Cached):
         Either saves activation-sized arrays. ``add`` (dy's shape) is summed into dx in the
         same pass: a residual block's gradient from its other branch.
         """
-        dx, dgamma, dbeta, *dres = F.batch_norm2d_backward(
-            dy, self._need_cache(), out=out, overwrite_cache=overwrite_forward, add=add)
-        np.copyto(self.weight.grad, dgamma)
-        np.copyto(self.bias.grad, dbeta)
+        dx, _, _, *dres = F.batch_norm2d_backward(
+            dy, self._need_cache(), out=out, overwrite_cache=overwrite_forward, add=add,
+            dgamma_out=self.weight.grad, dbeta_out=self.bias.grad)
         return (dx, dres[0]) if dres else dx
 
 
@@ -173,7 +173,7 @@ class ReLU(_Cached):
     """max(x, 0) for any shape (models fuse it into BatchNorm2d / add_relu instead)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out = self._buffer("y", x.shape) if isinstance(x, np.ndarray) else None
+        out = self._buffer("y", x.shape) if is_array(x) else None
         y, self._cache = F.relu(x, out=out)
         return y
 
@@ -197,7 +197,7 @@ class MaxPool2d(_Cached):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         shape = None
-        if isinstance(x, np.ndarray) and x.ndim == 4:
+        if is_array(x) and x.ndim == 4:
             shape = _spatial_out(x, self.layout, _channels(x, self.layout), self.kernel_size,
                                  self.stride, self.padding)
         out = None if shape is None else self._buffer("y", shape)
@@ -253,10 +253,9 @@ class Linear(_Cached):
         return y
 
     def backward(self, dy: np.ndarray, need_dx: bool = True):
-        dx, dw, db = F.linear_backward(dy, self._need_cache(), need_dx=need_dx)
-        np.copyto(self.weight.grad, dw)
-        if self.bias is not None:
-            np.copyto(self.bias.grad, db)
+        dx, _, _ = F.linear_backward(dy, self._need_cache(), need_dx=need_dx,
+                                     dw_out=self.weight.grad,
+                                     db_out=None if self.bias is None else self.bias.grad)
         return dx
 
 
@@ -267,9 +266,14 @@ class Flatten(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._shape = x.shape
-        return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+        return _contiguous(x).reshape(x.shape[0], -1)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._shape is None:
             raise RuntimeError("Flatten.backward called before forward")
-        return np.ascontiguousarray(dy).reshape(self._shape)
+        return _contiguous(dy).reshape(self._shape)
+
+
+def _contiguous(a):
+    """Device arrays are always C-contiguous; NumPy ones are made so."""
+    return a if is_device_array(a) else np.ascontiguousarray(a)
