@@ -1,7 +1,7 @@
-// batchnorm.cpp: batch norm over NHWC activations seen as (M, C), M = N*H*W.
-// Holds the baseline (scalar) instance of the shared range kernels, the ISA dispatch, and the
-// whole-tensor drivers: threads take contiguous row slices, each writes float64 partial sums
-// to its own 64-byte-padded slot, and the slots are combined in a fixed order (deterministic
+// batchnorm.cpp: batch norm over NHWC activations seen as (M, C), M = N*H*W (batchnorm.h).
+// Holds the baseline (scalar) instance of the shared range kernels, the implementation list,
+// and the whole-tensor drivers: threads take contiguous row slices, each writes float64
+// partial sums to its own 64-byte-padded slot, and the slots are combined in a fixed order (deterministic
 // for a given thread count). Train forward = one statistics pass + one apply pass; train
 // backward = one reduction pass + one dx pass; eval forward/backward = one pass each.
 #include <algorithm>
@@ -10,10 +10,12 @@
 #include <numeric>
 #include <vector>
 
+#include "batchnorm.h"
 #include "common.h"
 #include "dispatch.h"
-#include "simd/batchnorm_kernels.h"
-#include "simd/eltwise_kernels.h"
+#include "eltwise.h"
+#include "registry.h"
+#include "simd/kernels.h"
 
 namespace rc::scalar {
 namespace {
@@ -29,28 +31,6 @@ inline void vacc_double(double* d, V v) { *d += v; }
 
 namespace rc {
 namespace {
-
-struct BnKernels {
-    decltype(&scalar::bn_stats) stats;
-    decltype(&scalar::bn_apply) apply;
-    decltype(&scalar::bn_bwd_reduce) bwd_reduce;
-    decltype(&scalar::bn_bwd_apply) bwd_apply;
-};
-
-BnKernels pick_kernels() {
-    switch (active_isa()) {
-#ifdef RESNET_CPP_HAVE_AVX512
-        case Isa::avx512:
-            return {avx512::bn_stats, avx512::bn_apply, avx512::bn_bwd_reduce, avx512::bn_bwd_apply};
-#endif
-#ifdef RESNET_CPP_HAVE_AVX2
-        case Isa::avx2:
-            return {avx2::bn_stats, avx2::bn_apply, avx2::bn_bwd_reduce, avx2::bn_bwd_apply};
-#endif
-        default:
-            return {scalar::bn_stats, scalar::bn_apply, scalar::bn_bwd_reduce, scalar::bn_bwd_apply};
-    }
-}
 
 // Below this many elements per thread the fork/join costs more than the pass (~64 KiB).
 constexpr int64_t kMinPerThread = 16384;
@@ -121,6 +101,12 @@ class Partials {
     AlignedBuffer buf_;  // per slot: 2P doubles (as 4P floats), then 2P floats
 };
 
+constexpr Impl<AnyCall, const BatchNormKernels*> kBatchNorm[] = {
+    RC_IF_AVX512({"batch_norm", Isa::avx512, nullptr, &avx512::batch_norm})
+    RC_IF_AVX2({"batch_norm", Isa::avx2, nullptr, &avx2::batch_norm})
+    {"batch_norm", Isa::scalar, nullptr, &scalar::batch_norm},
+};
+
 }  // namespace
 
 void batch_norm_forward_train(const float* x, const float* residual, const float* gamma,
@@ -128,7 +114,7 @@ void batch_norm_forward_train(const float* x, const float* residual, const float
                               float* mean, float* rstd, int64_t M, int64_t C, double momentum,
                               double eps, bool relu) {
     RC_CHECK(M > 1, "batch_norm_forward_train: need more than one value per channel (N*H*W > 1)");
-    const BnKernels k = pick_kernels();
+    const BatchNormKernels& k = *pick(kBatchNorm).fn;
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
     const int nt = split.nt;
@@ -177,7 +163,7 @@ void batch_norm_forward_eval(const float* x, const float* residual, const float*
                              const float* beta, const float* running_mean,
                              const float* running_var, float* y, int64_t M, int64_t C, double eps,
                              bool relu) {
-    const BnKernels k = pick_kernels();
+    const BatchNormKernels& k = *pick(kBatchNorm).fn;
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
     Patterns pat(3, P);
@@ -202,7 +188,7 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
                          const float* mean, const float* rstd, bool relu, const float* add,
                          float* dx, float* dgamma, float* dbeta, int64_t M, int64_t C,
                          bool train) {
-    const BnKernels k = pick_kernels();
+    const BatchNormKernels& k = *pick(kBatchNorm).fn;
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
     const int nt = split.nt;
@@ -251,6 +237,11 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
         k.bwd_apply(dy + o, x + o, beta_e, add ? add + o : add, dx + o, (r1 - r0) * C, P, mean_e,
                     k1_e, k2_e, k3_e);
     }
+}
+
+std::vector<OpImpls> batch_norm_ops() {
+    return any_call_ops(kBatchNorm, {"batch_norm_forward_train", "batch_norm_forward_eval",
+                                     "batch_norm_backward"});
 }
 
 }  // namespace rc

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "checks.h"
-#include "simd/batchnorm_kernels.h"
+#include "batchnorm.h"
 
 namespace py = pybind11;
 using rc::py_checks::cptr;

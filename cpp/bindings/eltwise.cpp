@@ -2,7 +2,7 @@
 // relu/add take float32 C-contiguous arrays of any shape (ndim >= 1, no empty dimension);
 // the layout conversions take 4-d activations.
 #include "checks.h"
-#include "simd/eltwise_kernels.h"
+#include "eltwise.h"
 
 namespace py = pybind11;
 using rc::py_checks::cptr;
