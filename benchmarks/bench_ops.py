@@ -12,11 +12,12 @@ same ISA and thread count unless --peak is given.
     PYTHONPATH=python python3 benchmarks/bench_ops.py --net resnet18 --batch 16 --filter conv
     PYTHONPATH=python python3 benchmarks/bench_ops.py --precision fp32,bf16 --filter conv
 
-The "algo" column says which convolution algorithm ran (direct, winograd2 = F(2x2,3x3),
-winograd4 = F(4x4,3x3), direct_bf16 = bf16 operands); GFLOP/s always counts
-direct-convolution FLOPs, so Winograd rows can exceed the FMA peak (and % of peak is of the
-fp32 FMA peak: bf16 rows may reach 200%). With --precision bf16 the PyTorch side runs
-bf16 tensors too, and validation allows bf16's rounding (1e-2 instead of 1e-4).
+The "impl" column says which implementation ran (_core.impl_name: algorithm and ISA path;
+for convolutions direct, winograd2 = F(2x2,3x3), winograd4 = F(4x4,3x3), direct_bf16 =
+bf16 operands); GFLOP/s always counts direct-convolution FLOPs, so Winograd rows can
+exceed the FMA peak (and % of peak is of the fp32 FMA peak: bf16 rows may reach 200%).
+With --precision bf16 the PyTorch side runs bf16 tensors too, and validation allows bf16's
+rounding (1e-2 instead of 1e-4).
 
 Adding an op: append Case objects to CASES (see conv_cases); a case builds, for a batch
 size, our callable, a validation callable and optionally PyTorch callables per layout.
@@ -46,7 +47,7 @@ class Bound:
     torch: dict                                # layout name -> timed torch callable
     flops: float                               # per call (0 for memory-bound ops)
     bytes: float = 0.0                         # memory traffic per call (memory-bound ops)
-    algo: Callable[[], str] = lambda: "-"      # convolution algorithm the call runs now
+    impl: Callable[[], str] = lambda: "-"      # the implementation the call runs now
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Case:
     name: str                                  # e.g. "conv 16->16 32x32 3x3 s1"
     op: str                                    # e.g. "fwd", "bwd_data", "bwd_weight"
     build: Callable[[int, Optional[object]], Bound]   # (batch, torch module or None)
+    per_algo: bool = False                     # runs per conv algorithm and precision setting
 
 
 # ------------------------------------------------------------------------ convolution
@@ -147,10 +149,10 @@ def conv_case(C, K, H, R, st, pad, op, bf16=False):
                         [False, True, True])
                 tfns[layout] = f
         pass_ = {"fwd": "forward", "bwd_data": "backward_data", "bwd_weight": "backward_weight"}[op]
-        algo = lambda: _core.conv2d_algorithm(pass_, N, H, H, C, K, R, R, st, pad)  # noqa: E731
-        return Bound(ours, validate, tfns, flops, algo=algo)
+        impl = lambda: _core.impl_name(f"conv2d_{pass_}", N, H, H, C, K, R, R, st, pad)  # noqa: E731
+        return Bound(ours, validate, tfns, flops, impl=impl)
 
-    return Case(name, op, build)
+    return Case(name, op, build, per_algo=True)
 
 
 # ResNet-20 (CIFAR-10) conv layers: stem, three stages, the stride-2 transitions and the
@@ -279,7 +281,9 @@ def bn_case(C, H, op):
                         return torch.ops.aten.native_batch_norm_backward(
                             d, tx, tg, trm, trv, tm_, tr_, True, 1e-5, [True, True, True])
                 tfns[layout] = f
-        return Bound(ours, validate, tfns, 0.0, nbytes)
+        kernel = {"fwd_train": "batch_norm_forward_train", "fwd_eval": "batch_norm_forward_eval",
+                  "bwd_train": "batch_norm_backward"}[op]
+        return Bound(ours, validate, tfns, 0.0, nbytes, impl=lambda: _core.impl_name(kernel))
 
     return Case(name, op, build)
 
@@ -377,7 +381,7 @@ def main(argv=None) -> int:
         stat = min if args.stat == "min" else statistics.median
         return (time.process_time, t, stat) if args.cpu_time else (time.perf_counter, 1, stat)
 
-    header = (f"{'case':<28}{'op':<11}{'isa':<12}{'algo':<12}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
+    header = (f"{'case':<28}{'op':<11}{'isa':<12}{'impl':<24}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
               f"{'GB/s':>7}{'torch NCHW':>11}{'torch CL':>10}{'speedup':>8}")
     if not args.json:
         print(f"# batch {args.batch}, {args.stat} of {args.repeats}"
@@ -397,10 +401,10 @@ def main(argv=None) -> int:
                     continue  # this path would run fp32
                 peak = args.peak * t if args.peak else measure_peak(t, args.cpu_time)
                 for case in cases[prec]:
-                    bound = case.build(args.batch, torch)
-                    algo = bound.algo()
-                    if algo == "-" and (algo_name, prec) != (algos[0], precisions[0]):
+                    if not case.per_algo and (algo_name, prec) != (algos[0], precisions[0]):
                         continue  # not a convolution: timed once per ISA
+                    bound = case.build(args.batch, torch)
+                    impl = bound.impl()
                     err = bound.validate()
                     if not err < (1e-2 if prec == "bf16" else 1e-4):
                         raise SystemExit(f"{case.name} {case.op} {isa}: validation failed, rel err {err:.2e}")
@@ -413,7 +417,7 @@ def main(argv=None) -> int:
                     tm = torch_ms.get(key, {})
                     gf = bound.flops / sec * 1e-9 if bound.flops else None
                     gbs = bound.bytes / sec * 1e-9 if bound.bytes else None
-                    row = dict(case=case.name, op=case.op, isa=isa, algo=algo, threads=t, batch=args.batch,
+                    row = dict(case=case.name, op=case.op, isa=isa, impl=impl, threads=t, batch=args.batch,
                                ms=1e3 * sec, gflops=gf, peak_gflops=peak, gb_per_s=gbs,
                                pct_peak=100 * gf / peak if gf else None, max_rel_err=err,
                                torch_nchw_ms=tm.get("nchw"), torch_cl_ms=tm.get("channels_last"))
@@ -423,7 +427,7 @@ def main(argv=None) -> int:
                         print(json.dumps(row), flush=True)
                     else:
                         f = lambda v, w, p: f"{v:>{w}.{p}f}" if v is not None else " " * (w - 1) + "-"  # noqa: E731
-                        print(f"{case.name:<28}{case.op:<11}{isa:<12}{algo:<12}{t:>3}{row['ms']:>9.2f}{f(gf, 9, 1)}"
+                        print(f"{case.name:<28}{case.op:<11}{isa:<12}{impl:<24}{t:>3}{row['ms']:>9.2f}{f(gf, 9, 1)}"
                               f"{f(row['pct_peak'], 7, 1)}{f(gbs, 7, 0)}{f(row['torch_nchw_ms'], 11, 2)}"
                               f"{f(row['torch_cl_ms'], 10, 2)}{f(row['speedup_vs_torch'], 8, 2)}",
                               flush=True)

@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "dispatch.h"
+#include "registry.h"
+#include "simd/kernels.h"
 
 namespace rc {
 namespace {
@@ -80,19 +82,7 @@ void crop_nchw(float* y, const float* x, int64_t C, int64_t H, int64_t W, int64_
 
 }  // namespace
 
-void crop_flip_params(uint64_t seed, int64_t i, int64_t padding, bool flip, int64_t* oy,
-                      int64_t* ox, bool* flipped) {
-    const uint64_t key = mix64(seed);
-    const uint64_t base = (uint64_t)i * 4u;
-    const uint64_t r0 = mix64(key + kGolden * (base + 1));
-    const uint64_t r1 = mix64(key + kGolden * (base + 2));
-    const uint64_t r2 = mix64(key + kGolden * (base + 3));
-    const uint64_t span = (uint64_t)(2 * padding + 1);
-    *oy = (int64_t)(r0 % span);
-    *ox = (int64_t)(r1 % span);
-    *flipped = flip && (r2 >> 63);
-}
-
+namespace scalar {
 void random_crop_flip(float* y, const float* x, int64_t N, int64_t C, int64_t H, int64_t W,
                       int64_t padding, bool flip, uint64_t seed, bool channels_last,
                       int64_t first_index) {
@@ -109,5 +99,32 @@ void random_crop_flip(float* y, const float* x, int64_t N, int64_t C, int64_t H,
             crop_nchw(y + n * img, x + n * img, C, H, W, oy - padding, ox - padding, flipped);
     }
 }
+
+}  // namespace scalar
+
+constexpr Impl<AnyCall, decltype(&scalar::random_crop_flip)> kAugment[] = {
+    {"crop_flip", Isa::scalar, nullptr, scalar::random_crop_flip},
+};
+
+void crop_flip_params(uint64_t seed, int64_t i, int64_t padding, bool flip, int64_t* oy,
+                      int64_t* ox, bool* flipped) {
+    const uint64_t key = mix64(seed);
+    const uint64_t base = (uint64_t)i * 4u;
+    const uint64_t r0 = mix64(key + kGolden * (base + 1));
+    const uint64_t r1 = mix64(key + kGolden * (base + 2));
+    const uint64_t r2 = mix64(key + kGolden * (base + 3));
+    const uint64_t span = (uint64_t)(2 * padding + 1);
+    *oy = (int64_t)(r0 % span);
+    *ox = (int64_t)(r1 % span);
+    *flipped = flip && (r2 >> 63);
+}
+
+void random_crop_flip(float* y, const float* x, int64_t N, int64_t C, int64_t H, int64_t W,
+                      int64_t padding, bool flip, uint64_t seed, bool channels_last,
+                      int64_t first_index) {
+    pick(kAugment).fn(y, x, N, C, H, W, padding, flip, seed, channels_last, first_index);
+}
+
+std::vector<OpImpls> augment_ops() { return any_call_ops(kAugment, {"random_crop_flip"}); }
 
 }  // namespace rc

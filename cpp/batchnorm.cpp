@@ -1,7 +1,7 @@
-// batchnorm.cpp: batch norm over NHWC activations seen as (M, C), M = N*H*W.
-// Holds the baseline (scalar) instance of the shared range kernels, the ISA dispatch, and the
-// whole-tensor drivers: threads take contiguous row slices, each writes float64 partial sums
-// to its own 64-byte-padded slot, and the slots are combined in a fixed order (deterministic
+// batchnorm.cpp: batch norm over NHWC activations seen as (M, C), M = N*H*W (batchnorm.h).
+// Holds the baseline (scalar) instance of the shared range kernels, the implementation list,
+// and the whole-tensor drivers: threads take contiguous row slices, each writes float64
+// partial sums to its own 64-byte-padded slot, and the slots are combined in a fixed order (deterministic
 // for a given thread count). Train forward = one statistics pass + one apply pass; train
 // backward = one reduction pass + one dx pass; eval forward/backward = one pass each.
 #include <algorithm>
@@ -10,10 +10,12 @@
 #include <numeric>
 #include <vector>
 
+#include "batchnorm.h"
 #include "common.h"
 #include "dispatch.h"
-#include "simd/batchnorm_kernels.h"
-#include "simd/eltwise_kernels.h"
+#include "eltwise.h"
+#include "registry.h"
+#include "simd/kernels.h"
 
 namespace rc::scalar {
 namespace {
@@ -29,28 +31,6 @@ inline void vacc_double(double* d, V v) { *d += v; }
 
 namespace rc {
 namespace {
-
-struct BnKernels {
-    decltype(&scalar::bn_stats) stats;
-    decltype(&scalar::bn_apply) apply;
-    decltype(&scalar::bn_bwd_reduce) bwd_reduce;
-    decltype(&scalar::bn_bwd_apply) bwd_apply;
-};
-
-BnKernels pick_kernels() {
-    switch (active_isa()) {
-#ifdef RESNET_CPP_HAVE_AVX512
-        case Isa::avx512:
-            return {avx512::bn_stats, avx512::bn_apply, avx512::bn_bwd_reduce, avx512::bn_bwd_apply};
-#endif
-#ifdef RESNET_CPP_HAVE_AVX2
-        case Isa::avx2:
-            return {avx2::bn_stats, avx2::bn_apply, avx2::bn_bwd_reduce, avx2::bn_bwd_apply};
-#endif
-        default:
-            return {scalar::bn_stats, scalar::bn_apply, scalar::bn_bwd_reduce, scalar::bn_bwd_apply};
-    }
-}
 
 // Below this many elements per thread the fork/join costs more than the pass (~64 KiB).
 constexpr int64_t kMinPerThread = 16384;
@@ -121,11 +101,17 @@ class Partials {
     AlignedBuffer buf_;  // per slot: 2P doubles (as 4P floats), then 2P floats
 };
 
+constexpr Impl<AnyCall, const BatchNormKernels*> kBatchNorm[] = {
+    RC_IF_AVX512({"batch_norm", Isa::avx512, nullptr, &avx512::batch_norm})
+    RC_IF_AVX2({"batch_norm", Isa::avx2, nullptr, &avx2::batch_norm})
+    {"batch_norm", Isa::scalar, nullptr, &scalar::batch_norm},
+};
+
 }  // namespace
 
 void batch_norm_stats(const float* x, const float* pivot, double* s1, double* s2, int64_t M,
                       int64_t C) {
-    const BnKernels k = pick_kernels();
+    const BatchNormKernels& k = *pick(kBatchNorm).fn;
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
     const int nt = split.nt;
@@ -159,7 +145,7 @@ void batch_norm_finalize(const double* s1, const double* s2, const float* pivot,
 void batch_norm_apply(const float* x, const float* residual, const float* gamma, const float* beta,
                       const float* mean, const float* rstd, float* y, int64_t M, int64_t C,
                       bool relu) {
-    const BnKernels k = pick_kernels();
+    const BatchNormKernels& k = *pick(kBatchNorm).fn;
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
     Patterns pat(3, P);
@@ -224,7 +210,7 @@ struct BwdPatterns {
 
 // Backward pass 1 over rows [0, M): sdy, sdyx (C, float64); with dx_eval, also writes
 // dx = k1 * dy' (the eval backward, which needs no sums).
-void bwd_reduce(const BnKernels& k, const BwdPatterns& bp, const RowSplit& split,
+void bwd_reduce(const BatchNormKernels& k, const BwdPatterns& bp, const RowSplit& split,
                 const float* dy, const float* x, float* dx_eval, double* sdy, double* sdyx,
                 int64_t C, int64_t P) {
     const int nt = split.nt;
@@ -248,7 +234,7 @@ void grads_from_sums(const double* sdy, const double* sdyx, const float* rstd, f
 
 // Backward pass 2: dx = gamma*rstd * (dy' - sdy/count - xhat * sdyx*rstd/count), xhat =
 // (x - mean) * rstd, written as k1 * dy' + k2 * (x - mean) + k3 [+ add].
-void bwd_apply(const BnKernels& k, const BwdPatterns& bp, const RowSplit& split,
+void bwd_apply(const BatchNormKernels& k, const BwdPatterns& bp, const RowSplit& split,
                const float* dy, const float* x, const float* gamma, const float* rstd,
                const float* add, const double* sdy, const double* sdyx, double count, float* dx,
                int64_t C, int64_t P) {
@@ -278,7 +264,7 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
                          const float* mean, const float* rstd, bool relu, const float* add,
                          float* dx, float* dgamma, float* dbeta, int64_t M, int64_t C,
                          bool train) {
-    const BnKernels k = pick_kernels();
+    const BatchNormKernels& k = *pick(kBatchNorm).fn;
     const int64_t P = pattern_period(C);
     const RowSplit split(M, C, P);
     const BwdPatterns bp(gamma, beta, mean, rstd, relu, C, P);
@@ -301,7 +287,7 @@ void batch_norm_backward_reduce(const float* dy, const float* x, const float* ga
                                 float* dbeta, int64_t M, int64_t C) {
     const int64_t P = pattern_period(C);
     const BwdPatterns bp(gamma, beta, mean, rstd, relu, C, P);
-    bwd_reduce(pick_kernels(), bp, RowSplit(M, C, P), dy, x, nullptr, sdy, sdyx, C, P);
+    bwd_reduce(*pick(kBatchNorm).fn, bp, RowSplit(M, C, P), dy, x, nullptr, sdy, sdyx, C, P);
     grads_from_sums(sdy, sdyx, rstd, dgamma, dbeta, C);
 }
 
@@ -311,8 +297,15 @@ void batch_norm_backward_apply(const float* dy, const float* x, const float* gam
                                double count, float* dx, int64_t M, int64_t C) {
     const int64_t P = pattern_period(C);
     const BwdPatterns bp(gamma, beta, mean, rstd, relu, C, P);
-    bwd_apply(pick_kernels(), bp, RowSplit(M, C, P), dy, x, gamma, rstd, add, sdy, sdyx, count,
+    bwd_apply(*pick(kBatchNorm).fn, bp, RowSplit(M, C, P), dy, x, gamma, rstd, add, sdy, sdyx, count,
               dx, C, P);
+}
+
+std::vector<OpImpls> batch_norm_ops() {
+    return any_call_ops(kBatchNorm, {"batch_norm_forward_train", "batch_norm_forward_eval",
+                                     "batch_norm_backward", "batch_norm_stats",
+                                     "batch_norm_apply", "batch_norm_backward_reduce",
+                                     "batch_norm_backward_apply"});
 }
 
 }  // namespace rc

@@ -68,6 +68,15 @@ inline int thread_id() {
 #endif
 }
 
+// out[k] = sum over the private copies u < used of priv[u * stride + k], k < n: the one
+// reduction of per-thread buffers, added in thread order (so the result depends only on the
+// thread count, never on timing). out may not overlap priv.
+inline void reduce_private(const float* priv, int64_t stride, int used, int64_t n, float* out) {
+    for (int64_t k = 0; k < n; ++k) out[k] = priv[k];
+    for (int u = 1; u < used; ++u)
+        for (int64_t k = 0; k < n; ++k) out[k] += priv[u * stride + k];
+}
+
 // Owning 64-byte-aligned float buffer for per-call scratch (never shared between calls,
 // so kernels stay safe to run from several Python threads at once).
 class AlignedBuffer {

@@ -1,6 +1,10 @@
-// conv.cpp: 2-D convolution, NHWC activations and RSCK weights (see simd/conv_kernels.h).
-// Holds the scalar fallback (direct loops, baseline flags; simple on purpose) and the
-// dispatch to the AVX2 / AVX-512 implementations, and to bf16 (conv_bf16.cpp) when asked.
+// conv.cpp: 2-D convolution, NHWC activations and RSCK weights (conv.h). Holds the scalar
+// reference (direct loops, baseline flags; simple on purpose), the algorithm setting, and
+// the implementation list: bf16 (simd/conv_avx512_bf16.cpp) when asked for, Winograd
+// (simd/winograd.h) where the setting resolves to it, the direct SIMD driver
+// (simd/conv_driver.h), the scalar loops.
+#include "conv.h"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -9,7 +13,8 @@
 #include <vector>
 
 #include "dispatch.h"
-#include "simd/conv_kernels.h"
+#include "registry.h"
+#include "simd/kernels.h"
 
 namespace rc {
 namespace {
@@ -106,17 +111,8 @@ void backward_weight_scalar(const float* x, const float* dy, float* dw, float* d
                     }
                 }
     }
-    for (int64_t i = 0; i < len - K; ++i) {
-        float acc = priv[i];
-        for (int u = 1; u < used; ++u) acc += priv[size_t(u) * len + i];
-        dw[i] = acc;
-    }
-    if (db)
-        for (int64_t k = 0; k < K; ++k) {
-            float acc = priv[len - K + k];
-            for (int u = 1; u < used; ++u) acc += priv[size_t(u) * len + len - K + k];
-            db[k] = acc;
-        }
+    reduce_private(priv.data(), len, used, len - K, dw);
+    if (db) reduce_private(priv.data() + len - K, len, used, K, db);
 }
 
 // The speed-first choice ("fast"): measured (benchmarks/NOTES.md, "Winograd"), 1 thread,
@@ -125,12 +121,12 @@ void backward_weight_scalar(const float* x, const float* dy, float* dw, float* d
 // block of tiles, so for 512x512 only the forward still wins (27 vs 33 ms at 7x7, batch
 // 16; both backward passes lose). Backward-data reduces over K and writes C: with K >= 16
 // it wins even for C < 16, where the direct kernel wastes vector lanes (the stem).
-int fast_tile(const ConvShape& s, ConvPass pass) {
+ConvAlgo fast_choice(const ConvShape& s, ConvPass pass) {
     const bool wide = pass == ConvPass::backward_data ? s.K >= 16 : s.C >= 16 && s.K >= 16;
-    if (!wide) return 0;
-    if (s.C * s.K <= 256 * 256) return 4;
-    if (pass == ConvPass::forward && s.C * s.K <= 512 * 512) return 4;
-    return 0;
+    if (!wide) return ConvAlgo::direct;
+    if (s.C * s.K <= 256 * 256) return ConvAlgo::winograd4;
+    if (pass == ConvPass::forward && s.C * s.K <= 512 * 512) return ConvAlgo::winograd4;
+    return ConvAlgo::direct;
 }
 
 // The default ("auto"): the fastest choice that keeps float32 precision, measured
@@ -139,11 +135,12 @@ int fast_tile(const ConvShape& s, ConvPass pass) {
 // through forward and backward-data; F(2x2) rounds like direct. Backward-weight's final
 // transform G^T dU G only shrinks (entries <= 1), so F(4x4) there rounds like direct too.
 // F(2x2) loses to direct at 512x512 (every pass) and ties it in backward-data at 256x256.
-int precise_tile(const ConvShape& s, ConvPass pass) {
+ConvAlgo precise_choice(const ConvShape& s, ConvPass pass) {
+    const ConvAlgo w2 = ConvAlgo::winograd2, direct = ConvAlgo::direct;
     switch (pass) {
-    case ConvPass::forward: return s.C >= 16 && s.K >= 16 && s.C * s.K <= 256 * 256 ? 2 : 0;
-    case ConvPass::backward_data: return s.K >= 16 && s.C * s.K <= 128 * 128 ? 2 : 0;
-    default: return fast_tile(s, pass);
+    case ConvPass::forward: return s.C >= 16 && s.K >= 16 && s.C * s.K <= 256 * 256 ? w2 : direct;
+    case ConvPass::backward_data: return s.K >= 16 && s.C * s.K <= 128 * 128 ? w2 : direct;
+    default: return fast_choice(s, pass);
     }
 }
 
@@ -162,6 +159,13 @@ ConvAlgo parse_one(const std::string& name) {
                                 "backward_weight=...'), got '" + name + "'");
 }
 
+ConvPass parse_conv_pass(const std::string& name) {
+    for (int p = 0; p < 3; ++p)
+        if (name == kPassNames[p]) return ConvPass(p);
+    throw std::invalid_argument("pass: expected 'forward', 'backward_data' or 'backward_weight', got '" +
+                                name + "'");
+}
+
 [[maybe_unused]] const bool g_env_read = [] {
     set_conv_algo(env_setting("RESNET_CPP_CONV_ALGO", ConvAlgoSetting{}, parse_conv_algo));
     return true;
@@ -177,13 +181,6 @@ const char* conv_algo_name(ConvAlgo a) {
     case ConvAlgo::winograd4: return "winograd4";
     default: return "auto";
     }
-}
-
-ConvPass parse_conv_pass(const std::string& name) {
-    for (int p = 0; p < 3; ++p)
-        if (name == kPassNames[p]) return ConvPass(p);
-    throw std::invalid_argument("pass: expected 'forward', 'backward_data' or 'backward_weight', got '" +
-                                name + "'");
 }
 
 ConvAlgoSetting parse_conv_algo(const std::string& spec) {
@@ -224,67 +221,86 @@ ConvAlgoSetting conv_algo() {
     return out;
 }
 
-int conv_winograd_tile(const ConvShape& s, ConvPass pass) {
-    if (active_isa() == Isa::scalar || s.R != 3 || s.S != 3 || s.stride != 1) return 0;
-    switch (ConvAlgo(g_algo[int(pass)].load(std::memory_order_relaxed))) {
-    case ConvAlgo::direct: return 0;
-    case ConvAlgo::winograd2: return 2;
-    case ConvAlgo::winograd4: return 4;
-    case ConvAlgo::fast: return fast_tile(s, pass);
-    default: return precise_tile(s, pass);
+namespace scalar {
+const ConvKernels conv_direct = {forward_scalar, backward_data_scalar, backward_weight_scalar};
+}
+
+namespace {
+
+// One conv call as the list sees it: the pass and the shape.
+struct ConvCall {
+    const ConvShape& s;
+    ConvPass pass;
+};
+
+// The algorithm the setting picks for this call: Winograd only for 3x3 stride-1 layers.
+ConvAlgo resolved_algo(const ConvCall& c) {
+    if (c.s.R != 3 || c.s.S != 3 || c.s.stride != 1) return ConvAlgo::direct;
+    const ConvAlgo a = ConvAlgo(g_algo[int(c.pass)].load(std::memory_order_relaxed));
+    switch (a) {
+    case ConvAlgo::automatic: return precise_choice(c.s, c.pass);
+    case ConvAlgo::fast: return fast_choice(c.s, c.pass);
+    default: return a;
     }
 }
 
+template <ConvAlgo A>
+bool resolves_to(const ConvCall& c) { return resolved_algo(c) == A; }
+
+// Unused in builds without the bf16 kernels.
+[[maybe_unused]] bool bf16_asked(const ConvCall&) { return conv_precision() == ConvPrecision::bf16; }
+
+// Best first. Winograd has no scalar version: capped at scalar, every call runs direct.
+constexpr Impl<ConvCall, const ConvKernels*> kConv[] = {
+    RC_IF_AVX512_BF16({"direct_bf16", Isa::avx512_bf16, bf16_asked, &avx512_bf16::conv_bf16})
+    RC_IF_AVX512({"winograd4", Isa::avx512, resolves_to<ConvAlgo::winograd4>, &avx512::conv_winograd4})
+    RC_IF_AVX512({"winograd2", Isa::avx512, resolves_to<ConvAlgo::winograd2>, &avx512::conv_winograd2})
+    RC_IF_AVX512({"direct", Isa::avx512, nullptr, &avx512::conv_direct})
+    RC_IF_AVX2({"winograd4", Isa::avx2, resolves_to<ConvAlgo::winograd4>, &avx2::conv_winograd4})
+    RC_IF_AVX2({"winograd2", Isa::avx2, resolves_to<ConvAlgo::winograd2>, &avx2::conv_winograd2})
+    RC_IF_AVX2({"direct", Isa::avx2, nullptr, &avx2::conv_direct})
+    {"direct", Isa::scalar, nullptr, &scalar::conv_direct},
+};
+
+// impl_name's shape (N, H, W, C, K, R, S, stride, pad), checked as the kernels' arguments are.
+ConvShape shape_of(const std::vector<int64_t>& d) {
+    const char* const names[] = {"N", "H", "W", "C", "K", "R", "S"};
+    for (int i = 0; i < 7; ++i)
+        RC_CHECK(d[i] >= 1, std::string(names[i]) + ": expected an integer >= 1, got " +
+                                std::to_string(d[i]));
+    RC_CHECK(d[7] >= 1, "stride: expected an integer >= 1, got " + std::to_string(d[7]));
+    RC_CHECK(d[8] >= 0 && d[8] < std::min(d[5], d[6]),
+             "pad: expected an integer in [0, min(R, S) - 1], got " + std::to_string(d[8]));
+    const ConvShape s = make_conv_shape(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8]);
+    RC_CHECK(s.H + 2 * s.pad >= s.R && s.W + 2 * s.pad >= s.S,
+             "output size < 1: the kernel does not fit the padded input");
+    return s;
+}
+
+}  // namespace
+
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
-#ifdef RESNET_CPP_HAVE_AVX512_BF16
-    if (conv_runs_bf16()) return avx512_bf16::conv2d_forward(x, w, b, y, s);
-#endif
-    const int wino = conv_winograd_tile(s, ConvPass::forward);
-    switch (active_isa()) {
-#ifdef RESNET_CPP_HAVE_AVX512
-    case Isa::avx512:
-        return wino ? avx512::conv2d_winograd_forward(wino, x, w, b, y, s) : avx512::conv2d_forward(x, w, b, y, s);
-#endif
-#ifdef RESNET_CPP_HAVE_AVX2
-    case Isa::avx2: return wino ? avx2::conv2d_winograd_forward(wino, x, w, b, y, s) : avx2::conv2d_forward(x, w, b, y, s);
-#endif
-    default: return forward_scalar(x, w, b, y, s);
-    }
+    pick(kConv, ConvCall{s, ConvPass::forward}).fn->forward(x, w, b, y, s);
 }
 
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
-#ifdef RESNET_CPP_HAVE_AVX512_BF16
-    if (conv_runs_bf16()) return avx512_bf16::conv2d_backward_data(dy, w, dx, s);
-#endif
-    const int wino = conv_winograd_tile(s, ConvPass::backward_data);
-    switch (active_isa()) {
-#ifdef RESNET_CPP_HAVE_AVX512
-    case Isa::avx512:
-        return wino ? avx512::conv2d_winograd_backward_data(wino, dy, w, dx, s) : avx512::conv2d_backward_data(dy, w, dx, s);
-#endif
-#ifdef RESNET_CPP_HAVE_AVX2
-    case Isa::avx2: return wino ? avx2::conv2d_winograd_backward_data(wino, dy, w, dx, s) : avx2::conv2d_backward_data(dy, w, dx, s);
-#endif
-    default: return backward_data_scalar(dy, w, dx, s);
-    }
+    pick(kConv, ConvCall{s, ConvPass::backward_data}).fn->backward_data(dy, w, dx, s);
 }
 
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
                             const ConvShape& s) {
-#ifdef RESNET_CPP_HAVE_AVX512_BF16
-    if (conv_runs_bf16()) return avx512_bf16::conv2d_backward_weight(x, dy, dw, db, s);
-#endif
-    const int wino = conv_winograd_tile(s, ConvPass::backward_weight);
-    switch (active_isa()) {
-#ifdef RESNET_CPP_HAVE_AVX512
-    case Isa::avx512:
-        return wino ? avx512::conv2d_winograd_backward_weight(wino, x, dy, dw, db, s) : avx512::conv2d_backward_weight(x, dy, dw, db, s);
-#endif
-#ifdef RESNET_CPP_HAVE_AVX2
-    case Isa::avx2: return wino ? avx2::conv2d_winograd_backward_weight(wino, x, dy, dw, db, s) : avx2::conv2d_backward_weight(x, dy, dw, db, s);
-#endif
-    default: return backward_weight_scalar(x, dy, dw, db, s);
-    }
+    pick(kConv, ConvCall{s, ConvPass::backward_weight}).fn->backward_weight(x, dy, dw, db, s);
+}
+
+std::vector<OpImpls> conv_ops() {
+    std::vector<OpImpls> rows;
+    for (int p = 0; p < 3; ++p)
+        rows.push_back({std::string("conv2d_") + kPassNames[p],
+                        {"N", "H", "W", "C", "K", "R", "S", "stride", "pad"}, impl_ids(kConv),
+                        [p](const std::vector<int64_t>& d) {
+                            return impl_id(pick(kConv, ConvCall{shape_of(d), ConvPass(p)}));
+                        }});
+    return rows;
 }
 
 }  // namespace rc

@@ -1,12 +1,14 @@
 // conv_bf16.cpp: the convolution precision setting (fp32 or bf16 operands) and bf16
-// rounding. The bf16 kernels live in simd/conv_avx512_bf16.cpp; conv.cpp dispatches to them
-// when conv_runs_bf16().
+// rounding. The bf16 kernels live in simd/conv_avx512_bf16.cpp; conv.cpp's list runs them
+// when bf16 is asked for and the active path has them.
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
 
+#include "conv.h"
 #include "dispatch.h"
-#include "simd/conv_kernels.h"
+#include "registry.h"
+#include "simd/kernels.h"
 
 namespace rc {
 namespace {
@@ -25,6 +27,22 @@ uint32_t bf16_bits(uint32_t u) {
 
 }  // namespace
 
+namespace scalar {
+void round_to_bf16(const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t u;
+        std::memcpy(&u, x + i, 4);
+        u = bf16_bits(u) << 16;
+        std::memcpy(y + i, &u, 4);
+    }
+}
+}  // namespace scalar
+
+constexpr Impl<AnyCall, decltype(&scalar::round_to_bf16)> kRound[] = {
+    RC_IF_AVX512_BF16({"rne", Isa::avx512_bf16, nullptr, avx512_bf16::round_to_bf16})
+    {"rne", Isa::scalar, nullptr, scalar::round_to_bf16},
+};
+
 const char* conv_precision_name(ConvPrecision p) { return p == ConvPrecision::bf16 ? "bf16" : "fp32"; }
 
 ConvPrecision parse_conv_precision(const std::string& name) {
@@ -41,16 +59,8 @@ bool conv_runs_bf16() {
     return conv_precision() == ConvPrecision::bf16 && int(active_path()) >= int(Isa::avx512_bf16);
 }
 
-void round_to_bf16(const float* x, float* y, int64_t n) {
-#ifdef RESNET_CPP_HAVE_AVX512_BF16
-    if (int(active_path()) >= int(Isa::avx512_bf16)) return avx512_bf16::round_to_bf16(x, y, n);
-#endif
-    for (int64_t i = 0; i < n; ++i) {
-        uint32_t u;
-        std::memcpy(&u, x + i, 4);
-        u = bf16_bits(u) << 16;
-        std::memcpy(y + i, &u, 4);
-    }
-}
+void round_to_bf16(const float* x, float* y, int64_t n) { pick(kRound).fn(x, y, n); }
+
+std::vector<OpImpls> conv_bf16_ops() { return any_call_ops(kRound, {"round_to_bf16"}); }
 
 }  // namespace rc

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <iterator>
 #include <stdexcept>
 
 #include "common.h"
@@ -101,9 +102,23 @@ std::string detect_amx() {
 #endif
 }
 
+// The paths compiled into this build, scalar first.
+constexpr Isa kCompiled[] = {
+    Isa::scalar,
+#ifdef RESNET_CPP_HAVE_AVX2
+    Isa::avx2,
+#endif
+#ifdef RESNET_CPP_HAVE_AVX512
+    Isa::avx512,
+#endif
+#ifdef RESNET_CPP_HAVE_AVX512_BF16
+    Isa::avx512_bf16,
+#endif
+};
+
 Isa best_compiled(Isa want) {
     Isa best = Isa::scalar;
-    for (Isa i : compiled_isas())
+    for (Isa i : kCompiled)
         if ((int)i <= (int)want) best = i;
     return best;
 }
@@ -141,17 +156,7 @@ Isa detected_isa() {
 }
 
 std::vector<Isa> compiled_isas() {
-    std::vector<Isa> v{Isa::scalar};
-#ifdef RESNET_CPP_HAVE_AVX2
-    v.push_back(Isa::avx2);
-#endif
-#ifdef RESNET_CPP_HAVE_AVX512
-    v.push_back(Isa::avx512);
-#endif
-#ifdef RESNET_CPP_HAVE_AVX512_BF16
-    v.push_back(Isa::avx512_bf16);
-#endif
-    return v;
+    return std::vector<Isa>(std::begin(kCompiled), std::end(kCompiled));
 }
 
 Isa max_isa() { return (Isa)g_cap.load(std::memory_order_relaxed); }
@@ -161,11 +166,6 @@ Isa active_path() {
     int cap = g_cap.load(std::memory_order_relaxed);
     int hw = (int)detected_isa();
     return best_compiled((Isa)(cap < hw ? cap : hw));
-}
-
-Isa active_isa() {
-    Isa p = active_path();
-    return (int)p > (int)Isa::avx512 ? Isa::avx512 : p;
 }
 
 // One process-wide thread count (OpenMP's own is per calling thread, so a kernel called

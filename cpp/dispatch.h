@@ -2,7 +2,8 @@
 // the paths compiled into this build, and capped by RESNET_CPP_MAX_ISA or set_max_isa().
 // The paths are ordered, each containing the ones below it: avx512_bf16 is avx512 plus
 // vdpbf16ps, which only the bf16 convolutions use (set_conv_precision); capping at avx512
-// makes them fall back to fp32, so one machine tests every path.
+// makes them fall back to fp32, so one machine tests every path. Each op runs the first
+// implementation of its list (registry.h) that active_path() allows.
 #pragma once
 #include <cstdlib>
 #include <stdexcept>
@@ -19,8 +20,7 @@ Isa detected_isa();                      // best the CPU and OS support (compile
 std::vector<Isa> compiled_isas();        // scalar first
 Isa max_isa();                           // the cap
 void set_max_isa(Isa isa);               // cap the path; never raises above what runs
-Isa active_path();                       // min(best compiled+supported, cap)
-Isa active_isa();                        // the fp32 kernels' path: active_path(), avx512 at most
+Isa active_path();                       // min(best compiled+supported, cap); no allocation
 // Whether AMX tiles could run here (CPUID, XCR0, Linux permission), in words, detected once.
 // Reported by build_info only: no kernel uses AMX yet.
 const std::string& amx_status();

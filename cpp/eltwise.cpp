@@ -1,14 +1,17 @@
 // eltwise.cpp: ReLU, residual add (+ReLU), their backward, NCHW<->NHWC conversion and the
 // option-A shortcut (strided subsample + zero channel pad, NHWC).
-// Holds the baseline (scalar) instance of the shared range kernels, the ISA dispatch and the
-// threaded drivers. Every op is one streaming pass; threads take contiguous 64-byte-aligned
+// Holds the baseline (scalar) instance of the shared range kernels, the implementation lists
+// and the threaded drivers. Every op is one streaming pass; threads take contiguous 64-byte-aligned
 // slices of the flat array, so results never depend on the thread count.
 #include <algorithm>
 #include <cstring>
 
+#include "eltwise.h"
+
 #include "common.h"
 #include "dispatch.h"
-#include "simd/eltwise_kernels.h"
+#include "registry.h"
+#include "simd/kernels.h"
 
 namespace rc::scalar {
 namespace {
@@ -28,27 +31,11 @@ inline void tile16(const float* a, int64_t lda, float* b, int64_t ldb) {
 namespace rc {
 namespace {
 
-struct EwKernels {
-    decltype(&scalar::ew_relu) relu;
-    decltype(&scalar::ew_mask) mask;
-    decltype(&scalar::ew_add) add;
-    decltype(&scalar::ew_transpose) transpose;
+constexpr Impl<AnyCall, const EltwiseKernels*> kEltwise[] = {
+    RC_IF_AVX512({"eltwise", Isa::avx512, nullptr, &avx512::eltwise})
+    RC_IF_AVX2({"eltwise", Isa::avx2, nullptr, &avx2::eltwise})
+    {"eltwise", Isa::scalar, nullptr, &scalar::eltwise},
 };
-
-EwKernels pick_kernels() {
-    switch (active_isa()) {
-#ifdef RESNET_CPP_HAVE_AVX512
-        case Isa::avx512:
-            return {avx512::ew_relu, avx512::ew_mask, avx512::ew_add, avx512::ew_transpose};
-#endif
-#ifdef RESNET_CPP_HAVE_AVX2
-        case Isa::avx2:
-            return {avx2::ew_relu, avx2::ew_mask, avx2::ew_add, avx2::ew_transpose};
-#endif
-        default:
-            return {scalar::ew_relu, scalar::ew_mask, scalar::ew_add, scalar::ew_transpose};
-    }
-}
 
 // Below this many elements per thread the fork/join costs more than the pass (~64 KiB).
 constexpr int64_t kMinPerThread = 16384;
@@ -75,7 +62,7 @@ void split_flat(int64_t n, F f) {
 // items, so each writes its own contiguous span of B; the ISA kernel tiles 16 x 16.
 void transpose_images(const float* A, float* B, int64_t N, int64_t R, int64_t K) {
     constexpr int64_t T = 64;
-    const EwKernels k = pick_kernels();
+    const EltwiseKernels& k = *pick(kEltwise).fn;
     const int64_t kb = (K + T - 1) / T, items = N * kb;
     int nt = threads_for(N * R * K);
     nt = (int64_t)nt < items ? nt : (int)items;
@@ -89,24 +76,26 @@ void transpose_images(const float* A, float* B, int64_t N, int64_t R, int64_t K)
 }  // namespace
 
 void relu_forward(const float* x, float* y, int64_t n) {
-    const EwKernels k = pick_kernels();
+    const EltwiseKernels& k = *pick(kEltwise).fn;
     split_flat(n, [&](int64_t b, int64_t e) { k.relu(x + b, y + b, e - b); });
 }
 
 void relu_backward(const float* dy, const float* y, float* dx, int64_t n) {
-    const EwKernels k = pick_kernels();
+    const EltwiseKernels& k = *pick(kEltwise).fn;
     split_flat(n, [&](int64_t b, int64_t e) { k.mask(dy + b, y + b, dx + b, e - b); });
 }
 
 void add_forward(const float* a, const float* b, float* y, int64_t n, bool relu) {
-    const EwKernels k = pick_kernels();
+    const EltwiseKernels& k = *pick(kEltwise).fn;
     split_flat(n, [&](int64_t s, int64_t e) { k.add(a + s, b + s, y + s, e - s, relu); });
 }
 
+namespace {
+
 // Pixel rows are the work items (a row is W*C or Wo*K contiguous floats): plain copies and
 // adds the compiler vectorizes, memory-bound, so no ISA-specific body.
-void shortcut_a_forward(const float* x, float* y, int64_t N, int64_t H, int64_t W, int64_t C,
-                        int64_t K, int64_t stride) {
+void shortcut_forward(const float* x, float* y, int64_t N, int64_t H, int64_t W, int64_t C,
+                      int64_t K, int64_t stride) {
     const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1, lo = (K - C) / 2;
     const int nt = threads_for(N * Ho * Wo * K);
 #pragma omp parallel for schedule(static) num_threads(nt)
@@ -123,8 +112,8 @@ void shortcut_a_forward(const float* x, float* y, int64_t N, int64_t H, int64_t 
     }
 }
 
-void shortcut_a_backward(const float* dy, float* dx, int64_t N, int64_t H, int64_t W, int64_t C,
-                         int64_t K, int64_t stride, bool accumulate) {
+void shortcut_backward(const float* dy, float* dx, int64_t N, int64_t H, int64_t W, int64_t C,
+                       int64_t K, int64_t stride, bool accumulate) {
     const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1, lo = (K - C) / 2;
     const int nt = threads_for(N * H * W * C);
     // Input rows: a row off the stride grid gets no gradient (zeroed unless accumulating).
@@ -152,12 +141,41 @@ void shortcut_a_backward(const float* dy, float* dx, int64_t N, int64_t H, int64
     }
 }
 
+}  // namespace
+
+namespace scalar {
+const ShortcutKernels shortcut_a = {shortcut_forward, shortcut_backward};
+}
+
+constexpr Impl<AnyCall, const ShortcutKernels*> kShortcut[] = {
+    {"shortcut_a", Isa::scalar, nullptr, &scalar::shortcut_a},
+};
+
+void shortcut_a_forward(const float* x, float* y, int64_t N, int64_t H, int64_t W, int64_t C,
+                        int64_t K, int64_t stride) {
+    pick(kShortcut).fn->forward(x, y, N, H, W, C, K, stride);
+}
+
+void shortcut_a_backward(const float* dy, float* dx, int64_t N, int64_t H, int64_t W, int64_t C,
+                         int64_t K, int64_t stride, bool accumulate) {
+    pick(kShortcut).fn->backward(dy, dx, N, H, W, C, K, stride, accumulate);
+}
+
 void nchw_to_nhwc(const float* x, float* y, int64_t N, int64_t C, int64_t HW) {
     transpose_images(x, y, N, C, HW);
 }
 
 void nhwc_to_nchw(const float* x, float* y, int64_t N, int64_t C, int64_t HW) {
     transpose_images(x, y, N, HW, C);
+}
+
+std::vector<OpImpls> eltwise_ops() {
+    std::vector<OpImpls> rows = any_call_ops(
+        kEltwise, {"relu_forward", "relu_backward", "add_forward", "add_relu_forward",
+                   "add_relu_backward", "nchw_to_nhwc", "nhwc_to_nchw"});
+    for (OpImpls& row : any_call_ops(kShortcut, {"shortcut_a_forward", "shortcut_a_backward"}))
+        rows.push_back(row);
+    return rows;
 }
 
 }  // namespace rc

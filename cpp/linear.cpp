@@ -1,12 +1,13 @@
 // linear.cpp: fully connected layer, y = x W^T + b with x (N,F), W (O,F), b (O,).
 // Forward is gemm_nt (dot products of x rows with W rows); backward is two gemm_nn calls
 // (dx = dy W, dw = dy^T x) and a column sum for db. This file holds the scalar kernels,
-// the ISA choice and the threading: outputs are cut into tiles that threads take whole,
+// the implementation list and the threading: outputs are cut into tiles that threads take whole,
 // so each element is computed by one thread in a fixed order (no reductions across threads).
 #include "linear.h"
 
 #include "dispatch.h"
-#include "simd/linear_kernels.h"
+#include "registry.h"
+#include "simd/kernels.h"
 
 namespace rc {
 
@@ -35,31 +36,17 @@ void gemm_nn(int64_t M, int64_t Nn, int64_t K, const float* a, int64_t ars, int6
     }
 }
 
+const LinearKernels linear = {gemm_nt, gemm_nn};
+
 }  // namespace scalar
 
 namespace {
 
-using GemmNt = void (*)(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
-                        const float*, float*, int64_t);
-using GemmNn = void (*)(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*,
-                        int64_t, float*, int64_t);
-
-struct Gemms {
-    GemmNt nt;
-    GemmNn nn;
+constexpr Impl<AnyCall, const LinearKernels*> kLinear[] = {
+    RC_IF_AVX512({"gemm", Isa::avx512, nullptr, &avx512::linear})
+    RC_IF_AVX2({"gemm", Isa::avx2, nullptr, &avx2::linear})
+    {"gemm", Isa::scalar, nullptr, &scalar::linear},
 };
-
-Gemms pick() {
-    switch (active_isa()) {
-#ifdef RESNET_CPP_HAVE_AVX512
-        case Isa::avx512: return {avx512::gemm_nt, avx512::gemm_nn};
-#endif
-#ifdef RESNET_CPP_HAVE_AVX2
-        case Isa::avx2: return {avx2::gemm_nt, avx2::gemm_nn};
-#endif
-        default: return {scalar::gemm_nt, scalar::gemm_nn};
-    }
-}
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -75,7 +62,7 @@ constexpr int64_t kParallelMin = 1 << 17;
 
 void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N,
                     int64_t F, int64_t O) {
-    const GemmNt nt = pick().nt;
+    const auto nt = pick(kLinear).fn->gemm_nt;
     const int64_t tm = cdiv(N, kNtRows), tn = cdiv(O, kNtCols);
 #pragma omp parallel for schedule(static) if (N * F * O >= kParallelMin) num_threads(rc::num_threads())
     for (int64_t t = 0; t < tm * tn; ++t) {
@@ -87,7 +74,7 @@ void linear_forward(float* y, const float* x, const float* w, const float* b, in
 
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                      const float* w, int64_t N, int64_t F, int64_t O) {
-    const GemmNn nn = pick().nn;
+    const auto nn = pick(kLinear).fn->gemm_nn;
     // One pool of tiles: dx (N,F) tiles first (if wanted), then dw (O,F) tiles.
     const int64_t tcols = cdiv(F, kNnCols);
     const int64_t n_dx = dx ? cdiv(N, kNnRows) * tcols : 0;
@@ -116,6 +103,10 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
             }
         }
     }
+}
+
+std::vector<OpImpls> linear_ops() {
+    return any_call_ops(kLinear, {"linear_forward", "linear_backward"});
 }
 
 }  // namespace rc

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "registry.h"
+#include "simd/kernels.h"
 
 namespace rc {
 namespace {
@@ -59,14 +61,24 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
 
 }  // namespace
 
+namespace scalar {
+const LossKernels loss = {softmax_xent<int32_t>, softmax_xent<int64_t>};
+}
+
+constexpr Impl<AnyCall, const LossKernels*> kLoss[] = {
+    {"softmax_xent", Isa::scalar, nullptr, &scalar::loss},
+};
+
 double softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* labels,
                              int64_t N, int64_t K, double ls) {
-    return softmax_xent(dlogits, logits, labels, N, K, ls);
+    return pick(kLoss).fn->labels32(dlogits, logits, labels, N, K, ls);
 }
 
 double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
                              int64_t N, int64_t K, double ls) {
-    return softmax_xent(dlogits, logits, labels, N, K, ls);
+    return pick(kLoss).fn->labels64(dlogits, logits, labels, N, K, ls);
 }
+
+std::vector<OpImpls> loss_ops() { return any_call_ops(kLoss, {"softmax_cross_entropy"}); }
 
 }  // namespace rc

@@ -1,5 +1,6 @@
 // pool.h: max pooling and global average pooling entry points (cpp/pool.cpp).
-// Activations are NHWC float32, C-contiguous. The kernels dispatch on rc::active_isa().
+// Activations are NHWC float32, C-contiguous. Each runs the first entry of pool.cpp's
+// implementation list (registry.h) the active path allows.
 #pragma once
 #include <cstdint>
 

@@ -6,7 +6,8 @@
 
 #include "common.h"
 #include "dispatch.h"
-#include "simd/probe_kernels.h"
+#include "registry.h"
+#include "simd/kernels.h"
 
 namespace rc {
 
@@ -23,31 +24,30 @@ float fma_chains_scalar(int64_t iters) {
 }
 }  // namespace
 
+namespace scalar {
+const FmaProbe fma_probe = {fma_chains_scalar, 8 * 2};  // 8 chains x 1 lane x (mul + add)
+}
+
+constexpr Impl<AnyCall, const FmaProbe*> kProbe[] = {
+    RC_IF_AVX512({"fma_chains", Isa::avx512, nullptr, &avx512::fma_probe})
+    RC_IF_AVX2({"fma_chains", Isa::avx2, nullptr, &avx2::fma_probe})
+    {"fma_chains", Isa::scalar, nullptr, &scalar::fma_probe},
+};
+
 double fma_peak_gflops(int64_t iters) {
     RC_CHECK(iters >= 1, "iters: expected an integer >= 1");
-    Isa isa = active_isa();
-    double flop_per_iter = 8 * 2;  // scalar: 8 chains x 1 lane x (mul + add)
-    if (isa == Isa::avx512) flop_per_iter = 12 * 16 * 2;
-    if (isa == Isa::avx2) flop_per_iter = 12 * 8 * 2;
+    const FmaProbe& probe = *pick(kProbe).fn;
     int threads = num_threads();
     double sink = 0;
     auto t0 = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
-    {
-        switch (isa) {
-#ifdef RESNET_CPP_HAVE_AVX512
-            case Isa::avx512: sink += avx512::fma_chains(iters); break;
-#endif
-#ifdef RESNET_CPP_HAVE_AVX2
-            case Isa::avx2: sink += avx2::fma_chains(iters); break;
-#endif
-            default: sink += fma_chains_scalar(iters);
-        }
-    }
+    sink += probe.fma_chains(iters);
     double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     volatile double keep = sink;
     (void)keep;
-    return flop_per_iter * (double)iters * threads / sec * 1e-9;
+    return probe.flop_per_iter * (double)iters * threads / sec * 1e-9;
 }
+
+std::vector<OpImpls> probe_ops() { return any_call_ops(kProbe, {"fma_peak_gflops"}); }
 
 }  // namespace rc

@@ -10,6 +10,9 @@ import pytest
 from resnet_cpp import _core
 from resnet_cpp import functional as F
 
+# Kernel tests run on each entry of this op's implementation list (conftest.impl_threads).
+pytestmark = pytest.mark.impls("random_crop_flip")
+
 
 def crops_of(img, p):
     """All (oy, ox, flipped) -> candidate outputs of one (C,H,W) image."""
@@ -29,7 +32,7 @@ def matching(out_img, in_img, p):
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("shape,pad", [((6, 3, 7, 7), 2), ((5, 5, 9, 8), 4), ((1, 17, 5, 5), 1),
                                        ((4, 1, 3, 3), 5)], ids=str)
-def test_output_is_a_padded_crop(isa_threads, rng, layout, shape, pad):
+def test_output_is_a_padded_crop(impl_threads, rng, layout, shape, pad):
     # Distinct values per pixel, so a match identifies the crop (flip included).
     x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float32) + 1
     xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
@@ -84,7 +87,7 @@ def test_flip_frequency_in_outputs(rng):
     assert 0.45 < flipped.mean() < 0.55
 
 
-def test_identity_without_padding_or_flip(isa_threads, rng):
+def test_identity_without_padding_or_flip(impl_threads, rng):
     x = rng.standard_normal((3, 5, 7, 9)).astype(np.float32)
     for layout in ("NCHW", "NHWC"):
         y = F.random_crop_flip(x, padding=0, flip=False, seed=1, layout=layout)

@@ -18,6 +18,9 @@ from resnet_cpp import _core
 from resnet_cpp.functional import batch_norm2d, batch_norm2d_backward
 from tolerance import BACKWARD, assert_close
 
+# Kernel tests run on each entry of this op's implementation list (conftest.impl_threads).
+pytestmark = pytest.mark.impls("batch_norm_forward_train")
+
 # (N, C, H, W): tails (C not a multiple of 8/16, N=1 with H*W > 1), both kernel walks
 # (pattern period lcm(C, 16) <= 64 floats: C=3; longer: C=5, 17, 33; page-long rows taken two
 # at a time: C=65, 1024), big enough odd shapes that 2 threads split rows whose count is not
@@ -46,7 +49,7 @@ def _nchw(a):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("shape", ODD + RESNET, ids=str)
-def test_train_functional(isa_threads, rng, shape, layout, relu):
+def test_train_functional(impl_threads, rng, shape, layout, relu):
     N, C, H, W = shape
     # Offset mean: checks the statistics do not cancel catastrophically.
     x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
@@ -74,10 +77,11 @@ def test_train_functional(isa_threads, rng, shape, layout, relu):
     assert_close(dbeta, dbeta_ref, **BACKWARD, name="dbeta")
 
 
+@pytest.mark.impls("batch_norm_forward_eval")
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("shape", [(1, 5, 9, 9), (2, 17, 7, 7), (8, 32, 16, 16)], ids=str)
-def test_eval_functional(isa_threads, rng, shape, layout, relu):
+def test_eval_functional(impl_threads, rng, shape, layout, relu):
     C = shape[1]
     x = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
@@ -105,7 +109,7 @@ def test_eval_functional(isa_threads, rng, shape, layout, relu):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("shape", ODD + RESNET[:1], ids=str)
-def test_residual_functional(isa_threads, rng, shape, layout, relu, training):
+def test_residual_functional(impl_threads, rng, shape, layout, relu, training):
     """relu?(bn(x) + residual): the block join, against the reference ops composed."""
     C = shape[1]
     x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
@@ -128,7 +132,7 @@ def test_residual_functional(isa_threads, rng, shape, layout, relu, training):
 
 
 @pytest.mark.parametrize("shape", [(2, 7, 7, 17), (4, 8, 8, 16), (1, 3, 3, 1024)], ids=str)
-def test_residual_equals_unfused_bitwise(isa_threads, rng, shape):
+def test_residual_equals_unfused_bitwise(impl_threads, rng, shape):
     """The fused join rounds like bn then add_relu, and may write over its residual."""
     C = shape[-1]
     x = rng.standard_normal(shape).astype(np.float32)
@@ -149,7 +153,7 @@ def test_residual_equals_unfused_bitwise(isa_threads, rng, shape):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(1, 7, 7, 3), (3, 9, 7, 33), (2, 3, 3, 1024), (8, 32, 32, 16)],
                          ids=str)
-def test_relu_mask_matches_forward(isa_threads, rng, shape, training):
+def test_relu_mask_matches_forward(impl_threads, rng, shape, training):
     """The backward's recomputed ReLU mask is exactly the forward's y > 0: the fused backward
     equals a plain backward of dy * (y > 0) bit for bit."""
     C = shape[-1]
@@ -170,7 +174,7 @@ def test_relu_mask_matches_forward(isa_threads, rng, shape, training):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("shape", [(1, 7, 7, 3), (3, 9, 7, 33), (2, 3, 3, 1024), (8, 16, 16, 32)],
                          ids=str)
-def test_backward_add_equals_separate_add(isa_threads, rng, shape, relu, training):
+def test_backward_add_equals_separate_add(impl_threads, rng, shape, relu, training):
     """add=: dx = bn'(dy) + add in one pass, bit for bit the separate add; out=dy still works."""
     C = shape[-1]
     x = rng.standard_normal(shape).astype(np.float32)
@@ -190,7 +194,7 @@ def test_backward_add_equals_separate_add(isa_threads, rng, shape, relu, trainin
     assert np.array_equal(got, _nchw(_core.add_forward(dx, other)))
 
 
-def test_backward_in_place(isa_threads, rng):
+def test_backward_in_place(impl_threads, rng):
     """out=dy: dx overwrites dy with the same bits as a fresh dx (train and eval, ReLU)."""
     shape = (4, 9, 9, 17)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -231,7 +235,7 @@ def test_statistics_and_gradients_into_given_arrays(rng):
 
 
 @pytest.mark.parametrize("shape", [(1, 9, 9, 3), (2, 7, 7, 17), (8, 8, 8, 64)], ids=str)
-def test_core_raw_nhwc_and_2d(isa_threads, rng, shape):
+def test_core_raw_nhwc_and_2d(impl_threads, rng, shape):
     """The raw kernels on NHWC input, also flattened to (M, C), with out= buffers."""
     C = shape[-1]
     x = rng.standard_normal(shape).astype(np.float32)
@@ -282,13 +286,13 @@ def _dyadic(rng, shape):
     return (rng.integers(-16, 17, shape) / 8.0).astype(np.float32)
 
 
-def test_dyadic_bitwise_across_isas(rng):
-    """Where the math is exact, every ISA path and thread count gives the same bits.
+def test_dyadic_bitwise_across_impls(rng):
+    """Where the math is exact, every implementation and thread count gives the same bits.
 
     Train statistics (exact float sums, exact float64 combine) and running stats; eval
     forward/backward with rstd = 2 exactly (rv + eps = 1/4) and power-of-two gammas.
     """
-    from conftest import THREADS, runnable_isas
+    from conftest import THREADS, cap, isa_of, runnable_impls
 
     shape = (4, 8, 8, 17)  # NHWC, M = 256 (a power of two: mean and var are exact)
     C = shape[-1]
@@ -301,12 +305,9 @@ def test_dyadic_bitwise_across_isas(rng):
     rv = np.full(C, 0.25 - eps, np.float32)
     y_eval_ref = (x - rm) * (gamma * 2) + beta  # exact in float32
     results = []
-    old = (_core.max_isa(), _core.num_threads())
-    try:
-        for isa in runnable_isas():
-            for t in THREADS:
-                _core.set_max_isa(isa)
-                _core.set_num_threads(t)
+    for impl in runnable_impls("batch_norm_forward_train"):
+        for t in THREADS:
+            with cap(isa_of(impl), t):
                 rmt, rvt = rm.copy(), rv.copy()
                 _, mean, rstd = _core.batch_norm_forward_train(x, gamma, beta, rmt, rvt, 0.5,
                                                                eps, False)
@@ -314,20 +315,17 @@ def test_dyadic_bitwise_across_isas(rng):
                 re = np.full(C, 2.0, np.float32)
                 dxe, dge, dbe = _core.batch_norm_backward(dy, x, gamma, rm, re, beta=beta,
                                                           relu=True, train=False)
-                results.append((isa, t, [mean, rstd, rmt, rvt, ye, dxe, dge, dbe]))
-    finally:
-        _core.set_max_isa(old[0])
-        _core.set_num_threads(old[1])
-    isa0, t0, first = results[0]
+            results.append((impl, t, [mean, rstd, rmt, rvt, ye, dxe, dge, dbe]))
+    impl0, t0, first = results[0]
     assert np.array_equal(first[4], np.maximum(y_eval_ref, 0))
     assert np.array_equal(first[5], np.where(first[4] > 0, dy * gamma * 2, 0))
-    for isa, t, arrays in results[1:]:
+    for impl, t, arrays in results[1:]:
         for name, a, b in zip(["mean", "rstd", "rm", "rv", "y_eval", "dx", "dgamma", "dbeta"],
                               arrays, first):
-            assert np.array_equal(a, b), f"{name}: {isa}-t{t} differs from {isa0}-t{t0}"
+            assert np.array_equal(a, b), f"{name}: {impl}-t{t} differs from {impl0}-t{t0}"
 
 
-def test_deterministic_for_thread_count(isa_threads, rng):
+def test_deterministic_for_thread_count(impl_threads, rng):
     x = rng.standard_normal((8, 16, 16, 32)).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
     gamma, beta, rm, rv = _params(rng, 32)

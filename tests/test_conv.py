@@ -13,7 +13,7 @@ import resnet_cpp
 from resnet_cpp import _core
 from resnet_cpp.functional import conv2d, conv2d_backward
 from tolerance import BACKWARD, FORWARD, assert_close
-from conftest import THREADS, runnable_isas
+from conftest import THREADS, cap, isa_of, runnable_impls
 
 # (N, C, H, W, K, R, stride, pad): odd shapes that hit every tail (C, K not multiples of
 # 8/16, 1x1, stride 2, pad 0, 7x7), then ResNet-20 layers, then ResNet-18/50 layers.
@@ -44,6 +44,27 @@ RESNET_IMAGENET = [
     (1, 64, 14, 14, 64, 3, 1, 1),   # ResNet-18 layer1-like 3x3
     (1, 32, 48, 48, 64, 3, 1, 1),   # big enough for several cache-sized row bands per image
 ]
+
+
+# The convolution's fp32 entries this CPU runs (every entry but bf16), and its fp32 paths:
+# the ISAs with a direct entry, which applies to every call. Under one of these caps the
+# algorithm setting picks among that ISA's entries.
+FP32_IMPLS = [e for e in runnable_impls("conv2d_forward") if not e.startswith("direct_bf16:")]
+FP32_PATHS = [isa_of(e) for e in FP32_IMPLS if e.startswith("direct:")]
+PASSES = ("forward", "backward_data", "backward_weight")
+
+
+def algorithm(p, shape):
+    """The algorithm a conv pass of this (N, C, H, W, K, R, stride, pad) runs now."""
+    N, C, H, W, K, R, st, pad = shape
+    return _core.impl_name(f"conv2d_{p}", N, H, W, C, K, R, R, st, pad).split(":")[0]
+
+
+@pytest.fixture(params=[(i, t) for i in FP32_PATHS for t in THREADS], ids=lambda p: f"{p[0]}-t{p[1]}")
+def conv_path(request):
+    """Run the test capped at one fp32 conv path, with one thread count."""
+    with cap(*request.param):
+        yield request.param
 
 
 def _inputs(shape, seed=0):
@@ -82,11 +103,10 @@ def rsck(w):
 def check_all(shape):
     """Functional API in both layouts and the raw _core functions against the oracle."""
     (x, w, b, dy), (y_r, dx_r, dw_r, db_r) = _reference(shape)
-    N, C, H, W, K, R, st, pad = shape
+    R, st, pad = shape[5:]
     # Winograd F(4x4, 3x3) rounds like the whole sum, not each output: up to ~7e-6 of max|ref|
     # measured (PERF.md item 13), so outputs near zero get 3x that as extra absolute tolerance.
-    algos = {_core.conv2d_algorithm(p, N, H, W, C, K, R, R, st, pad)
-             for p in ("forward", "backward_data", "backward_weight")}
+    algos = {algorithm(p, shape) for p in PASSES}
     spread = 2e-5 if "winograd4" in algos else 0.0
 
     def close(a, r, tol, name):
@@ -112,17 +132,17 @@ def check_all(shape):
 
 
 @pytest.mark.parametrize("shape", ODD, ids=str)
-def test_parity_odd_shapes(isa_threads, shape):
+def test_parity_odd_shapes(conv_path, shape):
     check_all(shape)
 
 
 @pytest.mark.parametrize("shape", RESNET20, ids=str)
-def test_parity_resnet20(isa_threads, shape):
+def test_parity_resnet20(conv_path, shape):
     check_all(shape)
 
 
 @pytest.mark.parametrize("shape", RESNET_IMAGENET, ids=str)
-def test_parity_resnet_imagenet(isa_threads, shape):
+def test_parity_resnet_imagenet(conv_path, shape):
     check_all(shape)
 
 
@@ -142,25 +162,26 @@ WINOGRAD = [
 ]
 
 
-@pytest.fixture(params=["direct", "winograd2", "winograd4"])
-def conv_algo(request):
-    """Force one algorithm for 3x3 stride-1 convolutions, restoring the setting afterwards."""
+@pytest.fixture(params=[(e, t) for e in FP32_IMPLS for t in THREADS], ids=lambda p: f"{p[0]}-t{p[1]}")
+def conv_impl(request):
+    """Force one fp32 entry: cap at its ISA and set its algorithm (for 3x3 stride-1 calls);
+    restores both settings afterwards."""
+    impl, threads = request.param
     old = _core.conv_algorithm()
-    resnet_cpp.set_conv_algorithm(request.param)
-    yield request.param
-    resnet_cpp.set_conv_algorithm(old)
+    resnet_cpp.set_conv_algorithm(impl.split(":")[0])
+    try:
+        with cap(isa_of(impl), threads):
+            yield impl
+    finally:
+        resnet_cpp.set_conv_algorithm(old)
 
 
 @pytest.mark.parametrize("shape", WINOGRAD, ids=str)
-def test_parity_3x3_stride1_both_algorithms(isa_threads, conv_algo, shape):
+def test_parity_3x3_stride1_every_impl(conv_impl, shape):
     N, C, H, W, K, R, st, pad = shape
-    expect = "direct" if isa_threads[0] == "scalar" else conv_algo  # Winograd is SIMD-only
-    for p in ("forward", "backward_data", "backward_weight"):
-        assert _core.conv2d_algorithm(p, N, H, W, C, K, R, R, st, pad) == expect
+    for p in PASSES:
+        assert _core.impl_name(f"conv2d_{p}", N, H, W, C, K, R, R, st, pad) == conv_impl
     check_all(shape)
-
-
-PASSES = ("forward", "backward_data", "backward_weight")
 
 
 def _choices(setting, C, K, R=3, st=1):
@@ -168,7 +189,7 @@ def _choices(setting, C, K, R=3, st=1):
     old = _core.conv_algorithm()
     try:
         resnet_cpp.set_conv_algorithm(setting)
-        return [_core.conv2d_algorithm(p, 16, 14, 14, C, K, R, R, st, R // 2) for p in PASSES]
+        return [algorithm(p, (16, C, 14, 14, K, R, st, R // 2)) for p in PASSES]
     finally:
         resnet_cpp.set_conv_algorithm(old)
 
@@ -225,8 +246,6 @@ def test_conv_algorithm_names_are_checked():
     with pytest.raises(ValueError, match="^conv algorithm: expected 'pass=name' items"):
         resnet_cpp.set_conv_algorithm("forward=direct,winograd2")
     assert _core.conv_algorithm() == old  # a refused setting changes nothing
-    with pytest.raises(ValueError, match="^pass: expected"):
-        _core.conv2d_algorithm("fwd", 1, 8, 8, 16, 16, 3, 3, 1, 1)
 
 
 def test_conv_algorithm_from_environment():
@@ -286,13 +305,14 @@ EXACT = [(2, 3, 9, 9, 17, 3, 1, 1), (1, 5, 9, 7, 33, 3, 2, 1), (2, 5, 8, 8, 5, 1
 
 
 # F(4x4, 3x3)'s transforms divide by 3 (G has 1/6, 1/12, 1/24): not exact, so not here.
-@pytest.mark.parametrize("algo", ["direct", "winograd2"])
+@pytest.mark.parametrize("conv_impl", [(e, t) for e in FP32_IMPLS if not e.startswith("winograd4:")
+                                       for t in THREADS], indirect=True, ids=lambda p: f"{p[0]}-t{p[1]}")
 @pytest.mark.parametrize("shape", EXACT, ids=str)
-def test_dyadic_inputs_bitwise_equal_on_every_path(algo, shape):
-    """Multiples of 1/8 in [-2, 2] with small sums are exact in float32, so every ISA path
-    and thread count must give the same bits as the float64 oracle: this separates indexing
-    bugs from rounding. Winograd F(2x2, 3x3) is exact here too: its transforms only add,
-    subtract and halve."""
+def test_dyadic_inputs_bitwise_equal_on_every_path(conv_impl, shape):
+    """Multiples of 1/8 in [-2, 2] with small sums are exact in float32, so every
+    implementation and thread count must give the same bits as the float64 oracle: this
+    separates indexing bugs from rounding. Winograd F(2x2, 3x3) is exact here too: its
+    transforms only add, subtract and halve."""
     N, C, H, W, K, R, st, pad = shape
     g = np.random.default_rng(7)
     P, Q = (H + 2 * pad - R) // st + 1, (W + 2 * pad - R) // st + 1
@@ -301,27 +321,14 @@ def test_dyadic_inputs_bitwise_equal_on_every_path(algo, shape):
     xr, wr, dyr = x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), dy.transpose(0, 3, 1, 2)
     y_r = nhwc(ref.conv2d_forward(xr, wr, b, st, pad))
     dx_r, dw_r, db_r = ref.conv2d_backward(dyr, xr, wr, st, pad)
-    old_isa, old_threads, old_algo = _core.max_isa(), _core.num_threads(), _core.conv_algorithm()
-    resnet_cpp.set_conv_algorithm(algo)
-    try:
-        for isa in runnable_isas():
-            for t in THREADS:
-                resnet_cpp.set_max_isa(isa)
-                resnet_cpp.set_num_threads(t)
-                tag = f"{isa}-t{t}"
-                np.testing.assert_array_equal(_core.conv2d_forward(x, w, b, st, pad), y_r, tag)
-                np.testing.assert_array_equal(
-                    _core.conv2d_backward_data(dy, w, H, W, st, pad), nhwc(dx_r), tag)
-                dw, db = _core.conv2d_backward_weight(x, dy, R, R, st, pad, True)
-                np.testing.assert_array_equal(dw, rsck(dw_r), tag)
-                np.testing.assert_array_equal(db, db_r, tag)
-    finally:
-        resnet_cpp.set_max_isa(old_isa)
-        resnet_cpp.set_num_threads(old_threads)
-        resnet_cpp.set_conv_algorithm(old_algo)
+    np.testing.assert_array_equal(_core.conv2d_forward(x, w, b, st, pad), y_r)
+    np.testing.assert_array_equal(_core.conv2d_backward_data(dy, w, H, W, st, pad), nhwc(dx_r))
+    dw, db = _core.conv2d_backward_weight(x, dy, R, R, st, pad, True)
+    np.testing.assert_array_equal(dw, rsck(dw_r))
+    np.testing.assert_array_equal(db, db_r)
 
 
-def test_repeatable_for_fixed_threads(isa_threads, rng):
+def test_repeatable_for_fixed_threads(conv_path, rng):
     """Same inputs and thread count -> same bits (fixed partition, fixed reduction order)."""
     x = rng.standard_normal((5, 8, 8, 16)).astype(np.float32)
     dy = rng.standard_normal((5, 8, 8, 32)).astype(np.float32)

@@ -15,14 +15,15 @@ import pytest
 
 import reference as ref
 import resnet_cpp
-from conftest import THREADS, runnable_isas
+from conftest import THREADS, isa_of, runnable_impls
 from resnet_cpp import _core
 from test_conv import EXACT, ODD, RESNET20, RESNET_IMAGENET, _inputs, nhwc, rsck
 from test_reference import bf16_cases
 from tolerance import BACKWARD, FORWARD, assert_close, assert_close_bf16
 
-# Paths that run bf16 convolutions on this machine (none without AVX512-BF16).
-BF16_PATHS = [i for i in runnable_isas(all_paths=True) if i not in runnable_isas()]
+# Paths that run bf16 convolutions on this machine (none without AVX512-BF16): the ISAs of
+# the conv list's bf16 entries this CPU runs.
+BF16_PATHS = [isa_of(e) for e in runnable_impls("conv2d_forward") if e.startswith("direct_bf16:")]
 
 # More ResNet-50 shapes: the 1x1 expansion, a stride-2 3x3 on an odd size, a stride-2
 # projection shortcut.
@@ -120,9 +121,10 @@ def test_dyadic_inputs_bitwise_equal(bf16_path, shape):
     np.testing.assert_array_equal(db, db_r)
 
 
-def test_algorithm_reports_bf16(bf16_path):
+def test_impl_name_reports_bf16(bf16_path):
     for p in ("forward", "backward_data", "backward_weight"):
-        assert _core.conv2d_algorithm(p, 8, 16, 16, 16, 16, 3, 3, 1, 1) == "direct_bf16"
+        assert _core.impl_name(f"conv2d_{p}", 8, 16, 16, 16, 16, 3, 3, 1, 1) == (
+            f"direct_bf16:{bf16_path[0]}")
 
 
 def test_repeatable_and_thread_safe(bf16_path, rng):
@@ -150,18 +152,13 @@ def test_repeatable_and_thread_safe(bf16_path, rng):
         np.testing.assert_array_equal(g[1], expect[1])
 
 
-@pytest.mark.parametrize("isa", runnable_isas(all_paths=True))
-def test_round_to_bf16_matches_reference(isa):
-    """The C++ rounding (below avx512_bf16) and the instruction (vcvtneps2bf16) against
-    the reference, bit for bit: ties, overflow, denormals, infinities, NaNs."""
-    old = _core.max_isa()
-    resnet_cpp.set_max_isa(isa)
-    try:
-        bits = bf16_cases()
-        got = _core.round_to_bf16(bits.view(np.float32)).view(np.uint32)
-        np.testing.assert_array_equal(got, ref.bf16_round(bits.view(np.float32)).view(np.uint32))
-    finally:
-        resnet_cpp.set_max_isa(old)
+@pytest.mark.impls("round_to_bf16")
+def test_round_to_bf16_matches_reference(impl_threads):
+    """Every implementation of the rounding (C++, and vcvtneps2bf16 on avx512_bf16)
+    against the reference, bit for bit: ties, overflow, denormals, infinities, NaNs."""
+    bits = bf16_cases()
+    got = _core.round_to_bf16(bits.view(np.float32)).view(np.uint32)
+    np.testing.assert_array_equal(got, ref.bf16_round(bits.view(np.float32)).view(np.uint32))
 
 
 def test_below_bf16_paths_run_fp32_and_warn():
@@ -176,7 +173,7 @@ def test_below_bf16_paths_run_fp32_and_warn():
         with pytest.warns(RuntimeWarning, match=r"precision 'bf16' needs AVX512-BF16"):
             resnet_cpp.set_precision("bf16")
         assert resnet_cpp.precision() == "bf16" and not resnet_cpp.bf16_active()
-        assert _core.conv2d_algorithm("forward", N, H, W, C, K, R, R, st, pad) == "direct"
+        assert _core.impl_name("conv2d_forward", N, H, W, C, K, R, R, st, pad).startswith("direct:")
         for a, e in zip(_ours(ODD[1], x, w, b, dy), fp32):
             np.testing.assert_array_equal(a, e)
         assert "runs fp32" in resnet_cpp.build_info()["precision"]

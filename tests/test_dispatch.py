@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import resnet_cpp
-from conftest import ISA_ORDER, runnable_isas
+from conftest import ISA_ORDER
 from resnet_cpp import _core
 
 
@@ -81,8 +81,8 @@ def test_bf16_level_follows_the_cpu_flag():
 def test_fp32_kernels_run_their_avx512_code_on_the_bf16_path():
     """Capped at avx512_bf16 (fp32 precision), the fp32 kernels take the avx512 code: same
     bits as under the avx512 cap, and Winograd (SIMD-only) still runs."""
-    if "avx512_bf16" not in runnable_isas(all_paths=True):
-        pytest.skip("this CPU has no AVX512-BF16")
+    if _core.detected_isa() != "avx512_bf16" or "avx512_bf16" not in _core.compiled_isas():
+        pytest.skip("this CPU has no AVX512-BF16, or this build no bf16 kernels")
     import numpy as np
 
     g = np.random.default_rng(3)
@@ -96,7 +96,8 @@ def test_fp32_kernels_run_their_avx512_code_on_the_bf16_path():
         _core.set_precision("fp32")
         for isa in ("avx512", "avx512_bf16"):
             resnet_cpp.set_max_isa(isa)
-            assert _core.conv2d_algorithm("forward", 2, 9, 9, 16, 16, 3, 3, 1, 1) == "winograd2"
+            assert _core.impl_name("conv2d_forward", 2, 9, 9, 16, 16, 3, 3, 1, 1) == "winograd2:avx512"
+            assert _core.impl_name("batch_norm_forward_train") == "batch_norm:avx512"
             bn = _core.batch_norm_forward_train(x, gamma, beta, np.zeros(16, np.float32),
                                                 np.ones(16, np.float32), 0.1, 1e-5, True)[0]
             out[isa] = (_core.conv2d_forward(x, w, None, 1, 1), bn)

@@ -31,8 +31,9 @@ def _signed(rng, shape):
     return a
 
 
+@pytest.mark.impls("relu_forward")
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_relu(isa_threads, rng, shape):
+def test_relu(impl_threads, rng, shape):
     x = _signed(rng, shape)
     dy = rng.standard_normal(shape).astype(np.float32)
     y, cache = relu(x)
@@ -43,8 +44,9 @@ def test_relu(isa_threads, rng, shape):
     assert_close(dx, ref.relu_backward(dy, y), **FORWARD, name="dx")
 
 
+@pytest.mark.impls("add_relu_forward")
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_add_and_add_relu(isa_threads, rng, shape):
+def test_add_and_add_relu(impl_threads, rng, shape):
     a = _signed(rng, shape)
     b = _signed(rng, shape)
     dy = rng.standard_normal(shape).astype(np.float32)
@@ -63,8 +65,9 @@ SHORTCUTS = [(1, 7, 7, 3, 8, 2), (2, 9, 5, 5, 5, 2), (3, 5, 8, 2, 7, 3), (1, 1, 
              (2, 6, 6, 3, 9, 1), (8, 32, 32, 16, 32, 2), (8, 16, 16, 32, 64, 2)]
 
 
+@pytest.mark.impls("shortcut_a_forward")
 @pytest.mark.parametrize("case", SHORTCUTS, ids=str)
-def test_shortcut_a(isa_threads, rng, case):
+def test_shortcut_a(impl_threads, rng, case):
     N, H, W, C, K, s = case
     x = rng.standard_normal((N, H, W, C)).astype(np.float32)
     y, cache = shortcut_a(x, K, s)
@@ -99,36 +102,31 @@ def test_out_and_in_place(rng):
     assert np.array_equal(x, np.maximum(b, 0))
 
 
-def test_dyadic_bitwise_across_isas(rng):
-    """Every path and thread count gives identical bits (exact math), incl. tails."""
-    from conftest import THREADS, runnable_isas
+def test_dyadic_bitwise_across_impls(rng):
+    """Every implementation and thread count gives identical bits (exact math), incl. tails."""
+    from conftest import THREADS, cap, isa_of, runnable_impls
 
     shape = (3, 7, 9, 17)
     a = (rng.integers(-16, 17, shape) / 8.0).astype(np.float32)
     b = (rng.integers(-16, 17, shape) / 8.0).astype(np.float32)
     results = []
-    old = (_core.max_isa(), _core.num_threads())
-    try:
-        for isa in runnable_isas():
-            for t in THREADS:
-                _core.set_max_isa(isa)
-                _core.set_num_threads(t)
+    for impl in runnable_impls("relu_forward"):
+        for t in THREADS:
+            with cap(isa_of(impl), t):
                 y = _core.add_relu_forward(a, b)
                 results.append([_core.relu_forward(a), _core.relu_backward(b, a),
                                 _core.add_forward(a, b), y, _core.add_relu_backward(b, y),
                                 _core.nchw_to_nhwc(a), _core.nhwc_to_nchw(a)])
-    finally:
-        _core.set_max_isa(old[0])
-        _core.set_num_threads(old[1])
     for r in results[1:]:
         for x, y in zip(r, results[0]):
             assert np.array_equal(x, y)
             assert np.array_equal(np.signbit(x), np.signbit(y))
 
 
+@pytest.mark.impls("nchw_to_nhwc")
 @pytest.mark.parametrize("shape", [(1, 3, 7, 7), (2, 5, 9, 9), (1, 17, 1, 1), (1, 1, 5, 3),
                                    (3, 33, 9, 7), (8, 16, 32, 32), (2, 256, 14, 14)], ids=str)
-def test_layout_conversion(isa_threads, rng, shape):
+def test_layout_conversion(impl_threads, rng, shape):
     x = rng.standard_normal(shape).astype(np.float32)
     y = to_nhwc(x)
     assert y.shape == (shape[0], shape[2], shape[3], shape[1])
@@ -239,7 +237,8 @@ def test_bad_inputs(case):
         fn()
 
 
-def test_relu_family_propagates_nan(isa_threads):
+@pytest.mark.impls("relu_forward")
+def test_relu_family_propagates_nan(impl_threads):
     import resnet_cpp.functional as F
 
     # A NaN activation must reach the loss (PyTorch's relu(NaN) is NaN), so training that

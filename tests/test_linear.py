@@ -11,6 +11,9 @@ from resnet_cpp import _core
 from resnet_cpp import functional as F
 from tolerance import BACKWARD, FORWARD, assert_close
 
+# Kernel tests run on each entry of this op's implementation list (conftest.impl_threads).
+pytestmark = pytest.mark.impls("linear_forward")
+
 # (N, F, O): tails of every micro-kernel block (not multiples of 3/4/6/8/16/32), batch 1,
 # ResNet-20's head (64 -> 10) and ResNet-18's (512 -> 1000).
 SHAPES = [(1, 3, 5), (5, 17, 33), (7, 100, 13), (9, 65, 49), (8, 64, 10), (130, 37, 50)]
@@ -18,7 +21,7 @@ SHAPES = [(1, 3, 5), (5, 17, 33), (7, 100, 13), (9, 65, 49), (8, 64, 10), (130, 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
-def test_linear_parity(isa_threads, rng, shape, bias):
+def test_linear_parity(impl_threads, rng, shape, bias):
     N, Fi, O = shape
     x = rng.standard_normal((N, Fi)).astype(np.float32)
     w = rng.standard_normal((O, Fi)).astype(np.float32)
@@ -40,7 +43,7 @@ def test_linear_parity(isa_threads, rng, shape, bias):
     np.testing.assert_array_equal(dw2, dw)
 
 
-def test_linear_imagenet_fc(isa_threads, rng):
+def test_linear_imagenet_fc(impl_threads, rng):
     # ResNet-50's classifier: 2048 -> 1000 at batch 4.
     x = rng.standard_normal((4, 2048)).astype(np.float32)
     w = (rng.standard_normal((1000, 2048)) * 0.02).astype(np.float32)

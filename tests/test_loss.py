@@ -12,6 +12,9 @@ from resnet_cpp import _core
 from resnet_cpp import functional as F
 from tolerance import BACKWARD, FORWARD, assert_close
 
+# Kernel tests run on each entry of this op's implementation list (conftest.impl_threads).
+pytestmark = pytest.mark.impls("softmax_cross_entropy")
+
 # (N, K): batch 1, odd class counts, CIFAR-10 at batch 8 and ImageNet's 1000 classes.
 SHAPES = [(1, 3), (5, 17), (8, 10), (3, 1000), (33, 2)]
 
@@ -19,7 +22,7 @@ SHAPES = [(1, 3), (5, 17), (8, 10), (3, 1000), (33, 2)]
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("ls", [0.0, 0.1, 0.5])
 @pytest.mark.parametrize("label_dtype", [np.int32, np.int64])
-def test_cross_entropy_parity(isa_threads, rng, shape, ls, label_dtype):
+def test_cross_entropy_parity(impl_threads, rng, shape, ls, label_dtype):
     N, K = shape
     logits = (rng.standard_normal((N, K)) * 3).astype(np.float32)
     labels = rng.integers(0, K, N).astype(label_dtype)
@@ -32,7 +35,7 @@ def test_cross_entropy_parity(isa_threads, rng, shape, ls, label_dtype):
 
 
 @pytest.mark.parametrize("ls", [0.0, 0.1])
-def test_cross_entropy_huge_logits_finite(isa_threads, rng, ls):
+def test_cross_entropy_huge_logits_finite(impl_threads, rng, ls):
     # |logits| ~ 1e4: exp would overflow without the max subtraction.
     logits = (rng.standard_normal((6, 10)) * 1e4).astype(np.float32)
     labels = rng.integers(0, 10, 6)

@@ -29,9 +29,10 @@ ADAM_CASES = [
 ]
 
 
+@pytest.mark.impls("sgd_step")
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("case", SGD_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_sgd_steps(isa_threads, rng, shape, case):
+def test_sgd_steps(impl_threads, rng, shape, case):
     p = rng.standard_normal(shape).astype(np.float32)
     buf = np.zeros(shape, np.float32) if case["momentum"] > 0 else None
     rp = p.astype(np.float64)
@@ -46,9 +47,10 @@ def test_sgd_steps(isa_threads, rng, shape, case):
         assert_close(buf, rbuf, **FORWARD, name="momentum_buf")
 
 
+@pytest.mark.impls("adam_step")
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("case", ADAM_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_adam_steps(isa_threads, rng, shape, case):
+def test_adam_steps(impl_threads, rng, shape, case):
     p = rng.standard_normal(shape).astype(np.float32)
     m = np.zeros(shape, np.float32)
     v = np.zeros(shape, np.float32)

@@ -11,6 +11,9 @@ from resnet_cpp import _core
 from resnet_cpp import functional as F
 from tolerance import BACKWARD, FORWARD, assert_close
 
+# Kernel tests run on each entry of this op's implementation list (conftest.impl_threads).
+pytestmark = pytest.mark.impls("max_pool2d_forward")
+
 # (N, C, H, W, k, stride, pad): odd tails, 1x1, k=2 without padding, and the stem pool.
 POOL_SHAPES = [
     (1, 3, 7, 7, 3, 2, 1),
@@ -23,7 +26,7 @@ POOL_SHAPES = [
 
 
 @pytest.mark.parametrize("shape", POOL_SHAPES, ids=str)
-def test_max_pool_parity_with_ties(isa_threads, rng, shape):
+def test_max_pool_parity_with_ties(impl_threads, rng, shape):
     N, C, H, W, k, s, p = shape
     # Integer values in a small range: many ties, so the first-max rule is exercised.
     x = rng.integers(-2, 3, size=(N, C, H, W)).astype(np.float32)
@@ -37,7 +40,7 @@ def test_max_pool_parity_with_ties(isa_threads, rng, shape):
     assert_close(dx, ref.max_pool2d_backward(dy, x, k, s, p), **BACKWARD, name="dx")
 
 
-def test_max_pool_nan_propagates(isa_threads):
+def test_max_pool_nan_propagates(impl_threads):
     # PyTorch: a NaN in the window is the maximum, and its position the argmax.
     x = np.arange(1 * 19 * 5 * 5, dtype=np.float32).reshape(1, 19, 5, 5)
     x[0, :, 1, 1] = np.nan
@@ -47,7 +50,7 @@ def test_max_pool_nan_propagates(isa_threads):
     assert not np.any(np.isnan(y[0, :, 2, 2]))
 
 
-def test_max_pool_nhwc_matches_nchw(isa_threads, rng):
+def test_max_pool_nhwc_matches_nchw(impl_threads, rng):
     x = rng.standard_normal((2, 5, 9, 9)).astype(np.float32)
     y, cache = F.max_pool2d(x, 3, 2, 1)
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
@@ -66,7 +69,7 @@ def stem_case():
     return x, ref.max_pool2d_forward(x.transpose(0, 3, 1, 2), 3, 2, 1).transpose(0, 2, 3, 1)
 
 
-def test_max_pool_resnet18_stem(isa_threads, rng, stem_case):
+def test_max_pool_resnet18_stem(impl_threads, rng, stem_case):
     # 112x112x64 -> 56x56x64, k=3, stride 2, pad 1.
     x, y_ref = stem_case
     y, cache = F.max_pool2d(x, layout="NHWC")
@@ -99,8 +102,9 @@ def test_max_pool_out_buffers(rng):
     assert_close(o, ref.max_pool2d_forward(xc, 3, 2, 1), **FORWARD, name="out")
 
 
+@pytest.mark.impls("global_avg_pool_forward")
 @pytest.mark.parametrize("shape", [(1, 3, 7, 7), (2, 17, 9, 9), (8, 64, 8, 8), (2, 5, 1, 1)], ids=str)
-def test_global_avg_pool_parity(isa_threads, rng, shape):
+def test_global_avg_pool_parity(impl_threads, rng, shape):
     x = rng.standard_normal(shape).astype(np.float32)
     y, cache = F.global_avg_pool2d(x)
     assert y.shape == shape[:2]

@@ -8,8 +8,8 @@
 #include <tuple>
 
 #include "checks.h"
+#include "batchnorm.h"
 #include "ops.h"
-#include "simd/batchnorm_kernels.h"
 
 namespace py = pybind11;
 using namespace rc::py_checks;

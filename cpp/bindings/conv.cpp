@@ -6,8 +6,8 @@
 #include <tuple>
 
 #include "checks.h"
+#include "conv.h"
 #include "ops.h"
-#include "simd/conv_kernels.h"
 
 namespace py = pybind11;
 using namespace rc::py_checks;
@@ -34,20 +34,6 @@ void bind_conv(py::module_& m) {
           "'winograd2' (F(2x2,3x3)) or 'winograd4' (F(4x4,3x3)); one name for every pass or "
           "'forward=...,backward_data=...,backward_weight=...'. As RESNET_CPP_CONV_ALGO.");
     m.def("conv_algorithm", [] { return rc::conv_algo_spec(rc::conv_algo()); });
-    m.def(
-        "conv2d_algorithm",
-        [](const std::string& pass, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
-           int64_t R, int64_t S, int64_t stride, int64_t pad) {
-            const rc::ConvPass p = rc::parse_conv_pass(pass);  // std::invalid_argument -> ValueError
-            rc::ConvShape s = checked_conv_shape(N, H, W, C, K, R, S, stride, pad);
-            if (rc::conv_runs_bf16()) return std::string("direct_bf16");
-            const int m = rc::conv_winograd_tile(s, p);
-            return std::string(m == 0 ? "direct" : m == 2 ? "winograd2" : "winograd4");
-        },
-        py::arg("pass"), py::arg("N"), py::arg("H"), py::arg("W"), py::arg("C"), py::arg("K"),
-        py::arg("R"), py::arg("S"), py::arg("stride"), py::arg("pad"),
-        "Which algorithm ('direct', 'winograd2', 'winograd4' or, in bf16 precision, 'direct_bf16') "
-        "a conv call of this shape runs now.");
     // Python wraps these in resnet_cpp.set_precision / precision / bf16_active (_precision.py).
     m.def("set_precision",
           [](const std::string& name) { rc::set_conv_precision(rc::parse_conv_precision(name)); },

@@ -2,8 +2,8 @@
 // relu/add take float32 C-contiguous arrays of any shape (ndim >= 1, no empty dimension);
 // the layout conversions take 4-d activations.
 #include "checks.h"
+#include "eltwise.h"
 #include "ops.h"
-#include "simd/eltwise_kernels.h"
 
 namespace py = pybind11;
 using namespace rc::py_checks;

@@ -16,6 +16,7 @@ void bind_loss(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_augment(py::module_& m);
 void bind_probe(py::module_& m);
+void bind_registry(py::module_& m);
 
 #ifndef RESNET_CPP_VERSION
 #define RESNET_CPP_VERSION "dev"
@@ -59,4 +60,5 @@ PYBIND11_MODULE(_core, m) {
     bind_optim(m);
     bind_augment(m);
     bind_probe(m);
+    bind_registry(m);
 }

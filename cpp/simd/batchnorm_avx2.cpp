@@ -1,8 +1,8 @@
 // batchnorm_avx2.cpp: AVX2+FMA primitives (8 lanes, maskload/maskstore tails) for the shared
-// batch-norm body (batchnorm_body.h); exports rc::avx2::bn_* (declared in batchnorm_kernels.h).
+// batch-norm body (batchnorm_body.h), exported as rc::avx2::batch_norm (simd/kernels.h).
 #include <immintrin.h>
 
-#include "batchnorm_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx2 {
 namespace {

@@ -1,8 +1,8 @@
 // batchnorm_avx512.cpp: AVX-512 primitives (16 lanes, masked tails) for the shared batch-norm
-// body (batchnorm_body.h); exports rc::avx512::bn_* (declared in batchnorm_kernels.h).
+// body (batchnorm_body.h), exported as rc::avx512::batch_norm (simd/kernels.h).
 #include <immintrin.h>
 
-#include "batchnorm_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx512 {
 namespace {

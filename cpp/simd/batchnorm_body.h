@@ -1,7 +1,7 @@
-// batchnorm_body.h: the batch-norm range kernels (declared in batchnorm_kernels.h), written
-// once over a few vector primitives and included by three translation units, each inside its
-// own namespace (rc::scalar in cpp/batchnorm.cpp, rc::avx2, rc::avx512 in cpp/simd/), after
-// defining in an anonymous namespace:
+// batchnorm_body.h: the batch-norm range kernels (BatchNormKernels in simd/kernels.h: their
+// contract), written once over a few vector primitives and included by three translation
+// units, each inside its own namespace (rc::scalar in cpp/batchnorm.cpp, rc::avx2, rc::avx512
+// in cpp/simd/), which export them as `batch_norm`, after defining in an anonymous namespace:
 //   VL (lanes), V (vector type), vzero, vload, vstore, vloadn/vstoren (first n lanes, the
 //   rest zero / untouched), vadd, vsub, vmul, vfma(a,b,c) = a*b+c, vrelu (max(v,0)),
 //   vmask_pos(v, y) = (y > 0 ? v : 0), vacc_double(double* d, V v): d[0..VL) += v.
@@ -451,3 +451,5 @@ void bn_bwd_apply(const float* dy, const float* x, const float* beta, const floa
     else
         bwd_apply_impl<false, false>(dy, x, beta, r, dx, n, P, mean, k1, k2, k3);
 }
+
+const BatchNormKernels batch_norm = {bn_stats, bn_apply, bn_bwd_reduce, bn_bwd_apply};

@@ -1,13 +1,12 @@
 // conv_avx2.cpp: AVX2+FMA convolution micro-kernels; the driver is shared with AVX-512
-// through conv_kernels.h. A group of 16 output channels is two ymm; 12 of the 16 ymm
+// through conv_driver.h. A group of 16 output channels is two ymm; 12 of the 16 ymm
 // registers hold accumulators (PERF.md item 6: 6 px x 2 ymm).
 #include <immintrin.h>
 
 #include <utility>
 
 #include "dispatch.h"
-#define RC_CONV_DRIVER
-#include "simd/conv_kernels.h"
+#include "simd/conv_driver.h"
 #include "simd/winograd.h"
 
 namespace {
@@ -127,7 +126,7 @@ struct F16 {
 // 6 px x 2 ymm: 12 accumulators, the rest for weights and a broadcast. Measured: one group
 // of 16 channels per call beats 3 px x 4 ymm for K >= 32 (benchmarks/NOTES.md).
 struct Micro {
-    using Elem = float;  // scratch and packed-weight element (conv_kernels.h)
+    using Elem = float;  // scratch and packed-weight element (conv_driver.h)
     static constexpr int kMaxNV = 1;
     static int fwd_px(int) { return 6; }
     static int bww_ub(int) { return 6; }
@@ -173,5 +172,8 @@ struct Micro {
 
 }  // namespace
 
-#define RC_CONV_ISA avx2
-#include "simd/conv_entry.h"
+namespace rc::avx2 {
+const ConvKernels conv_direct = direct_kernels<Micro>;
+const ConvKernels conv_winograd2 = winograd_kernels<2, Micro>;
+const ConvKernels conv_winograd4 = winograd_kernels<4, Micro>;
+}  // namespace rc::avx2

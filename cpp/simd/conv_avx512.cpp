@@ -1,13 +1,12 @@
 // conv_avx512.cpp: AVX-512 convolution micro-kernels; the driver (scratch layout, weight
-// packing, threading) is shared with AVX2 through conv_kernels.h. One zmm = 16 output
+// packing, threading) is shared with AVX2 through conv_driver.h. One zmm = 16 output
 // channels, FMAs take the broadcast input value as an embedded {1to16} memory operand.
 #include <immintrin.h>
 
 #include <utility>
 
 #include "dispatch.h"
-#define RC_CONV_DRIVER
-#include "simd/conv_kernels.h"
+#include "simd/conv_driver.h"
 #include "simd/winograd.h"
 
 namespace {
@@ -107,7 +106,7 @@ struct Row<NV, std::integer_sequence<int, I...>> {
 constexpr int kPx[3] = {0, 28, 14};
 
 struct Micro {
-    using Elem = float;  // scratch and packed-weight element (conv_kernels.h)
+    using Elem = float;  // scratch and packed-weight element (conv_driver.h)
     static constexpr int kMaxNV = 2;
     static int fwd_px(int nv) { return kPx[nv]; }
     static int bww_ub(int nv) { return kPx[nv]; }
@@ -140,5 +139,8 @@ struct Micro {
 
 }  // namespace
 
-#define RC_CONV_ISA avx512
-#include "simd/conv_entry.h"
+namespace rc::avx512 {
+const ConvKernels conv_direct = direct_kernels<Micro>;
+const ConvKernels conv_winograd2 = winograd_kernels<2, Micro>;
+const ConvKernels conv_winograd4 = winograd_kernels<4, Micro>;
+}  // namespace rc::avx512

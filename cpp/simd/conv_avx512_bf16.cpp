@@ -3,7 +3,7 @@
 //
 // vdpbf16ps acc, a, b adds a[2l]*b[2l] + a[2l+1]*b[2l+1] to fp32 lane l: the reduction runs
 // over pairs, which sit innermost in both operands (PERF.md items 24-26, 33):
-// - Forward and backward-data reuse the fp32 engine (conv_kernels.h) with a bf16 scratch
+// - Forward and backward-data reuse the fp32 engine (conv_driver.h) with a bf16 scratch
 //   [C/16][st][st][Hph][Wph][16] (rounded while it is built) and weights packed as
 //   [K block][tap][c/2][NV*16][2]. One broadcast 32-bit channel pair of a pixel meets NV
 //   vectors of 16 output channels x 2 input channels.
@@ -20,8 +20,7 @@
 #include <utility>
 
 #include "dispatch.h"
-#define RC_CONV_DRIVER
-#include "simd/conv_kernels.h"
+#include "simd/conv_driver.h"
 
 namespace {
 
@@ -154,7 +153,7 @@ BwwFn bww_fn(int nv, int ub) {
                    : Row<2, std::make_integer_sequence<int, 14>>::bww[ub - 1];
 }
 
-// The engine's view of this path (conv_kernels.h).
+// The engine's view of this path (conv_driver.h).
 struct Micro {
     using Elem = bf16;
     static constexpr int kMaxNV = 2;
@@ -235,7 +234,7 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
     const int64_t group =
         band < P ? 1 : std::min(per_thread, std::max<int64_t>(1, budget / (P * row_bytes)));
     const int64_t z_img = ((band - 1) * st + R) * Wp * C * 2, t_img = band * Qh * Kp * 2;  // bf16
-    const std::vector<KBlock> blocks = plan_kblocks(K, Micro::kMaxNV);
+    const List<KBlock> blocks = plan_kblocks(K, Micro::kMaxNV);
     float* priv = workspace(3, T * priv_len, true);
     bf16* z_all = workspace_as<bf16>(2, T * group * z_img, false);
     bf16* t_all = workspace_as<bf16>(1, T * group * t_img, false);
@@ -281,7 +280,7 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
         for (int64_t n = s.N * t / nt; db && n < n1; ++n)
             sum_rows(dy + n * P * Q * K, P * Q, K, mine + R * U * Kp);
 #pragma omp barrier
-        reduce_private(priv, priv_len, used, R * U, K, Kp, dw, db, t, nt);
+        reduce_dw(priv, priv_len, used, R * U, K, Kp, dw, db, t, nt);
     }
 }
 
@@ -289,16 +288,7 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
 
 namespace rc::avx512_bf16 {
 
-void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s) {
-    forward<Micro>(x, w, b, y, s);
-}
-void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s) {
-    backward_data<Micro>(dy, w, dx, s);
-}
-void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
-                            const ConvShape& s) {
-    backward_weight(x, dy, dw, db, s);
-}
+const ConvKernels conv_bf16 = {forward<Micro>, backward_data<Micro>, backward_weight};
 
 void round_to_bf16(const float* x, float* y, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {

@@ -1,8 +1,8 @@
 // eltwise_avx2.cpp: AVX2 primitives (8 lanes, maskload/maskstore tails) for the shared elementwise body
-// (eltwise_body.h); exports rc::avx2::ew_* (declared in eltwise_kernels.h).
+// (eltwise_body.h), exported as rc::avx2::eltwise (simd/kernels.h).
 #include <immintrin.h>
 
-#include "eltwise_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx2 {
 namespace {

@@ -1,8 +1,8 @@
 // eltwise_avx512.cpp: AVX-512 primitives (16 lanes, masked tails) for the shared elementwise body
-// (eltwise_body.h); exports rc::avx512::ew_* (declared in eltwise_kernels.h).
+// (eltwise_body.h), exported as rc::avx512::eltwise (simd/kernels.h).
 #include <immintrin.h>
 
-#include "eltwise_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx512 {
 namespace {

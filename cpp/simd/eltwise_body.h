@@ -1,6 +1,7 @@
-// eltwise_body.h: the elementwise range kernels (declared in eltwise_kernels.h), written once
-// over vector primitives and included by three translation units inside their own namespace
-// (rc::scalar in cpp/eltwise.cpp, rc::avx2, rc::avx512 in cpp/simd/). Each TU first defines,
+// eltwise_body.h: the elementwise range kernels (EltwiseKernels in simd/kernels.h: their
+// contract), written once over vector primitives and included by three translation units
+// inside their own namespace (rc::scalar in cpp/eltwise.cpp, rc::avx2, rc::avx512 in
+// cpp/simd/), which export them as `eltwise`. Each TU first defines,
 // in an anonymous namespace: VL, V, vload, vstore, vloadn/vstoren (first n lanes), vadd,
 // vrelu (max(v,0)), vmask_pos(v, y) = (y > 0 ? v : 0), and tile16(a, lda, b, ldb):
 // b[j*ldb + i] = a[i*lda + j] for a 16 x 16 tile.
@@ -67,3 +68,5 @@ void ew_transpose(const float* A, float* B, int64_t R, int64_t K, int64_t k0, in
     for (; k < k1; ++k)
         for (int64_t r = 0; r < R; ++r) B[k * R + r] = A[r * K + k];
 }
+
+const EltwiseKernels eltwise = {ew_relu, ew_mask, ew_add, ew_transpose};

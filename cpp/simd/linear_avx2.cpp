@@ -1,10 +1,11 @@
-// linear_avx2.cpp: AVX2+FMA GEMM micro-kernels for the linear layer (see linear_kernels.h).
+// linear_avx2.cpp: AVX2+FMA GEMM micro-kernels for the linear layer, exported as
+// rc::avx2::linear (simd/kernels.h).
 // gemm_nn keeps a 6-row x 16-column block of c in 12 ymm accumulators (2 loads of b and 6
 // broadcasts per 12 FMAs; 15 of the 16 ymm registers). gemm_nt keeps a 3x3 block of dot
 // products (9 ymm). Column/k tails use vmaskmov loads/stores, which never touch masked lanes.
 #include <immintrin.h>
 
-#include "simd/linear_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx2 {
 namespace {
@@ -133,5 +134,7 @@ void gemm_nt(int64_t M, int64_t Nn, int64_t K, const float* a, int64_t lda, cons
         }
     }
 }
+
+const LinearKernels linear = {gemm_nt, gemm_nn};
 
 }  // namespace rc::avx2

@@ -1,10 +1,11 @@
-// linear_avx512.cpp: AVX-512 GEMM micro-kernels for the linear layer (see linear_kernels.h).
+// linear_avx512.cpp: AVX-512 GEMM micro-kernels for the linear layer, exported as
+// rc::avx512::linear (simd/kernels.h).
 // gemm_nn keeps an 8-row x 32-column block of c in 16 zmm accumulators: per k, 2 loads of
 // b and 8 broadcasts of a feed 16 FMAs. gemm_nt keeps a 4x4 block of dot products (16 zmm,
 // one per output, reduced over 16 k-lanes at the end). Column/k tails use masked loads.
 #include <immintrin.h>
 
-#include "simd/linear_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx512 {
 namespace {
@@ -130,5 +131,7 @@ void gemm_nt(int64_t M, int64_t Nn, int64_t K, const float* a, int64_t lda, cons
         }
     }
 }
+
+const LinearKernels linear = {gemm_nt, gemm_nn};
 
 }  // namespace rc::avx512

@@ -3,7 +3,7 @@
 #include <cstdint>
 
 #include "dispatch.h"
-#include "simd/optim_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx2 {
 #include "simd/optim_body.h"

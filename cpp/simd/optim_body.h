@@ -1,8 +1,9 @@
 // optim_body.h: the one source of the optimizer updates, included inside rc::scalar,
-// rc::avx2 and rc::avx512 (optim.cpp / optim_avx2.cpp / optim_avx512.cpp) so each TU's
-// flags vectorize the loops. Element-wise, so results do not depend on the thread split.
-// Threads only for large tensors: a parallel region costs microseconds, and most ResNet
-// parameters are small. The including TU provides <cmath>, <cstdint> and "dispatch.h".
+// rc::avx2 and rc::avx512 (optim.cpp / optim_avx2.cpp / optim_avx512.cpp; exported as
+// `optim`, simd/kernels.h) so each TU's flags vectorize the loops. Element-wise, so results
+// do not depend on the thread split. Threads only for large tensors: a parallel region costs microseconds, and most ResNet
+// parameters are small. The including TU provides <cmath>, <cstdint>, "dispatch.h" and
+// "simd/kernels.h".
 
 namespace {
 constexpr int64_t kParallelMin = 1 << 16;
@@ -47,3 +48,5 @@ void adam_update(float* p, const float* grad, float* m, float* v, int64_t n, flo
         p[i] = pi - step_size * mi / (std::sqrt(vi) * rsqrt_bc2 + eps);
     }
 }
+
+const OptimKernels optim = {sgd_step, adam_update};

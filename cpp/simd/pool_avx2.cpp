@@ -7,7 +7,7 @@
 
 #include "dispatch.h"
 #include "pool.h"
-#include "simd/pool_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx2 {
 namespace {

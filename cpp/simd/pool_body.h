@@ -1,11 +1,12 @@
 // pool_body.h: the one source of the pooling kernels, included inside rc::scalar,
-// rc::avx2 and rc::avx512 by pool.cpp / pool_avx2.cpp / pool_avx512.cpp, so each TU's
-// ISA flags vectorize the channel loops (NHWC: C is contiguous). Pooling is memory-bound
+// rc::avx2 and rc::avx512 by pool.cpp / pool_avx2.cpp / pool_avx512.cpp (exported as
+// `pool`, simd/kernels.h), so each TU's ISA flags vectorize the channel loops (NHWC: C is
+// contiguous). Pooling is memory-bound
 // except the max-pool window scan, whose running max/argmax must stay in registers: each
 // TU defines max_window_lead(yr, ar, xw, C, W, h0, h1, w0, w1) -> channels done (the ISA
 // files with intrinsics; the scalar one does none). No STL templates in here: a weak
 // out-of-line copy compiled with AVX-512 flags could be picked by the linker for baseline
-// callers. The including TU provides <cstdint>, "pool.h" and "dispatch.h".
+// callers. The including TU provides <cstdint>, "pool.h", "dispatch.h" and "simd/kernels.h".
 
 namespace {
 
@@ -112,3 +113,6 @@ void global_avg_pool_backward(float* dx, const float* dy, int64_t N, int64_t HW,
             for (int64_t c = 0; c < C; ++c) dxr[c] = dyr[c] * scale;
         }
 }
+
+const PoolKernels pool = {max_pool2d_forward, max_pool2d_backward, global_avg_pool_forward,
+                          global_avg_pool_backward};

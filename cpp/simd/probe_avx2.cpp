@@ -2,7 +2,7 @@
 // >= 8 in flight on Zen 4; 12 leaves slack). Each iteration is 12 FMAs = 12*8*2 FLOP.
 #include <immintrin.h>
 
-#include "simd/probe_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx2 {
 
@@ -16,5 +16,7 @@ float fma_chains(int64_t iters) {
     for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, a[i]);
     return [&]{ alignas(32) float t[8]; _mm256_store_ps(t, s); float r = 0; for (float v : t) r += v; return r; }();  // returned so the chains are not optimized away
 }
+
+const FmaProbe fma_probe = {fma_chains, 12 * 8 * 2};
 
 }  // namespace rc::avx2

@@ -2,7 +2,7 @@
 // >= 8 in flight on Zen 4; 12 leaves slack). Each iteration is 12 FMAs = 12*16*2 FLOP.
 #include <immintrin.h>
 
-#include "simd/probe_kernels.h"
+#include "simd/kernels.h"
 
 namespace rc::avx512 {
 
@@ -16,5 +16,7 @@ float fma_chains(int64_t iters) {
     for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, a[i]);
     return _mm512_reduce_add_ps(s);  // returned so the chains are not optimized away
 }
+
+const FmaProbe fma_probe = {fma_chains, 12 * 16 * 2};
 
 }  // namespace rc::avx512

@@ -1,6 +1,7 @@
 // winograd.h: Winograd F(MxM, 3x3), M = 2 or 4, for 3x3 stride-1 convolutions (NHWC, RSCK),
-// all three passes. Compiled once per SIMD translation unit, after conv_kernels.h's driver
-// (the TU defines RC_CONV_DRIVER and supplies `struct Micro`, whose F type is 16 float lanes).
+// all three passes. Compiled once per SIMD translation unit, after conv_driver.h (the TU
+// supplies `struct Micro`, whose F type is 16 float lanes); winograd_kernels<M, Mk> are the
+// passes as a ConvKernels set.
 //
 // Output tiles are MxM pixels; tile (n, ty, tx) reads the (M+2)x(M+2) input patch at rows
 // M*ty - pad ... and columns M*tx - pad ... (zeros outside the image). With the
@@ -16,7 +17,7 @@
 // transformed back. GEMM multiplies per output pixel: 9 direct, 4 for F(2x2), 2.25 for
 // F(4x4); F(4x4) has larger rounding error (PERF.md item 13), still far inside 1e-4.
 #pragma once
-#ifdef RC_CONV_DRIVER
+#include "simd/conv_driver.h"
 
 namespace {
 
@@ -261,7 +262,7 @@ void input_block(const float* x, const WinoGeom& g, int64_t t0, int64_t nb, floa
 // as taps ([K block][xi][c][nv*16]); bias is Kp floats or null; y is (N,P,Q,K).
 template <int M, class Mk>
 void wino_forward(const float* x, const float* wpk, const float* bias, float* y,
-                  const WinoGeom& g, const std::vector<KBlock>& blocks) {
+                  const WinoGeom& g, const List<KBlock>& blocks) {
     using F = typename Mk::F;
     constexpr int A = M + 2, NP = A * A;
     const int64_t CB = (g.C + 15) / 16, Kp = (g.K + 15) / 16 * 16, KV = Kp / 16;
@@ -362,7 +363,7 @@ template <int M, class Mk>
 void wino_conv(const float* x, const float* w, const float* b, float* y, const WinoGeom& g,
                bool rotate, int64_t s_ci, int64_t s_co) {
     constexpr int A = M + 2, NP = A * A;
-    const std::vector<KBlock> blocks = plan_kblocks(g.K, Mk::kMaxNV);
+    const List<KBlock> blocks = plan_kblocks(g.K, Mk::kMaxNV);
     const int64_t Kp = (g.K + 15) / 16 * 16, CK = g.C * g.K;
     // U = G g G^T as [xi][ci][co] (RSCK-like, NP "taps"), then packed per K block; 16 output
     // channels at a time so the transform vectorizes, input channels split over threads.
@@ -407,7 +408,7 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
                           const WinoGeom& g) {
     using F = typename Mk::F;
     constexpr int A = M + 2, NP = A * A;
-    const std::vector<KBlock> blocks = plan_kblocks(g.K, Mk::kMaxNV);
+    const List<KBlock> blocks = plan_kblocks(g.K, Mk::kMaxNV);
     const int64_t CB = (g.C + 15) / 16, Cp = CB * 16, Kp = (g.K + 15) / 16 * 16, KV = Kp / 16;
     const int64_t Tb = wino_block(NP, Cp, Kp);
     const int64_t vxs = xi_stride(Tb * Cp), zxs = xi_stride(Tb * Kp);
@@ -495,13 +496,9 @@ void wino_backward_weight(const float* x, const float* dy, float* dw, float* db,
         for (int64_t c = c0; c < c1; ++c)
             for (int64_t k0 = 0; k0 < g.K; k0 += 16) {
                 float h[A][A][16], col[A][16], r3[3][16], o[3][A][16], row[A][16];
-                for (int xi = 0; xi < NP; ++xi) {
-                    const float* src = priv + (xi * g.C + c) * Kp + k0;
-                    float* d = h[xi / A][xi % A];
-                    for (int l = 0; l < 16; ++l) d[l] = src[l];
-                    for (int u = 1; u < used; ++u)
-                        for (int l = 0; l < 16; ++l) d[l] += src[u * ulen + l];
-                }
+                for (int xi = 0; xi < NP; ++xi)
+                    rc::reduce_private(priv + (xi * g.C + c) * Kp + k0, ulen, used, 16,
+                                       h[xi / A][xi % A]);
                 for (int bb = 0; bb < A; ++bb) {
                     for (int a = 0; a < A; ++a) std::memcpy(col[a], h[a][bb], sizeof col[a]);
                     Wino<M>::gt(col, r3);
@@ -537,6 +534,8 @@ void winograd_backward_weight(const float* x, const float* dy, float* dw, float*
                               const ConvShape& s) {
     wino_backward_weight<M, Mk>(x, dy, dw, db, wino_geom(M, s.N, s.H, s.W, s.C, s.K, s.pad));
 }
+template <int M, class Mk>
+constexpr rc::ConvKernels winograd_kernels = {winograd_forward<M, Mk>, winograd_backward_data<M, Mk>,
+                                              winograd_backward_weight<M, Mk>};
 
 }  // namespace
-#endif  // RC_CONV_DRIVER

@@ -1,12 +1,7 @@
-// batchnorm_kernels.h: batch norm over NHWC activations viewed as (M, C), M = N*H*W rows.
-// Two levels:
-//  - rc::batch_norm_* (cpp/batchnorm.cpp): whole-tensor kernels that thread, combine
-//    per-thread partials in float64 and dispatch on rc::active_isa();
-//  - rc::<isa>::bn_* (one shared body, cpp/simd/batchnorm_body.h, compiled once per ISA):
-//    single-thread range kernels over a flat slice of x that starts on a row whose flat
-//    offset is a multiple of the pattern period P = lcm(C, 16). Per-channel vectors arrive
-//    "expanded" to P floats (channel of element k is k % C), so every ISA vectorizes over the
-//    flat array whatever C is (C=3 or 17 included), with one masked tail per slice.
+// batchnorm.h: batch norm over NHWC activations viewed as (M, C), M = N*H*W rows
+// (cpp/batchnorm.cpp). Whole-tensor kernels: they thread, combine per-thread partials in
+// float64, and run the range kernels (simd/kernels.h, BatchNormKernels) of the first entry
+// of their implementation list the active path allows.
 #pragma once
 #include <cstdint>
 
@@ -77,37 +72,3 @@ void batch_norm_backward_apply(const float* dy, const float* x, const float* gam
                                double count, float* dx, int64_t M, int64_t C);
 
 }  // namespace rc
-
-// Range kernels, one set per ISA namespace. n = elements in the slice; P = pattern period;
-// scratch = 2P floats of per-thread workspace (the reductions' float32 partial sums).
-//  bn_stats:      s1[k] = sum (x - piv)[k + iP], s2[k] = sum of squares (k < P, float64 out)
-//  bn_apply:      y = relu?((x - mean) * scale + beta + r), r (the residual) may be null
-//  bn_bwd_reduce: sdy[k] = sum dy', sdyx[k] = sum dy' * (x - mean), dy' = dy masked where
-//                 (x - mean) * k1 + beta <= 0 when beta != nullptr (the fused ReLU; k1 is
-//                 the forward's scale); when dx != nullptr also writes dx = k1 * dy' (eval)
-//  bn_bwd_apply:  dx = k1 * dy' + k2 * (x - mean) + k3 [+ r], r (flat) may be null
-#define RC_BN_RANGE_KERNELS                                                                     \
-    void bn_stats(const float* x, int64_t n, int64_t P, const float* piv, float* scratch,      \
-                  double* s1, double* s2);                                                      \
-    void bn_apply(const float* x, const float* r, float* y, int64_t n, int64_t P,              \
-                  const float* mean, const float* scale, const float* beta, bool relu);         \
-    void bn_bwd_reduce(const float* dy, const float* x, const float* beta, float* dx,          \
-                       int64_t n, int64_t P, const float* mean, const float* k1,                \
-                       float* scratch, double* sdy, double* sdyx);                              \
-    void bn_bwd_apply(const float* dy, const float* x, const float* beta, const float* r,     \
-                      float* dx, int64_t n, int64_t P, const float* mean, const float* k1,      \
-                      const float* k2, const float* k3);
-
-namespace rc::scalar {
-RC_BN_RANGE_KERNELS
-}
-#ifdef RESNET_CPP_HAVE_AVX2
-namespace rc::avx2 {
-RC_BN_RANGE_KERNELS
-}
-#endif
-#ifdef RESNET_CPP_HAVE_AVX512
-namespace rc::avx512 {
-RC_BN_RANGE_KERNELS
-}
-#endif

@@ -1,8 +1,7 @@
-// eltwise_kernels.h: ReLU, residual add (+ReLU) and NCHW<->NHWC layout conversion.
-//  - rc::* (cpp/eltwise.cpp): whole-tensor kernels that split the flat array across threads
-//    and dispatch on rc::active_isa();
-//  - rc::<isa>::ew_* (one shared body, cpp/simd/eltwise_body.h, compiled once per ISA):
-//    single-thread kernels over a flat slice, vectorized with one masked tail.
+// eltwise.h: ReLU, residual add (+ReLU), the option-A shortcut and NCHW<->NHWC layout
+// conversion (cpp/eltwise.cpp). Whole-tensor kernels: they split the flat array across
+// threads and run the range kernels (simd/kernels.h, EltwiseKernels) of the first entry of
+// their implementation list the active path allows.
 #pragma once
 #include <cstdint>
 
@@ -28,24 +27,3 @@ void nchw_to_nhwc(const float* x, float* y, int64_t N, int64_t C, int64_t HW);
 void nhwc_to_nchw(const float* x, float* y, int64_t N, int64_t C, int64_t HW);
 
 }  // namespace rc
-
-// ew_transpose: for one image A (R, K) -> B (K, R), writes rows [k0, k1) of B.
-#define RC_EW_RANGE_KERNELS                                                     \
-    void ew_relu(const float* x, float* y, int64_t n);                          \
-    void ew_mask(const float* dy, const float* y, float* dx, int64_t n);        \
-    void ew_add(const float* a, const float* b, float* y, int64_t n, bool relu);    \
-    void ew_transpose(const float* A, float* B, int64_t R, int64_t K, int64_t k0, int64_t k1);
-
-namespace rc::scalar {
-RC_EW_RANGE_KERNELS
-}
-#ifdef RESNET_CPP_HAVE_AVX2
-namespace rc::avx2 {
-RC_EW_RANGE_KERNELS
-}
-#endif
-#ifdef RESNET_CPP_HAVE_AVX512
-namespace rc::avx512 {
-RC_EW_RANGE_KERNELS
-}
-#endif

@@ -1,11 +1,7 @@
-// conv_kernels.h: convolution entry points (NHWC activations, RSCK weights) and the
-// ISA-independent driver shared by the AVX2 and AVX-512 translation units.
-//
-// Public kernels (cpp/conv.cpp dispatches to the best compiled path):
-//   conv2d_forward         y (N,P,Q,K)  = x (N,H,W,C) * w (R,S,C,K) + b (K)
-//   conv2d_backward_data   dx (N,H,W,C) from dy (N,P,Q,K) and w
-//   conv2d_backward_weight dw (R,S,C,K) and db (K) from x and dy
-// All overwrite their outputs. b/db may be null.
+// conv_driver.h: the ISA-independent convolution driver (conv.h's three passes, NHWC
+// activations, RSCK weights), compiled once per SIMD translation unit: conv_avx2.cpp,
+// conv_avx512.cpp and conv_avx512_bf16.cpp include it (and nothing else does), after their
+// micro-kernels, and export its passes as ConvKernels sets (simd/kernels.h).
 //
 // SIMD design (see benchmarks/NOTES.md for numbers):
 // - Forward: every image is copied (per thread) into a zero-padded, channel-blocked,
@@ -22,107 +18,19 @@
 //   (UB consecutive (s,c) entries of a padded NHWC input row) x (NV K vectors), reducing
 //   over output pixels; then one reduction over threads in fixed order (deterministic).
 // - 3x3 stride-1 layers may run Winograd F(2x2, 3x3) or F(4x4, 3x3) instead
-//   (simd/winograd.h), chosen per call by conv_winograd_tile().
+//   (simd/winograd.h), as the algorithm setting resolves per call (cpp/conv.cpp).
 // - bf16 (simd/conv_avx512_bf16.cpp): the same forward and backward-data engine with a
 //   bf16 scratch (Micro::Elem = uint16_t, rounded to nearest even while it is built) and
 //   weights packed in channel pairs [K block][tap][c/2][NV*16][2] for vdpbf16ps.
+//
+// Everything here sits in an anonymous namespace, so each ISA keeps its own copy; the TU
+// supplies `struct Micro` (micro-kernel tables, see conv_avx512.cpp), used by the templates.
+// Only translation-unit-local types and templates over them: an inline function or template
+// instance shared with other translation units (std::vector<float>, say) could be emitted as
+// a weak symbol, and the linker may hand baseline code the copy compiled with wider ISA
+// flags. Hence Arr and List below instead of std::vector. The exceptions are std::min and
+// std::max on integers, the same scalar instructions under any flags.
 #pragma once
-#include <array>
-#include <cstdint>
-#include <string>
-
-#include "common.h"
-
-namespace rc {
-
-void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s);
-void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
-void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
-                            const ConvShape& s);
-
-// Algorithm for 3x3 stride-1 convolutions, set per pass: `automatic` ("auto", the default)
-// picks the fastest choice that keeps float32 precision, `fast` the fastest measured
-// (F(4x4) Winograd, which rounds more), `direct` never uses Winograd, `winograd2` and
-// `winograd4` force F(2x2, 3x3) or F(4x4, 3x3) on every 3x3 stride-1 call of a SIMD path.
-// Process-wide; RESNET_CPP_CONV_ALGO sets it at load ("fast", or
-// "forward=fast,backward_data=direct,...").
-enum class ConvAlgo : int { automatic = 0, fast = 1, direct = 2, winograd2 = 3, winograd4 = 4 };
-enum class ConvPass : int { forward = 0, backward_data = 1, backward_weight = 2 };
-using ConvAlgoSetting = std::array<ConvAlgo, 3>;  // indexed by ConvPass
-const char* conv_algo_name(ConvAlgo a);
-ConvPass parse_conv_pass(const std::string& name);          // throws std::invalid_argument
-ConvAlgoSetting parse_conv_algo(const std::string& spec);  // throws std::invalid_argument
-std::string conv_algo_spec(const ConvAlgoSetting& a);      // inverse of parse_conv_algo
-void set_conv_algo(const ConvAlgoSetting& a);
-ConvAlgoSetting conv_algo();
-// What the entry point runs now for this call: 0 (direct), 2 or 4 (Winograd tile size).
-int conv_winograd_tile(const ConvShape& s, ConvPass pass);
-
-// Operand precision of every convolution (conv_bf16.cpp). fp32 (default); or bf16: inputs,
-// weights and output gradients rounded to bf16 (nearest even) as the kernels read them,
-// products summed in fp32, outputs fp32; direct convolution only. Process-wide;
-// RESNET_CPP_PRECISION sets it at load. bf16 runs only where the active path has a
-// bf16 dot product (avx512_bf16); elsewhere the convolutions stay fp32.
-enum class ConvPrecision : int { fp32 = 0, bf16 = 1 };
-const char* conv_precision_name(ConvPrecision p);
-ConvPrecision parse_conv_precision(const std::string& name);  // throws std::invalid_argument
-void set_conv_precision(ConvPrecision p);
-ConvPrecision conv_precision();
-bool conv_runs_bf16();  // bf16 asked for and the active path can run it
-// y[i] = x[i] rounded to bf16 (nearest even; NaN kept quiet; denormals to signed zero, as
-// vcvtneps2bf16 does) and widened back to float, on the active path's instruction or in C++.
-void round_to_bf16(const float* x, float* y, int64_t n);
-
-#ifdef RESNET_CPP_HAVE_AVX2
-namespace avx2 {
-void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s);
-void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
-void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
-                            const ConvShape& s);
-// Winograd F(m x m, 3x3), m = 2 or 4 (simd/winograd.h).
-void conv2d_winograd_forward(int m, const float* x, const float* w, const float* b, float* y,
-                             const ConvShape& s);
-void conv2d_winograd_backward_data(int m, const float* dy, const float* w, float* dx,
-                                   const ConvShape& s);
-void conv2d_winograd_backward_weight(int m, const float* x, const float* dy, float* dw, float* db,
-                                     const ConvShape& s);
-}  // namespace avx2
-#endif
-
-#ifdef RESNET_CPP_HAVE_AVX512
-namespace avx512 {
-void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s);
-void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
-void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
-                            const ConvShape& s);
-// Winograd F(m x m, 3x3), m = 2 or 4 (simd/winograd.h).
-void conv2d_winograd_forward(int m, const float* x, const float* w, const float* b, float* y,
-                             const ConvShape& s);
-void conv2d_winograd_backward_data(int m, const float* dy, const float* w, float* dx,
-                                   const ConvShape& s);
-void conv2d_winograd_backward_weight(int m, const float* x, const float* dy, float* dw, float* db,
-                                     const ConvShape& s);
-}  // namespace avx512
-#endif
-
-#ifdef RESNET_CPP_HAVE_AVX512_BF16
-// bf16 operands, fp32 accumulation (vdpbf16ps); same signatures and layouts as above.
-namespace avx512_bf16 {
-void conv2d_forward(const float* x, const float* w, const float* b, float* y, const ConvShape& s);
-void conv2d_backward_data(const float* dy, const float* w, float* dx, const ConvShape& s);
-void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* db,
-                            const ConvShape& s);
-void round_to_bf16(const float* x, float* y, int64_t n);
-}  // namespace avx512_bf16
-#endif
-
-}  // namespace rc
-
-// ---------------------------------------------------------------------------------------
-// Driver body, compiled once per SIMD translation unit (which defines RC_CONV_DRIVER before
-// including this header). It is wrapped in an anonymous namespace so each ISA keeps its own
-// copy; the TU supplies `struct Micro` (micro-kernel tables, see conv_avx512.cpp) first.
-#ifdef RC_CONV_DRIVER
 #include <immintrin.h>
 
 #include <algorithm>
@@ -130,9 +38,9 @@ void round_to_bf16(const float* x, float* y, int64_t n);
 #include <cstring>
 #include <new>
 #include <utility>
-#include <vector>
 
 #include "dispatch.h"
+#include "simd/kernels.h"
 
 namespace {
 
@@ -140,9 +48,7 @@ using rc::ConvShape;
 
 constexpr int kVec = 16;  // output channels per "vector group" (one zmm, two ymm)
 
-// TU-local owning, zero-initialized array. std::vector<float> (or any inline function from a
-// shared header) would be an instance shared with the other ISA translation units, and the
-// linker may keep a copy compiled with wider ISA flags.
+// Owning, zero-initialized array of n elements.
 template <class T>
 class Arr {
   public:
@@ -150,8 +56,10 @@ class Arr {
     explicit Arr(int64_t n) : p_(n > 0 ? new T[n]() : nullptr), n_(n > 0 ? n : 0) {}
     Arr(Arr&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
     Arr& operator=(Arr&& o) noexcept {
-        std::swap(p_, o.p_);
-        std::swap(n_, o.n_);
+        T* p = p_;
+        const int64_t n = n_;
+        p_ = o.p_, n_ = o.n_;
+        o.p_ = p, o.n_ = n;
         return *this;
     }
     Arr(const Arr&) = delete;
@@ -161,9 +69,30 @@ class Arr {
     const T* data() const { return p_; }
     int64_t size() const { return n_; }
     T& operator[](int64_t i) { return p_[i]; }
+    const T& operator[](int64_t i) const { return p_[i]; }
 
   private:
     T* p_ = nullptr;
+    int64_t n_ = 0;
+};
+
+// Up to `cap` elements (fixed when built; every list here has a known bound), appended in
+// order.
+template <class T>
+class List {
+  public:
+    explicit List(int64_t cap = 0) : a_(cap) {}
+    void push_back(T v) { a_[n_++] = static_cast<T&&>(v); }
+    int64_t size() const { return n_; }
+    T& operator[](int64_t i) { return a_[i]; }
+    const T& operator[](int64_t i) const { return a_[i]; }
+    T* begin() { return a_.data(); }
+    T* end() { return a_.data() + n_; }
+    const T* begin() const { return a_.data(); }
+    const T* end() const { return a_.data() + n_; }
+
+  private:
+    Arr<T> a_;
     int64_t n_ = 0;
 };
 
@@ -252,10 +181,10 @@ struct KBlock {
     int v0, nv;
 };
 
-inline std::vector<KBlock> plan_kblocks(int64_t kout, int maxnv) {
+inline List<KBlock> plan_kblocks(int64_t kout, int maxnv) {
     int kv = int((kout + kVec - 1) / kVec);
-    std::vector<KBlock> b;
     int nblk = (kv + maxnv - 1) / maxnv;
+    List<KBlock> b(nblk);
     int base = kv / nblk, extra = kv % nblk;  // balanced: sizes differ by at most one
     for (int i = 0, v = 0; i < nblk; ++i) {
         int nv = base + (i < extra);
@@ -268,7 +197,7 @@ inline std::vector<KBlock> plan_kblocks(int64_t kout, int maxnv) {
 // Packs w[toff[t] + ci*s_ci + co*s_co] into dst [block][tap][ci][nv*16] (dst is zeroed, so
 // lanes co >= kout stay zero). Either co (forward, RSCK) or ci (backward-data: C and K
 // swapped) is contiguous in w; the loops read w contiguously in both cases.
-void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, int64_t cin,
+void pack_weights(float* dst, const List<KBlock>& blocks, int64_t ntaps, int64_t cin,
                   int64_t kout, const float* w, const int64_t* toff, int64_t s_ci,
                   int64_t s_co) {
     for (const KBlock& b : blocks) {
@@ -296,7 +225,7 @@ void pack_weights(float* dst, const std::vector<KBlock>& blocks, int64_t ntaps, 
 // Packs weights as pack_weights does, into the layout Mk's forward kernel reads: as is for
 // float; for bf16 into a float staging slot, then rounded and interleaved in channel pairs.
 template <class Mk>
-void pack_weights_for(typename Mk::Elem* dst, const std::vector<KBlock>& blocks, int64_t ntaps,
+void pack_weights_for(typename Mk::Elem* dst, const List<KBlock>& blocks, int64_t ntaps,
                       int64_t cin, int64_t kout, const float* w, const int64_t* toff,
                       int64_t s_ci, int64_t s_co) {
     if constexpr (sizeof(typename Mk::Elem) == 4) {
@@ -380,20 +309,23 @@ struct Engine {
     int64_t scratch_len;
     Arr<char> used;       // st*st: phase read by some tap
     int64_t Hout, Wout, Cout, hstep, wstep;
-    std::vector<KBlock> blocks;
+    List<KBlock> blocks;
     const float* bias;    // packed, KV*16, or null
 };
 
 // Runs every phase of every image. A micro-kernel call covers a run of up to PX pixels of
 // one output row (rows are split into balanced runs), so no padding column is computed.
 template <class Mk>
-void run_engine(const Engine& e, const std::vector<Phase<typename Mk::Elem>>& phases,
+void run_engine(const Engine& e, const List<Phase<typename Mk::Elem>>& phases,
                 const float* in, float* out) {
     using E = typename Mk::Elem;
     // Work items: (image, phase, band of rows). Bands give threads work when N is small and
-    // keep a band's input rows cache-resident for big images.
+    // keep a band's input rows cache-resident for big images; a phase has at most one band
+    // per row.
     struct Item { int ph; int64_t r0, r1; };
-    std::vector<Item> per_image;
+    int64_t most = 0;
+    for (const Phase<E>& ph : phases) most += std::max<int64_t>(0, ph.rows);
+    List<Item> per_image(most);
     const int T = rc::num_threads();
     const int64_t want = e.N >= T ? 1 : (T + e.N - 1) / e.N;
     int64_t calls = 0;  // micro-kernel calls per image
@@ -516,7 +448,8 @@ void forward(const float* x, const float* w, const float* b, float* y, const Con
     e.bias = b ? bias.data() : nullptr;
 
     using E = typename Mk::Elem;
-    std::vector<Phase<E>> phases(1);
+    List<Phase<E>> phases(1);
+    phases.push_back(Phase<E>());
     Phase<E>& ph = phases[0];
     int64_t pp = e.Hph * e.Wph;
     ph.tap = Arr<int64_t>(s.R * s.S);
@@ -553,7 +486,7 @@ void backward_data(const float* dy, const float* w, float* dx, const ConvShape& 
     int64_t cv = (C + kVec - 1) / kVec;
 
     using E = typename Mk::Elem;
-    std::vector<Phase<E>> phases;
+    List<Phase<E>> phases(st * st);
     for (int64_t ah = 0; ah < st; ++ah)
         for (int64_t aw = 0; aw < st; ++aw) {
             Phase<E> ph;
@@ -615,18 +548,13 @@ inline void sum_rows(const float* d, int64_t rows, int64_t K, float* out) {
 
 // Thread t of nt writes its share of the rows of dw (dw_rows rows of K) and db (K, or null)
 // as the sum of the `used` private copies (priv_len floats apart; rows of Kp, db's last).
-// Fixed order, so deterministic per thread count; call it after a barrier.
-inline void reduce_private(const float* priv, int64_t priv_len, int used, int64_t dw_rows,
-                           int64_t K, int64_t Kp, float* dw, float* db, int t, int nt) {
+// Call it after a barrier.
+inline void reduce_dw(const float* priv, int64_t priv_len, int used, int64_t dw_rows, int64_t K,
+                      int64_t Kp, float* dw, float* db, int t, int nt) {
     int64_t rows = dw_rows + (db ? 1 : 0);
     int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
-    for (int64_t i = r0; i < r1; ++i) {
-        float* d = i < dw_rows ? dw + i * K : db;
-        const float* src = priv + i * Kp;
-        for (int64_t k = 0; k < K; ++k) d[k] = src[k];
-        for (int u = 1; u < used; ++u)
-            for (int64_t k = 0; k < K; ++k) d[k] += src[u * priv_len + k];
-    }
+    for (int64_t i = r0; i < r1; ++i)
+        rc::reduce_private(priv + i * Kp, priv_len, used, K, i < dw_rows ? dw + i * K : db);
 }
 
 template <class Mk>
@@ -637,7 +565,7 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
     int64_t U = S * C;  // one kernel row's (s, c) entries are contiguous in a padded row
     int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
     int64_t priv_len = R * U * Kp + Kp;
-    std::vector<KBlock> blocks = plan_kblocks(K, Mk::kMaxNV);
+    const List<KBlock> blocks = plan_kblocks(K, Mk::kMaxNV);
     int T = rc::num_threads();
     float* priv = workspace(3, T * priv_len, true);
     // Per-thread zero-padded copy of one image (padding zeroed once; images fill the inside).
@@ -704,9 +632,12 @@ void backward_weight(const float* x, const float* dy, float* dw, float* db, cons
             if (db) sum_rows(dyn, P * Q, K, mine + R * U * Kp);
         }
 #pragma omp barrier
-        reduce_private(priv, priv_len, used, R * U, K, Kp, dw, db, t, nt);
+        reduce_dw(priv, priv_len, used, R * U, K, Kp, dw, db, t, nt);
     }
 }
 
+// The three passes as a ConvKernels set.
+template <class Mk>
+constexpr rc::ConvKernels direct_kernels = {forward<Mk>, backward_data<Mk>, backward_weight<Mk>};
+
 }  // namespace
-#endif  // RC_CONV_DRIVER
