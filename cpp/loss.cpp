@@ -11,11 +11,9 @@
 #include "dispatch.h"
 
 namespace rc {
-namespace {
 
-template <typename Label>
-double softmax_xent(float* dlogits, const float* logits, const Label* labels, int64_t N,
-                    int64_t K, double ls) {
+double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
+                             int64_t N, int64_t K, double ls) {
     std::vector<double> row_loss((size_t)N);
     const double inv_n = 1.0 / (double)N;
     const float q_off = (float)(ls / (double)K * inv_n);  // smoothing mass per class, / N
@@ -24,6 +22,8 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
     for (int64_t n = 0; n < N; ++n) {
         const float* z = logits + n * K;
         float* d = dlogits + n * K;
+        const int64_t y = labels[n];
+        const float zy = z[y];  // read before d, which may be z itself, is written
         float m = z[0];
         double zsum = 0.0;
         for (int64_t k = 0; k < K; ++k) {
@@ -38,9 +38,8 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
             s += e;
         }
         const double lse = (double)m + std::log(s);
-        const int64_t y = (int64_t)labels[n];
         // -sum_k q_k (z_k - lse) = lse - (1-ls) z_y - (ls/K) sum_k z_k
-        row_loss[(size_t)n] = lse - (1.0 - ls) * (double)z[y] - ls / (double)K * zsum;
+        row_loss[(size_t)n] = lse - (1.0 - ls) * (double)zy - ls / (double)K * zsum;
         const float scale = (float)(inv_n / s);
         for (int64_t k = 0; k < K; ++k) d[k] = d[k] * scale - q_off;
         d[y] -= q_on;
@@ -48,18 +47,6 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
     double total = 0.0;
     for (int64_t n = 0; n < N; ++n) total += row_loss[(size_t)n];
     return total * inv_n;
-}
-
-}  // namespace
-
-double softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* labels,
-                             int64_t N, int64_t K, double ls) {
-    return softmax_xent(dlogits, logits, labels, N, K, ls);
-}
-
-double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
-                             int64_t N, int64_t K, double ls) {
-    return softmax_xent(dlogits, logits, labels, N, K, ls);
 }
 
 }  // namespace rc

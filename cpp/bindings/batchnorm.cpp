@@ -10,6 +10,8 @@ using rc::py_checks::cptr;
 using rc::py_checks::Dims;
 using rc::py_checks::output_f32;
 using rc::py_checks::ptr;
+using rc::py_checks::require_disjoint;
+using rc::py_checks::require_disjoint_or_same;
 using rc::py_checks::require_f32;
 
 namespace {
@@ -37,6 +39,16 @@ const float* optional_like(const py::object& obj, const char* name, const Act& x
     if (obj.is_none()) return nullptr;
     keep = require_f32(obj, name, x.dims);
     return cptr(keep);
+}
+
+// The forward's y is written element by element after x and residual are read: it may be
+// either of them, but must not share memory with them otherwise, nor with the (C,) vectors.
+void require_elementwise_out(const py::array_t<float>& y, const Act& x,
+                             const py::array_t<float>& residual,
+                             std::initializer_list<rc::py_checks::Named> vectors) {
+    require_disjoint_or_same(y, "out", x.a, "x");
+    require_disjoint_or_same(y, "out", residual, "residual");
+    require_disjoint(y, "out", vectors);
 }
 
 void require_unit_interval(double v, const char* name) {
@@ -70,6 +82,13 @@ void bind_batchnorm(py::module_& m) {
                 throw py::value_error("x: training batch norm needs more than one value per "
                                       "channel (N*H*W > 1), got shape " + rc::py_checks::shape_str(x.a));
             auto y = output_f32(out, "out", x.dims);
+            require_elementwise_out(y, x, residual, {{gamma, "gamma"}, {beta, "beta"},
+                                                     {rm, "running_mean"}, {rv, "running_var"}});
+            require_disjoint(rm, "running_mean", {{x.a, "x"}, {residual, "residual"},
+                                                  {gamma, "gamma"}, {beta, "beta"},
+                                                  {rv, "running_var"}});
+            require_disjoint(rv, "running_var", {{x.a, "x"}, {residual, "residual"},
+                                                 {gamma, "gamma"}, {beta, "beta"}});
             py::array_t<float> mean(x.C), rstd(x.C);
             {
                 py::gil_scoped_release nogil;
@@ -100,6 +119,8 @@ void bind_batchnorm(py::module_& m) {
             auto rv = require_f32(rv_, "running_var", c);
             require_eps(eps);
             auto y = output_f32(out, "out", x.dims);
+            require_elementwise_out(y, x, residual, {{gamma, "gamma"}, {beta, "beta"},
+                                                     {rm, "running_mean"}, {rv, "running_var"}});
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_forward_eval(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(rm),
@@ -132,6 +153,11 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> add;
             const float* ap = optional_like(add_, "add", x, add);
             auto dx = output_f32(out, "out", x.dims);
+            // Each element of dy and x is read before dx is written over it.
+            require_disjoint_or_same(dx, "out", dy, "dy");
+            require_disjoint_or_same(dx, "out", x.a, "x");
+            require_disjoint(dx, "out", {{add, "add"}, {gamma, "gamma"}, {mean, "mean"},
+                                         {rstd, "rstd"}, {beta, "beta"}});
             py::array_t<float> dgamma(x.C), dbeta(x.C);
             {
                 py::gil_scoped_release nogil;

@@ -76,6 +76,7 @@ void bind_conv(py::module_& m) {
             if (!bo.is_none()) b = require_f32(bo, "b", {K});
             rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
             auto y = output_f32(out, "out", {N, s.P, s.Q, K});
+            require_disjoint(y, "out", {{x, "x"}, {w, "w"}, {b ? *b : py::array(), "b"}});
             const float* bp = b ? cptr(*b) : nullptr;
             {
                 py::gil_scoped_release nogil;
@@ -101,6 +102,7 @@ void bind_conv(py::module_& m) {
             rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
             require_f32(dyo, "dy", {N, s.P, s.Q, K});
             auto dx = output_f32(out, "out", {N, H, W, C});
+            require_disjoint(dx, "out", {{dy, "dy"}, {w, "w"}});
             {
                 py::gil_scoped_release nogil;
                 rc::conv2d_backward_data(cptr(dy), cptr(w), ptr(dx), s);
@@ -127,6 +129,8 @@ void bind_conv(py::module_& m) {
             if (with_bias) db = output_f32(db_out, "db_out", {K});
             else if (!db_out.is_none())
                 throw py::value_error("db_out: given but with_bias is False");
+            require_disjoint(dw, "dw_out", {{x, "x"}, {dy, "dy"}});
+            if (db) require_disjoint(*db, "db_out", {{x, "x"}, {dy, "dy"}, {dw, "dw_out"}});
             float* dbp = db ? ptr(*db) : nullptr;
             {
                 py::gil_scoped_release nogil;

@@ -1,6 +1,8 @@
 // bindings/eltwise.cpp: Python bindings for the elementwise kernels (cpp/eltwise.cpp).
 // relu/add take float32 C-contiguous arrays of any shape (ndim >= 1, no empty dimension);
-// the layout conversions take 4-d activations.
+// the layout conversions take 4-d activations. relu/add and their backward may write over an
+// input (out=x: every element is read before it is written), never over part of one; the
+// shortcut and the layout conversions need an out that shares no memory with their input.
 #include "checks.h"
 #include "simd/eltwise_kernels.h"
 
@@ -9,6 +11,8 @@ using rc::py_checks::cptr;
 using rc::py_checks::Dims;
 using rc::py_checks::output_f32;
 using rc::py_checks::ptr;
+using rc::py_checks::require_disjoint;
+using rc::py_checks::require_disjoint_or_same;
 using rc::py_checks::require_f32;
 using rc::py_checks::require_range;
 
@@ -31,6 +35,7 @@ void bind_eltwise(py::module_& m) {
         [](py::handle x_, py::object out) {
             auto x = require_any(x_, "x");
             auto y = output_f32(out, "out", dims_of(x));
+            require_disjoint_or_same(y, "out", x, "x");
             {
                 py::gil_scoped_release nogil;
                 rc::relu_forward(cptr(x), ptr(y), x.size());
@@ -44,6 +49,8 @@ void bind_eltwise(py::module_& m) {
         auto dy = require_any(dy_, "dy");
         auto y = require_f32(y_, "y", dims_of(dy));
         auto dx = output_f32(out, "out", dims_of(dy));
+        require_disjoint_or_same(dx, "out", dy, "dy");
+        require_disjoint_or_same(dx, "out", y, "y");
         {
             py::gil_scoped_release nogil;
             rc::relu_backward(cptr(dy), cptr(y), ptr(dx), dy.size());
@@ -58,6 +65,8 @@ void bind_eltwise(py::module_& m) {
         auto a = require_any(a_, "a");
         auto b = require_f32(b_, "b", dims_of(a));
         auto y = output_f32(out, "out", dims_of(a));
+        require_disjoint_or_same(y, "out", a, "a");
+        require_disjoint_or_same(y, "out", b, "b");
         {
             py::gil_scoped_release nogil;
             rc::add_forward(cptr(a), cptr(b), ptr(y), a.size(), relu);
@@ -85,6 +94,7 @@ void bind_eltwise(py::module_& m) {
             require_range(channels_out, "channels_out", C, INT32_MAX);
             const int64_t Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
             auto y = output_f32(out, "out", {N, Ho, Wo, channels_out});
+            require_disjoint(y, "out", x, "x");
             {
                 py::gil_scoped_release nogil;
                 rc::shortcut_a_forward(cptr(x), ptr(y), N, H, W, C, channels_out, stride);
@@ -108,6 +118,7 @@ void bind_eltwise(py::module_& m) {
             if (accumulate && out.is_none())
                 throw py::value_error("out: required with accumulate=True (dx += the gradient)");
             auto dx = output_f32(out, "out", {N, H, W, channels_in});
+            require_disjoint(dx, "out", dy, "dy");
             {
                 py::gil_scoped_release nogil;
                 rc::shortcut_a_backward(cptr(dy), ptr(dx), N, H, W, channels_in, K, stride,
@@ -125,6 +136,7 @@ void bind_eltwise(py::module_& m) {
             auto x = require_f32(x_, "x", {-1, -1, -1, -1});
             const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
             auto y = output_f32(out, "out", {N, H, W, C});
+            require_disjoint(y, "out", x, "x");
             {
                 py::gil_scoped_release nogil;
                 rc::nchw_to_nhwc(cptr(x), ptr(y), N, C, H * W);
@@ -138,6 +150,7 @@ void bind_eltwise(py::module_& m) {
             auto x = require_f32(x_, "x", {-1, -1, -1, -1});
             const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
             auto y = output_f32(out, "out", {N, C, H, W});
+            require_disjoint(y, "out", x, "x");
             {
                 py::gil_scoped_release nogil;
                 rc::nhwc_to_nchw(cptr(x), ptr(y), N, C, H * W);

@@ -18,7 +18,9 @@ constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 
 // A caller-supplied int32 argmax buffer, or a fresh one.
 py::array_t<int32_t> output_i32(const py::object& out, const char* name, const Dims& dims) {
-    if (out.is_none()) return py::array_t<int32_t>(std::vector<py::ssize_t>(dims.begin(), dims.end()));
+    if (out.is_none())
+        return py::reinterpret_borrow<py::array_t<int32_t>>(
+            new_array(name, dims, py::dtype::of<int32_t>()));
     py::array a = require_int(out, name, dims, /*writable=*/true);
     if (!a.dtype().equal(py::dtype::of<int32_t>()))
         throw py::type_error(std::string(name) + ": expected dtype int32, got " +
@@ -40,6 +42,8 @@ py::tuple max_pool_fwd(const py::object& x_, int64_t k, int64_t stride, int64_t 
     rc::PoolShape s = rc::make_pool_shape(N, H, W, C, k, stride, pad);
     auto y = output_f32(out, "out", {N, s.P, s.Q, C});
     auto am = output_i32(argmax_out, "argmax_out", {N, s.P, s.Q, C});
+    require_disjoint(y, "out", x, "x");
+    require_disjoint(am, "argmax_out", {{x, "x"}, {y, "out"}});
     {
         py::gil_scoped_release nogil;
         rc::max_pool2d_forward(y.mutable_data(), am.mutable_data(), x.data(), s);
@@ -58,6 +62,9 @@ py::array max_pool_bwd(const py::object& dy_, const py::object& argmax_, int64_t
     require_range(W, "W", 1, kMaxDim);
     RC_CHECK(H * W <= kMaxDim, "H: H*W must fit in int32 (argmax is int32)");
     auto dx = output_f32(out, "out", {N, H, W, C});
+    require_disjoint(dx, "out", {{dy, "dy"}, {am, "argmax"}});
+    // The kernel checks each argmax entry in the one read it indexes with, so a value
+    // changed by another thread meanwhile is skipped (and reported), never used.
     // Only N, H, W, C, P, Q matter to the backward scatter.
     rc::PoolShape s{N, H, W, C, 1, 1, 0, P, Q};
     bool ok;
@@ -74,6 +81,7 @@ py::array gap_fwd(const py::object& x_, const py::object& out) {
     auto x = require_f32(x_, "x", {-1, -1, -1, -1});
     const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
     auto y = output_f32(out, "out", {N, C});
+    require_disjoint(y, "out", x, "x");
     {
         py::gil_scoped_release nogil;
         rc::global_avg_pool_forward(y.mutable_data(), x.data(), N, H * W, C);
@@ -87,6 +95,7 @@ py::array gap_bwd(const py::object& dy_, int64_t H, int64_t W, const py::object&
     require_range(W, "W", 1, kMaxDim);
     const int64_t N = dy.shape(0), C = dy.shape(1);
     auto dx = output_f32(out, "out", {N, H, W, C});
+    require_disjoint(dx, "out", dy, "dy");
     {
         py::gil_scoped_release nogil;
         rc::global_avg_pool_backward(dx.mutable_data(), dy.data(), N, H * W, C);

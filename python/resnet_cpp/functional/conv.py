@@ -99,7 +99,12 @@ def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True, dx_out=None):
     dw, db = _core.conv2d_backward_weight(x, dy, R, S, stride, pad, with_bias)
     dx = None
     if need_dx:
-        dx = _core.conv2d_backward_data(dy, w, x.shape[1], x.shape[2], stride, pad, dx_out)
+        try:
+            dx = _core.conv2d_backward_data(dy, w, x.shape[1], x.shape[2], stride, pad, dx_out)
+        except ValueError as e:  # the kernel calls dx_out "out": name it as the caller did
+            if dx_out is not None and str(e).startswith("out: "):
+                raise ValueError(f"dx_out: {str(e)[5:]}") from None
+            raise
         if layout == "NCHW":
             dx = np.ascontiguousarray(dx.transpose(0, 3, 1, 2))
     return dx, np.ascontiguousarray(dw.transpose(3, 2, 0, 1)), db
