@@ -15,12 +15,14 @@ from .datasets import (
     DATASET_NAMES,
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
+    MAX_CLASSES,
     Dataset,
     channel_stats,
     load_dataset,
 )
 from .loader import DataLoader
 from .readers import (
+    MAX_PAYLOAD_BYTES,
     RestrictedUnpickler,
     UnsafePickleError,
     read_cifar_batch,
@@ -36,6 +38,8 @@ __all__ = [
     "DATASET_NAMES",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
+    "MAX_CLASSES",
+    "MAX_PAYLOAD_BYTES",
     "DataLoader",
     "Dataset",
     "RestrictedUnpickler",
