@@ -7,13 +7,17 @@ Subcommands:
   predict  predicted classes for images in a .npy file
   plot     DIR/curves.png from DIR/metrics.jsonl (needs matplotlib)
   info     the build: ISA paths, OpenMP threads, CUDA
-User errors (bad arguments, missing files, damaged checkpoints, a diverged run) print one
-line to stderr and exit non-zero, without a traceback.
+Every failure prints one line to stderr naming the file or option, without a traceback
+(``--debug`` shows it): exit code 2 for usage errors (the command line is wrong: a bad or
+conflicting option, a path that does not exist), 1 for runtime errors (a damaged file, a
+full or read-only disk, out of memory, a diverged run). A run stopped by SIGINT or SIGTERM
+saves a checkpoint and exits with 128 + the signal number (130, 143).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -24,7 +28,15 @@ DEFAULT_EPOCHS = 6  # the no-argument run: ~1 min on 2 Zen 4 cores (47 steps of 
 
 
 class UserError(Exception):
-    """An error caused by the command line or the user's files; printed without traceback."""
+    """A usage error: the command line is wrong. Printed without traceback, exit code 2."""
+
+    exit_code = 2
+
+
+class RunError(UserError):
+    """A runtime error in the user's files or the run. Printed without traceback, exit code 1."""
+
+    exit_code = 1
 
 
 def _positive_int(s: str) -> int:
@@ -34,6 +46,17 @@ def _positive_int(s: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _threads(s: str) -> int:
+    """--threads: 1 .. the bound set_num_threads accepts (libgomp aborts past what it can start)."""
+    from . import _core
+
+    v = _positive_int(s)
+    if v > _core.max_num_threads():
+        raise argparse.ArgumentTypeError(f"expected at most {_core.max_num_threads()} threads "
+                                         f"(4 per logical CPU), got {v}")
     return v
 
 
@@ -86,8 +109,10 @@ def _load_data(name: str, data_dir: str | None):
 
     try:
         return load_dataset(name, data_dir)
-    except (FileNotFoundError, ValueError) as e:
+    except FileNotFoundError as e:  # the option names nothing there
         raise UserError(str(e)) from e
+    except ValueError as e:  # the files are there but damaged
+        raise RunError(str(e)) from e
 
 
 def _image_shape(ds) -> list[int]:
@@ -149,6 +174,8 @@ def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool]:
     if out is None:
         out = os.path.join("runs", f"{settings['dataset']}-{settings['model']}-"
                                    f"{time.strftime('%Y%m%d-%H%M%S')}")
+    elif os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out}: is a file, not a directory")
     elif os.path.isfile(os.path.join(out, "last.npz")):
         raise UserError(f"{out} already holds a run (last.npz); continue it with "
                         f"--resume {out} or choose another --out")
@@ -169,8 +196,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"training {settings['model']} v{settings['version']} on {settings['dataset']} "
           f"({len(train)} train / {len(test)} test images) for {settings['epochs']} epochs; "
           f"output in {out}", flush=True)
-    try:
-        history = T.fit(
+    try:  # settings the trainer refuses are usage errors; what fails while training is not
+        trainer = T.Trainer(
             model, train, test, epochs=settings["epochs"], batch_size=settings["batch_size"],
             recipe=settings["recipe"], optimizer=settings["optimizer"], lr=settings["lr"],
             weight_decay=settings["weight_decay"], schedule=settings["schedule"],
@@ -181,8 +208,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             config={"cli": settings})
     except ValueError as e:
         raise UserError(str(e)) from e
+    history = trainer.fit()
     if history.interrupted:
-        return 130
+        return 128 + (history.signal or signal.SIGINT)
     if history.test is not None:
         print(f"test accuracy: {100 * history.test.accuracy:.2f}% "
               f"({history.test.n} images); checkpoint: {history.last_checkpoint}")
@@ -207,9 +235,7 @@ def _load_checkpoint(path: str):
         model = c.build_model()
     except (ValueError, TypeError, KeyError) as e:
         raise UserError(f"{path}: cannot rebuild the model: {e}") from e
-    norm = c.meta.get("normalization") or {}
-    mean = np.asarray(norm["mean"], np.float32) if "mean" in norm else None
-    std = np.asarray(norm["std"], np.float32) if "std" in norm else None
+    mean, std = c.normalization()
     return c, model, mean, std
 
 
@@ -272,14 +298,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         resnet_cpp.set_num_threads(args.threads)
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UserError(f"--output {args.output}: folder "
+                        f"{os.path.dirname(os.path.abspath(args.output))} does not exist")
     c, model, mean, std = _load_checkpoint(args.checkpoint)
+    if not os.path.isfile(args.images):
+        raise UserError(f"{args.images}: no such file")
     try:
         raw = np.load(args.images, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {args.images}: {e}") from e
+    except (OSError, ValueError, EOFError) as e:
+        raise RunError(f"cannot read {args.images}: {e}") from e
     if not isinstance(raw, np.ndarray):
         raise UserError(f"{args.images} must be a .npy array, not an .npz archive")
     x = _prepare_images(raw, c.meta.get("data", {}).get("image_shape"))
+    if raw.dtype.kind == "f" and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
+        print(f"resnet-cpp predict: warning: {args.images} holds floats in [{x.min():g}, "
+              f"{x.max():g}]; float images are read on the [0, 1] scale (save 0..255 images as "
+              "uint8)", file=sys.stderr)
     if mean is not None:
         x = (x - mean[:, None, None]) / std[:, None, None]
     classes = c.meta.get("data", {}).get("classes") or []
@@ -293,7 +328,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     pred = np.concatenate(preds).astype(np.int64)
     conf = np.concatenate(confs)
     if args.output:
-        np.save(args.output, pred)
+        with open(args.output, "wb") as f:  # np.save(name) would append .npy to other names
+            np.save(f, pred)
         print(f"saved {len(pred)} predicted classes to {args.output}")
     if not args.output or args.print:
         for i, (k, pk) in enumerate(zip(pred, conf)):
@@ -324,8 +360,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (argparse prints the whole usage first), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help shows the usage)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="resnet-cpp", description="Train ResNets on the CPU with hand-written C++ kernels.",
         epilog="`resnet-cpp train` with no options trains ResNet-20 on the bundled data.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -352,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=_nonneg_float)
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (pad 4) + horizontal flip (default on)")
-    t.add_argument("--threads", type=_positive_int, help="OpenMP threads (default: all)")
+    t.add_argument("--threads", type=_threads, help="OpenMP threads (default: all)")
     t.add_argument("--seed", type=_nonneg_int, help="seed for init, shuffling, augmentation")
     t.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
@@ -367,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", choices=DATASETS, help="default: the training dataset")
     e.add_argument("--data-dir")
     e.add_argument("--batch-size", type=_positive_int, default=256)
-    e.add_argument("--threads", type=_positive_int)
+    e.add_argument("--threads", type=_threads)
     e.set_defaults(func=_cmd_eval)
 
     r = sub.add_parser("predict", help="predict the classes of images in a .npy file")
@@ -377,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", "-o", help="save predicted class indices (int64) to this .npy")
     r.add_argument("--print", action="store_true", help="also print with --output")
     r.add_argument("--batch-size", type=_positive_int, default=256)
-    r.add_argument("--threads", type=_positive_int)
+    r.add_argument("--threads", type=_threads)
     r.set_defaults(func=_cmd_predict)
 
     pl = sub.add_parser("plot", help="plot loss/accuracy curves of a run (needs matplotlib)")
@@ -386,13 +429,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print the build: ISA paths, OpenMP threads, CUDA")
     info.set_defaults(func=_cmd_info)
+    for parser in (p, *sub.choices.values()):  # before or after the command
+        parser.add_argument("--debug", action="store_true",
+                            default=False if parser is p else argparse.SUPPRESS,
+                            help="show the traceback of a failure")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _failure(e: BaseException) -> tuple[int, str]:
+    """Exit code and one-line message for the exception that ended a command."""
     from . import checkpoint as ckpt
     from .train import TrainingDiverged
 
+    if isinstance(e, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(e, UserError):
+        return e.exit_code, f"error: {e}"
+    if isinstance(e, TrainingDiverged):
+        return 1, str(e)
+    if isinstance(e, MemoryError):
+        return 1, f"error: out of memory: {e}"
+    if isinstance(e, (ckpt.CheckpointError, ValueError, OSError)):
+        return 1, f"error: {e}"
+    return 1, f"internal error: {type(e).__name__}: {e} (--debug shows the traceback)"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -400,15 +462,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (UserError, ckpt.CheckpointError) as e:
-        print(f"resnet-cpp {args.command}: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, UserError) else 1
-    except TrainingDiverged as e:
-        print(f"resnet-cpp {args.command}: {e}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        code, msg = _failure(e)
+        print(f"resnet-cpp {args.command}: " + " ".join(msg.split("\n")), file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
