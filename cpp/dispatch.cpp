@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
+#include <thread>
 
 #include "common.h"
 
@@ -120,10 +121,10 @@ Isa active_isa() {
 int max_num_threads() {
 #ifdef RESNET_CPP_HAVE_OPENMP
     static const int bound = 4 * omp_get_num_procs();  // CPUs in this process's affinity mask
-    return bound;
 #else
-    return 1;
+    static const int bound = 4 * std::max(1u, std::thread::hardware_concurrency());
 #endif
+    return bound;
 }
 
 // One process-wide thread count (OpenMP's own is per calling thread, so a kernel called
