@@ -53,17 +53,27 @@ class Case:
     spread: float = 0.0
 
     def check(self, result, args_after: dict, args_before: dict) -> None:
-        """Assert the results equal the reference (computed from args_before)."""
-        got, want = self.got(result, args_after), self.expect(args_before)
+        """Assert the results equal the reference (computed from args_before). Where the
+        reference is NaN or infinite (a negative variance, say), the result must be too."""
+        got = self.got(result, args_after)
+        # A scalar the binding accepted (True for 1, a 0-d array) as the type it converted to.
+        scalars = {k: type(v) for k, v in self.args.items() if type(v) in (bool, int, float)}
+        args_before = {k: scalars[k](v) if k in scalars else v for k, v in args_before.items()}
+        with np.errstate(all="ignore"):
+            want = self.expect(args_before)
         assert len(got) == len(want), self.name
         for i, (g, w) in enumerate(zip(got, want)):
+            name = f"{self.name} result {i}"
             if w is None:
-                assert g is None, f"{self.name}: result {i} should be None"
+                assert g is None, f"{name} should be None"
                 continue
+            g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+            assert g.shape == w.shape, f"{name}: shape {g.shape} != reference {w.shape}"
+            finite = np.isfinite(w)
+            assert np.array_equal(g[~finite], w[~finite], equal_nan=True), f"{name}: NaN/inf differ"
             t = dict(self.tol)
-            w = np.asarray(w, np.float64)
-            t["atol"] = max(t["atol"], self.spread * float(np.max(np.abs(w), initial=0.0)))
-            assert_close(np.asarray(g), w, **t, name=f"{self.name} result {i}")
+            t["atol"] = max(t["atol"], self.spread * float(np.max(np.abs(w[finite]), initial=0.0)))
+            assert_close(g[finite], w[finite], **t, name=name)
 
 
 def rnd(rng, *shape) -> np.ndarray:
@@ -105,6 +115,12 @@ def _act(pick: Pick, rng, lo: int = 1):
     """A small NHWC activation (N*H*W >= lo)."""
     N, H, W, C = pick("N", lo, 3), pick("H", 1, 5), pick("W", 1, 5), pick("C", 1, 19)
     return rnd(rng, N, H, W, C)
+
+
+def _masked(dy, keep):
+    """dy where keep, else 0, even where dy is NaN (PyTorch's threshold_backward; reference.py
+    multiplies by the mask, which only differs for a non-finite dy)."""
+    return np.where(keep, np.asarray(dy, np.float64), 0.0)
 
 
 def _bn_relu_mask(x, gamma, beta, mean, rstd):
@@ -216,7 +232,7 @@ def _bn_backward_ref(dy, x, gamma, beta, mean, rstd, relu, train, add):
     """dx, dgamma, dbeta of batch norm over NHWC float64 (the kernel's documented math)."""
     dy = np.asarray(dy, np.float64)
     if relu:
-        dy = dy * _bn_relu_mask(x, gamma, beta, mean, rstd)
+        dy = _masked(dy, _bn_relu_mask(x, gamma, beta, mean, rstd))
     if train:
         dx, dg, db = ref.batch_norm_backward(nchw(dy), nchw(x), gamma, mean, rstd)
         dx = nhwc(dx)
@@ -261,7 +277,7 @@ def _masked_backward(name, fn):
     def build(pick, rng):
         y = _any_shape(pick, rng)
         return Case(name, fn, dict(dy=rnd(rng, *y.shape), y=y, out=empty(*y.shape)),
-                    writes=("out",), expect=lambda a: [ref.relu_backward(a["dy"], a["y"])])
+                    writes=("out",), expect=lambda a: [_masked(a["dy"], np.asarray(a["y"]) > 0)])
     return build
 
 
@@ -598,7 +614,7 @@ def fn_batch_norm2d_backward(pick, rng):
         dy = nhwc(frm(np.asarray(a["dy"], np.float64)))
         relu = c.relu
         if c.residual and c.relu:  # masked by the output, whose sign includes the residual
-            dy, relu = dy * (c.y > 0), False
+            dy, relu = _masked(dy, c.y > 0), False
         add = None if a["add"] is None else nhwc(frm(a["add"]))
         out = _bn_backward_ref(dy, c.x, c.gamma, c.beta, c.mean, c.rstd, relu, c.training, add)
         out[0] = _to(c.layout)(nchw(out[0]))
@@ -621,7 +637,7 @@ def _fn_masked_backward(name, fn):
     def build(pick, rng):
         y = _any_shape(pick, rng)
         return Case(name, fn, dict(dy=rnd(rng, *y.shape), cache=y),
-                    expect=lambda a: [ref.relu_backward(a["dy"], a["cache"])])
+                    expect=lambda a: [_masked(a["dy"], np.asarray(a["cache"]) > 0)])
     return build
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -37,3 +38,11 @@ def isa_threads(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzz run's count of calls and outcomes (test_fuzz.py), when it ran."""
+    fuzz = sys.modules.get("test_fuzz")
+    if fuzz is not None and fuzz.OUTCOMES:
+        for line in fuzz.summary(per_function=terminalreporter.verbosity > 0):
+            terminalreporter.write_line(line)

@@ -2,7 +2,9 @@
 //   sgd_step(param, grad, momentum_buf or None, lr, momentum, weight_decay, nesterov)
 //   adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 // Arrays: float32, C-contiguous, any shape (all the same); param/buffers must be writeable.
+#include <cfloat>
 #include <cmath>
+#include <cstdio>
 
 #include "checks.h"
 #include "optim.h"
@@ -21,10 +23,14 @@ py::array_t<float> require_param(const py::object& obj, Dims& dims) {
     return require_f32(obj, "param", dims, /*writable=*/true);
 }
 
+// The kernels compute in float32: a value past FLT_MAX would become inf there.
 void require_finite_nonneg(double v, const char* name) {
-    if (!(v >= 0.0 && std::isfinite(v)))
-        throw py::value_error(std::string(name) + ": expected a finite number >= 0, got " +
-                              std::to_string(v));
+    if (!(v >= 0.0 && v <= FLT_MAX)) {
+        char got[32];
+        std::snprintf(got, sizeof got, "%g", v);
+        throw py::value_error(std::string(name) + ": expected a number >= 0, finite in float32 "
+                              "(<= 3.4e38), got " + got);
+    }
 }
 
 void require_unit(double v, const char* name) {

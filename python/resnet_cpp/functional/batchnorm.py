@@ -108,6 +108,9 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
         without one). In eval mode the statistics are constants, so dx = dy * gamma * rstd
         (frozen BN).
     """
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(f"cache: expected the BatchNormCache batch_norm2d returned, got "
+                        f"{type(cache).__name__}")
     if overwrite_cache and out is not None:
         raise ValueError("out: not allowed with overwrite_cache=True (dx goes over cache.x)")
     nchw = cache.layout == "NCHW"

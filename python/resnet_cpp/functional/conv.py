@@ -88,6 +88,8 @@ def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True, dx_out=None):
     Returns:
         ``(dx or None, dw (K, C, R, S), db (K,) or None)``; dx in the forward's layout.
     """
+    if not isinstance(cache, ConvCache):
+        raise TypeError(f"cache: expected the ConvCache conv2d returned, got {type(cache).__name__}")
     x, w, stride, pad, with_bias, layout = cache
     if layout == "NCHW":
         if not isinstance(dy, np.ndarray) or dy.ndim != 4:

@@ -31,4 +31,8 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: fl
 
 def cross_entropy_backward(cache) -> np.ndarray:
     """Gradient of the mean loss w.r.t. logits: (softmax - q) / N, float32 (N,K)."""
+    if not (isinstance(cache, np.ndarray) and cache.dtype == np.float32 and cache.ndim == 2):
+        raise TypeError("cache: expected the float32 (N,K) gradient cross_entropy returned, got "
+                        f"{getattr(cache, 'dtype', type(cache).__name__)} "
+                        f"{getattr(cache, 'shape', '')}".rstrip())
     return cache
