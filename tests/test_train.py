@@ -235,7 +235,8 @@ def test_bad_arguments(tiny_data):
     for kw, match in [(dict(epochs=0), "epochs"), (dict(label_smoothing=1.0), "label_smooth"),
                       (dict(optimizer="rmsprop"), "valid: sgd"),
                       (dict(recipe="x"), "valid: he2015"), (dict(schedule="x"), "valid:"),
-                      (dict(max_steps=0), "max_steps"), (dict(threads=0), "threads")]:
+                      (dict(max_steps=0), "max_steps"), (dict(threads=0), "threads"),
+                      (dict(threads=100000), r"threads must be in \[1, ")]:
         args = dict(epochs=1, batch_size=16, progress=False, verbose=False)
         args.update(kw)
         with pytest.raises(ValueError, match=match):

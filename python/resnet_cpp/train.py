@@ -300,8 +300,12 @@ class Trainer:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if threads is not None:
+            from . import _core
+
+            if not 1 <= threads <= _core.max_num_threads():
+                raise ValueError(f"threads must be in [1, {_core.max_num_threads()}] (4 per "
+                                 f"logical CPU), got {threads}")
         self.recipe = optim.get_recipe(recipe or "he2015")
         self.batch_size = int(batch_size or self.recipe.batch_size)
         if self.batch_size < 1:
