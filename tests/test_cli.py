@@ -136,9 +136,9 @@ def test_bad_arguments_exit_2(argv, capsys):
 
 
 def test_user_errors_have_no_traceback(run_dir, tmp_path, capsys):
-    assert main(["eval", "--checkpoint", str(tmp_path / "missing.npz")]) == 1
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.npz")]) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err and "Traceback" not in err
+    assert "--checkpoint" in err and "missing.npz: no such file" in err and "Traceback" not in err
     broken = tmp_path / "broken.npz"
     broken.write_bytes((run_dir / "last.npz").read_bytes()[:1000])
     assert main(["predict", "--checkpoint", str(broken), str(broken)]) == 1

@@ -9,8 +9,8 @@ Subcommands:
   info     the build: ISA paths, OpenMP threads, CUDA
 Every failure prints one line to stderr naming the file or option, without a traceback
 (``--debug`` shows it): exit code 2 for usage errors (the command line is wrong: a bad or
-conflicting option, a path that does not exist), 1 for runtime errors (a damaged file, a
-full or read-only disk, out of memory, a diverged run). A run stopped by SIGINT or SIGTERM
+conflicting option, a file or directory it names that does not exist), 1 for runtime errors
+(a damaged file, a full or read-only disk, out of memory, a diverged run). A run stopped by SIGINT or SIGTERM
 saves a checkpoint and exits with 128 + the signal number (130, 143).
 """
 from __future__ import annotations
@@ -228,6 +228,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _load_checkpoint(path: str):
     from . import checkpoint as ckpt
 
+    if not os.path.isfile(path):
+        raise UserError(f"--checkpoint {path}: no such file")
     c = ckpt.load(path)
     if not c.meta.get("model"):
         raise UserError(f"{path} has no model config; it cannot be evaluated by the CLI")
@@ -438,7 +440,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _failure(e: BaseException) -> tuple[int, str]:
     """Exit code and one-line message for the exception that ended a command."""
-    from . import checkpoint as ckpt
     from .train import TrainingDiverged
 
     if isinstance(e, KeyboardInterrupt):
@@ -449,7 +450,7 @@ def _failure(e: BaseException) -> tuple[int, str]:
         return 1, str(e)
     if isinstance(e, MemoryError):
         return 1, f"error: out of memory: {e}"
-    if isinstance(e, (ckpt.CheckpointError, ValueError, OSError)):
+    if isinstance(e, (ValueError, OSError)):  # CheckpointError is a ValueError
         return 1, f"error: {e}"
     return 1, f"internal error: {type(e).__name__}: {e} (--debug shows the traceback)"
 
