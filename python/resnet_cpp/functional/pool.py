@@ -94,6 +94,7 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     windows accumulate.
     """
     argmax, H, W, layout = cache
+    _check_layout(layout)
     _check_4d(dy, "dy")
     dyh = _to_nhwc(dy) if layout == "NCHW" else dy
     dx = _core.max_pool2d_backward(dyh, argmax, H, W)
@@ -111,5 +112,6 @@ def global_avg_pool2d(x: np.ndarray, *, layout: str = "NCHW"):
 def global_avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Gradient of global_avg_pool2d: dy (N,C) -> dx (N,C,H,W) = dy / (H*W) (layout as in forward)."""
     H, W, layout = cache
+    _check_layout(layout)
     dx = _core.global_avg_pool_backward(dy, H, W)
     return _to_nchw(dx) if layout == "NCHW" else dx
