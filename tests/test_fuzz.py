@@ -179,8 +179,13 @@ SMALL = st.one_of(st.integers(-2, 9), st.sampled_from([2**16, 2**31, 2**63 - 1, 
 
 @FUZZ
 @given(st.sampled_from(["forward", "backward_data", "backward_weight", "fwd", "", 3]),
-       st.lists(SMALL, min_size=9, max_size=9))
-def test_conv2d_algorithm(pass_, dims):
+       st.tuples(*[st.integers(1, 9)] * 5, st.integers(1, 3), st.integers(1, 3),
+                 st.integers(1, 2), st.integers(0, 1)), st.integers(0, 18), SMALL)
+def test_conv2d_algorithm(pass_, dims, i, bad):
+    """N, H, W, C, K, R, S, stride, pad: plausible sizes, one of them replaced half the time."""
+    dims = list(dims)
+    if i < 9:
+        dims[i] = bad
     algo = _call("conv2d_algorithm", _core.conv2d_algorithm, pass_, *dims)
     if algo is not REFUSED:
         N, H, W, C, K, R, S, stride, pad = dims
