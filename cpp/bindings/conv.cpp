@@ -13,9 +13,17 @@ using namespace rc::py_checks;
 
 namespace {
 
-// Validates stride/pad against the kernel size and returns the shape; P, Q >= 1.
+// Validates every size (before any arithmetic on them: conv2d_algorithm takes them as
+// numbers) and stride/pad against the kernel size; returns the shape, P, Q >= 1.
 rc::ConvShape checked_shape(int64_t N, int64_t H, int64_t W, int64_t C, int64_t K, int64_t R,
                             int64_t S, int64_t stride, int64_t pad) {
+    constexpr int64_t kMaxSize = int64_t(1) << 30, kMaxKernel = 1 << 16;
+    require_range(H, "H", 1, kMaxSize);
+    require_range(W, "W", 1, kMaxSize);
+    require_range(C, "C", 1, kMaxSize);
+    require_range(K, "K", 1, kMaxSize);
+    require_range(R, "R", 1, kMaxKernel);
+    require_range(S, "S", 1, kMaxKernel);
     require_range(stride, "stride", 1, 1 << 20);
     require_range(pad, "pad", 0, std::min(R, S) - 1);
     if (N < 1) throw py::value_error("x: empty batch (N = 0)");
@@ -97,8 +105,6 @@ void bind_conv(py::module_& m) {
             int64_t N = dim(dy, 0), K = dim(dy, 3);
             int64_t R = dim(w, 0), S = dim(w, 1), C = dim(w, 2);
             w = require_f32(wo, "w", {R, S, C, K});
-            require_range(H, "H", 1, int64_t(1) << 30);
-            require_range(W, "W", 1, int64_t(1) << 30);
             rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
             require_f32(dyo, "dy", {N, s.P, s.Q, K});
             auto dx = output_f32(out, "out", {N, H, W, C});
@@ -120,8 +126,6 @@ void bind_conv(py::module_& m) {
             auto x = first_check(xo, "x");
             auto dy = first_check(dyo, "dy");
             int64_t N = dim(x, 0), H = dim(x, 1), W = dim(x, 2), C = dim(x, 3), K = dim(dy, 3);
-            require_range(R, "R", 1, 1 << 16);
-            require_range(S, "S", 1, 1 << 16);
             rc::ConvShape s = checked_shape(N, H, W, C, K, R, S, stride, pad);
             require_f32(dyo, "dy", {N, s.P, s.Q, K});
             auto dw = output_f32(dw_out, "dw_out", {R, S, C, K});
