@@ -50,7 +50,7 @@ void batch_norm_backward(const float* dy, const float* x, const float* gamma, co
 void batch_norm_stats(const float* x, const float* pivot, double* s1, double* s2, int64_t M,
                       int64_t C);
 // From sums over `count` values (> 1): mean, rstd (C,) and the running stats' update, as
-// the training forward does. pivot may alias running_mean.
+// the training forward does. pivot must not alias running_mean.
 void batch_norm_finalize(const double* s1, const double* s2, const float* pivot, double count,
                          float* running_mean, float* running_var, float* mean, float* rstd,
                          int64_t C, double momentum, double eps);

@@ -2,11 +2,13 @@
 // kernel reading it while another Python thread changes it sees either value, not garbage.
 #include "dispatch.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <iterator>
 #include <stdexcept>
+#include <thread>
 
 #include "common.h"
 
@@ -168,15 +170,27 @@ Isa active_path() {
     return best_compiled((Isa)(cap < hw ? cap : hw));
 }
 
+int max_num_threads() {
+#ifdef RESNET_CPP_HAVE_OPENMP
+    static const int bound = 4 * omp_get_num_procs();  // CPUs in this process's affinity mask
+#else
+    static const int bound = 4 * std::max(1u, std::thread::hardware_concurrency());
+#endif
+    return bound;
+}
+
 // One process-wide thread count (OpenMP's own is per calling thread, so a kernel called
 // from another Python thread would ignore omp_set_num_threads made on the main one).
-// Kernels open their parallel regions with num_threads(rc::num_threads()).
+// Kernels open their parallel regions with num_threads(rc::num_threads()). The default,
+// OMP_NUM_THREADS or all cores, is clamped to the bound (the module warns when it is).
 namespace {
-std::atomic<int> g_threads{max_threads()};
+std::atomic<int> g_threads{std::min(max_threads(), max_num_threads())};
 }
 
 void set_num_threads(int n) {
-    RC_CHECK(n >= 1, "num_threads: expected an integer >= 1, got " + std::to_string(n));
+    RC_CHECK(n >= 1 && n <= max_num_threads(),
+             "n: expected a thread count in [1, " + std::to_string(max_num_threads()) +
+                 "] (at most 4 per logical CPU), got " + std::to_string(n));
 #ifdef RESNET_CPP_HAVE_OPENMP
     g_threads.store(n, std::memory_order_relaxed);
 #endif

@@ -27,8 +27,12 @@ const std::string& amx_status();
 
 // Threads every kernel uses: OMP_NUM_THREADS (or all cores) at import, then set_num_threads().
 // Kernels write `#pragma omp parallel for num_threads(rc::num_threads())`.
-void set_num_threads(int n);
+void set_num_threads(int n);  // throws std::invalid_argument outside [1, max_num_threads()]
 int num_threads();
+// The bound on the thread count: 4 per logical CPU this process may run on. More threads
+// never speed up these kernels, and libgomp aborts the process (it cannot report an error)
+// when it fails to create the thousands a typo can ask for under a memory limit.
+int max_num_threads();
 
 // The setting named by environment variable `name`, parsed by `parse` (which throws
 // std::invalid_argument on bad names), or `fallback` when unset or bad: a typo must not

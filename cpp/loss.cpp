@@ -17,8 +17,7 @@
 namespace rc {
 namespace {
 
-template <typename Label>
-double softmax_xent(float* dlogits, const float* logits, const Label* labels, int64_t N,
+double softmax_xent(float* dlogits, const float* logits, const int64_t* labels, int64_t N,
                     int64_t K, double ls) {
     std::vector<double> row_loss((size_t)N);
     const double inv_n = 1.0 / (double)N;
@@ -28,12 +27,13 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
     for (int64_t n = 0; n < N; ++n) {
         const float* z = logits + n * K;
         float* d = dlogits + n * K;
-        const int64_t y = (int64_t)labels[n];
+        const int64_t y = labels[n];
         if (y < 0 || y >= K) {
             std::fill(d, d + K, std::numeric_limits<float>::quiet_NaN());
             row_loss[(size_t)n] = std::numeric_limits<double>::quiet_NaN();
             continue;
         }
+        const float zy = z[y];  // read before d, which may be z itself, is written
         float m = z[0];
         double zsum = 0.0;
         for (int64_t k = 0; k < K; ++k) {
@@ -49,7 +49,7 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
         }
         const double lse = (double)m + std::log(s);
         // -sum_k q_k (z_k - lse) = lse - (1-ls) z_y - (ls/K) sum_k z_k
-        row_loss[(size_t)n] = lse - (1.0 - ls) * (double)z[y] - ls / (double)K * zsum;
+        row_loss[(size_t)n] = lse - (1.0 - ls) * (double)zy - ls / (double)K * zsum;
         const float scale = (float)(inv_n / s);
         for (int64_t k = 0; k < K; ++k) d[k] = d[k] * scale - q_off;
         d[y] -= q_on;
@@ -62,21 +62,16 @@ double softmax_xent(float* dlogits, const float* logits, const Label* labels, in
 }  // namespace
 
 namespace scalar {
-const LossKernels loss = {softmax_xent<int32_t>, softmax_xent<int64_t>};
+const LossKernels loss = {softmax_xent};
 }
 
 constexpr Impl<AnyCall, const LossKernels*> kLoss[] = {
     {"softmax_xent", Isa::scalar, nullptr, &scalar::loss},
 };
 
-double softmax_cross_entropy(float* dlogits, const float* logits, const int32_t* labels,
-                             int64_t N, int64_t K, double ls) {
-    return pick(kLoss).fn->labels32(dlogits, logits, labels, N, K, ls);
-}
-
 double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
                              int64_t N, int64_t K, double ls) {
-    return pick(kLoss).fn->labels64(dlogits, logits, labels, N, K, ls);
+    return pick(kLoss).fn->softmax_xent(dlogits, logits, labels, N, K, ls);
 }
 
 std::vector<OpImpls> loss_ops() { return any_call_ops(kLoss, {"softmax_cross_entropy"}); }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+import sys
 
 import numpy as np
 import pytest
@@ -111,3 +112,11 @@ def default_conv_algorithm():
     resnet_cpp.set_conv_algorithm("auto")
     yield
     resnet_cpp.set_conv_algorithm(old)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzz run's count of calls and outcomes (test_fuzz.py), when it ran."""
+    fuzz = sys.modules.get("test_fuzz")
+    if fuzz is not None and fuzz.OUTCOMES:
+        for line in fuzz.summary(per_function=terminalreporter.verbosity > 0):
+            terminalreporter.write_line(line)

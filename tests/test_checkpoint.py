@@ -1,6 +1,7 @@
 """Checkpoint files: round trip, damage detection, atomic writes, strict model loading."""
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
 
@@ -83,9 +84,87 @@ def test_not_a_checkpoint(tmp_path):
 def test_future_format_version_raises(tmp_path, monkeypatch, rng):
     monkeypatch.setattr(ckpt, "FORMAT_VERSION", 99)
     path = ckpt.save(tmp_path / "a.npz", *sample(rng))
-    monkeypatch.setattr(ckpt, "FORMAT_VERSION", 1)
+    monkeypatch.undo()
     with pytest.raises(ckpt.CheckpointError, match="format version 99"):
         ckpt.load(path)
+
+
+def _rewrite_meta(path, edit):
+    """Rewrite a checkpoint's metadata JSON through `edit`, keeping its stored checksum."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    edit(meta)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["normalization"]["mean"].__setitem__(0, 0.9),
+    lambda m: m["model"]["kwargs"].__setitem__("num_classes", 11),
+    lambda m: m["position"].__setitem__("epoch", 3),
+    lambda m: m.__setitem__("extra", 1),
+], ids=["mean", "num_classes", "position", "new key"])
+def test_metadata_is_covered_by_the_checksum(tmp_path, rng, edit):
+    groups, meta = sample(rng)
+    path = ckpt.save(tmp_path / "a.npz", groups, {**meta, "normalization": {"mean": [0.25],
+                                                                            "std": [0.5]}})
+    ckpt.load(path)
+    _rewrite_meta(path, edit)
+    with pytest.raises(ckpt.CheckpointError, match="checksum mismatch"):
+        ckpt.load(path)
+
+
+def test_format_1_still_loads_with_a_warning(tmp_path, rng):
+    groups, meta = sample(rng)
+    arrays = {f"{g}/{k}": np.asarray(a) for g, items in groups.items() for k, a in items.items()}
+    v1 = {**meta, "format": ckpt.FORMAT, "format_version": 1, "checksum": ckpt._checksum(arrays)}
+    path = tmp_path / "v1.npz"
+    np.savez(path, **arrays, __meta__=np.frombuffer(
+        json.dumps(v1, default=ckpt._json_default).encode(), np.uint8))
+    with pytest.warns(UserWarning, match="format version 1, whose checksum covers the arrays"):
+        c = ckpt.load(path)
+    np.testing.assert_array_equal(c.model_state["conv1.weight"], groups["model"]["conv1.weight"])
+    arrays["model/conv1.weight"][0, 0, 0, 0] += 1  # its arrays are still verified
+    np.savez(path, **arrays, __meta__=np.frombuffer(
+        json.dumps(v1, default=ckpt._json_default).encode(), np.uint8))
+    with pytest.raises(ckpt.CheckpointError, match="checksum mismatch"):
+        ckpt.load(path)
+
+
+@pytest.mark.parametrize("norm,bad", [
+    ({"mean": [0.5], "std": [0.0]}, "stds > 0"),
+    ({"mean": [float("nan")], "std": [1.0]}, "finite"),
+    ({"mean": [0.5, 0.5], "std": [1.0, 1.0]}, "needs 1 finite"),
+    ({"mean": [0.5]}, "malformed normalization"),
+])
+def test_normalization_is_validated(tmp_path, rng, norm, bad):
+    groups, meta = sample(rng)
+    good = ckpt.save(tmp_path / "good.npz", groups, {**meta, "data": {"image_shape": [1, 4, 4]},
+                                                     "normalization": {"mean": [0.5],
+                                                                       "std": [0.25]}})
+    mean, std = ckpt.load(good).normalization()
+    assert mean.dtype == np.float32 and mean.tolist() == [0.5] and std.tolist() == [0.25]
+    path = ckpt.save(tmp_path / "a.npz", groups, {**meta, "data": {"image_shape": [1, 4, 4]},
+                                                  "normalization": norm})
+    with pytest.raises(ckpt.CheckpointError, match=rf"a.npz: .*{bad}"):
+        ckpt.load(path).normalization()
+
+
+def test_remove_stale_temps_keeps_live_writers(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    names = {f".last.npz.{dead}.0123456789ab.tmp": False,        # its writer is gone
+             f".best.npz.{os.getpid()}.0123456789ab.tmp": True,  # a live writer (this process)
+             ".last.npz.tmp": True, "last.npz": True, "metrics.jsonl.tmp": True}
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    removed = ckpt.remove_stale_temps(tmp_path)
+    assert removed == [str(tmp_path / n) for n, keep in names.items() if not keep]
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n, keep in names.items() if keep)
 
 
 @pytest.mark.parametrize("fail_in", ["savez", "replace"])
@@ -102,8 +181,9 @@ def test_failed_write_keeps_old_file(tmp_path, monkeypatch, rng, fail_in):
     target = np if fail_in == "savez" else os
     monkeypatch.setattr(target, fail_in, boom)
     new_groups = {"model": {"conv1.weight": np.zeros((2, 2), np.float32)}}
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="disk full") as e:
         ckpt.save(path, new_groups, {})
+    assert e.value.filename == path  # named even when the failing write names no file
     monkeypatch.undo()
     assert open(path, "rb").read() == before
     assert sorted(os.listdir(tmp_path)) == ["last.npz"]  # no temp file left behind

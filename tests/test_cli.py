@@ -136,9 +136,9 @@ def test_bad_arguments_exit_2(argv, capsys):
 
 
 def test_user_errors_have_no_traceback(run_dir, tmp_path, capsys):
-    assert main(["eval", "--checkpoint", str(tmp_path / "missing.npz")]) == 1
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.npz")]) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err and "Traceback" not in err
+    assert "--checkpoint" in err and "missing.npz: no such file" in err and "Traceback" not in err
     broken = tmp_path / "broken.npz"
     broken.write_bytes((run_dir / "last.npz").read_bytes()[:1000])
     assert main(["predict", "--checkpoint", str(broken), str(broken)]) == 1
@@ -152,3 +152,166 @@ def test_user_errors_have_no_traceback(run_dir, tmp_path, capsys):
     assert "needs --version 2" in capsys.readouterr().err
     assert main(["train", "--model", "resnet21", *SMOKE, "--out", str(tmp_path / "z")]) == 2
     assert "valid:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- failures
+# Every failure: one line on stderr naming the file or option, no traceback; exit code 2
+# for usage errors, 1 for runtime errors.
+
+
+def _npz(path, **arrays):
+    x = np.random.default_rng(0).integers(0, 256, (16, 8, 8), dtype=np.uint8)
+    good = dict(x_train=x, y_train=np.arange(16) % 2, x_test=x[:4], y_test=np.arange(4) % 2)
+    np.savez(path, **{**good, **arrays})
+    return str(path)
+
+
+def _corrupt_npz(tmp_path):
+    p = tmp_path / "data.npz"
+    _npz(p)
+    p.write_bytes(p.read_bytes()[:-40])  # the zip's central directory is cut
+    return str(p)
+
+
+def _readonly_out(tmp_path, monkeypatch):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    if os.geteuid() == 0:  # root writes anyway: fail the directory as a read-only mount would
+        from resnet_cpp import train as T
+
+        def refuse(path, *a, **k):
+            raise PermissionError(13, "Permission denied", os.path.join(path, "metrics.jsonl"))
+        monkeypatch.setattr(T.Trainer, "_write_metrics_file", lambda self: refuse(self.out_dir))
+    return str(out)
+
+
+def _disk_full(tmp_path, monkeypatch):
+    import errno
+
+    def savez(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(ckpt.np, "savez", savez)
+    return str(tmp_path / "full")
+
+
+def _no_memory(tmp_path, monkeypatch):
+    from resnet_cpp import _core
+
+    def conv(*a, **k):
+        raise MemoryError("out: an array of shape (1, 2, 3, 4) needs 9.0 TiB, more than the "
+                          "8.0 GiB of memory available")
+    monkeypatch.setattr(_core, "conv2d_forward", conv)
+    return str(tmp_path / "mem")
+
+
+NPZ_TRAIN = ["train", "--dataset", "npz", "--max-steps", "1", "--batch-size", "8",
+             "--no-progress", "--epochs", "1"]
+
+FAILURES = {  # name: (argv from (tmp_path, monkeypatch, run_dir), exit code, in the line)
+    "out is a file": (lambda t, m, r: ["train", "--out", str(r / "metrics.jsonl"), *SMOKE], 2,
+                      "--out "),
+    "out read-only": (lambda t, m, r: [*NPZ_TRAIN, "--data-dir", _npz(t / "d.npz"), "--out",
+                                       _readonly_out(t, m)], 1, "Permission denied"),
+    "disk full": (lambda t, m, r: [*NPZ_TRAIN, "--data-dir", _npz(t / "d.npz"), "--out",
+                                   _disk_full(t, m)], 1, "No space left on device: '"),
+    "corrupt npz": (lambda t, m, r: [*NPZ_TRAIN, "--data-dir", _corrupt_npz(t)], 1,
+                    "data.npz: not a readable .npz"),
+    "empty test split": (lambda t, m, r: [*NPZ_TRAIN, "--data-dir", _npz(
+        t / "e.npz", x_test=np.zeros((0, 8, 8), np.uint8), y_test=np.zeros(0, int))], 1,
+        "e.npz: 'x_test' holds no images"),
+    "huge label": (lambda t, m, r: [*NPZ_TRAIN, "--data-dir", _npz(
+        t / "h.npz", y_train=np.full(16, 10**6))], 1, "h.npz: y_train[0] = 1000000"),
+    "out of memory": (lambda t, m, r: [*NPZ_TRAIN, "--data-dir", _npz(t / "d.npz"), "--out",
+                                       _no_memory(t, m)], 1, "out of memory: out: an array"),
+    "missing dataset": (lambda t, m, r: [*NPZ_TRAIN, "--data-dir", str(t / "none.npz")], 2,
+                        "none.npz"),
+    "too many threads": (lambda t, m, r: ["train", "--threads", "100000"], 2, "--threads"),
+    "predict output folder missing": (lambda t, m, r: [
+        "predict", "--checkpoint", str(r / "last.npz"), str(r / "last.npz"), "--output",
+        str(t / "no" / "p.npy")], 2, "--output "),
+    "predict images missing": (lambda t, m, r: [
+        "predict", "--checkpoint", str(r / "last.npz"), str(t / "x.npy")], 2, "x.npy"),
+    "diverged": (lambda t, m, r: [*NPZ_TRAIN, "--max-steps", "3", "--data-dir",
+                                  _npz(t / "d.npz"), "--lr", "1e30", "--out", str(t / "n")], 1,
+                 "training diverged: "),
+}
+
+
+@pytest.mark.parametrize("name", FAILURES)
+def test_failure_is_one_line_naming_the_cause(name, run_dir, tmp_path, monkeypatch, capsys):
+    argv, code, what = FAILURES[name]
+    argv = argv(tmp_path, monkeypatch, run_dir)
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's usage errors
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == code, err
+    assert err.count("\n") == 1 and err.startswith(f"resnet-cpp {argv[0]}: "), err
+    assert what in err and "Traceback" not in err, err
+
+
+def test_debug_shows_the_traceback(run_dir, monkeypatch, capsys):
+    from resnet_cpp import checkpoint
+
+    def boom(path):
+        raise RuntimeError("unexpected")
+    monkeypatch.setattr(checkpoint, "load", boom)
+    argv = ["eval", "--checkpoint", str(run_dir / "last.npz")]
+    assert main(argv) == 1
+    assert "internal error: RuntimeError: unexpected (--debug shows" in capsys.readouterr().err
+    for debug in (["--debug", *argv], [*argv, "--debug"]):
+        with pytest.raises(RuntimeError, match="unexpected"):
+            main(debug)
+
+
+def test_eval_refuses_a_zero_std(run_dir, tmp_path, capsys):
+    c = ckpt.load(run_dir / "last.npz")
+    meta = {k: v for k, v in c.meta.items() if k not in ("format", "format_version", "checksum")}
+    meta["normalization"]["std"] = [0.0]
+    path = ckpt.save(tmp_path / "zero.npz", c.groups, meta)  # a valid checksum
+    assert main(["eval", "--checkpoint", path]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "zero.npz: normalization needs 1 finite means and stds > 0" in err
+
+
+def test_predict_output_name_is_kept_and_0_255_floats_warn(run_dir, tmp_path, capsys):
+    from resnet_cpp.data import load_dataset
+
+    _, test = load_dataset("bundled")
+    x = test.images[:3, 0]
+    np.save(tmp_path / "f.npy", x)
+    ckp = str(run_dir / "last.npz")
+    assert main(["predict", "--checkpoint", ckp, str(tmp_path / "f.npy"), "-o",
+                 str(tmp_path / "p.txt")]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["f.npy", "p.txt"]  # not p.txt.npy
+    assert np.load(tmp_path / "p.txt").shape == (3,)
+    assert "warning" not in capsys.readouterr().err
+    np.save(tmp_path / "f255.npy", x * 255)
+    assert main(["predict", "--checkpoint", ckp, str(tmp_path / "f255.npy")]) == 0
+    assert "f255.npy holds floats in [0, 255]; float images are read on the [0, 1] scale" in \
+        capsys.readouterr().err
+
+
+def test_sigterm_saves_and_exits_143(small_npz, tmp_path):
+    """SIGTERM (schedulers, docker stop) mid-run: a checkpoint, exit 143, and it resumes."""
+    out = tmp_path / "run"
+    code = (
+        "import os, signal, sys\n"
+        "from resnet_cpp import train as T\n"
+        "from resnet_cpp.cli import main\n"
+        "step = T.Trainer._check_finite_weights\n"
+        "sent = []\n"
+        "def check(self, s):  # one real SIGTERM, arriving inside step 2\n"
+        "    if s == 2 and not sent: sent.append(os.kill(os.getpid(), signal.SIGTERM))\n"
+        "    step(self, s)\n"
+        "T.Trainer._check_finite_weights = check\n"
+        f"sys.exit(main(['train', '--dataset', 'npz', '--data-dir', {str(small_npz)!r}, '--out',"
+        f" {str(out)!r}, '--batch-size', '8', '--epochs', '2', '--no-progress']))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 143, r.stderr
+    assert "terminated: saved" in r.stdout + r.stderr
+    assert ckpt.load(out / "last.npz").meta["position"]["global_step"] == 2
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert ckpt.load(out / "last.npz").meta["position"]["global_step"] == 12

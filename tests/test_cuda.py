@@ -141,6 +141,7 @@ def test_fill(dtype, value):
 
 def test_caching_allocator_reuses_freed_blocks():
     _cuda.synchronize()
+    _cuda.empty_cache()  # earlier tests may have left blocks of this size in the cache
     a = DA.empty((1000,))
     ptr = a.ptr
     del a  # back to the cache, not to the driver

@@ -42,13 +42,34 @@ def test_env_cap_applies_at_import():
 
 def test_threads():
     old = resnet_cpp.num_threads()
+    bound = _core.max_num_threads()
     try:
         resnet_cpp.set_num_threads(1)
         assert resnet_cpp.num_threads() == 1
-        with pytest.raises(ValueError, match="num_threads"):
-            resnet_cpp.set_num_threads(0)
+        if _core.openmp:
+            assert bound == 4 * len(os.sched_getaffinity(0))  # omp_get_num_procs
+            resnet_cpp.set_num_threads(bound)
+            assert resnet_cpp.num_threads() == bound
+        for bad in (0, -1, bound + 1, 2000):
+            with pytest.raises(ValueError, match=rf"^n: expected a thread count in \[1, {bound}\]"):
+                resnet_cpp.set_num_threads(bad)
     finally:
         resnet_cpp.set_num_threads(old)
+
+
+def test_omp_num_threads_beyond_the_bound_is_clamped_with_a_warning():
+    # libgomp aborts the process when it cannot create the threads asked for: the default
+    # from the environment must be bounded like set_num_threads.
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    from resnet_cpp import _core\n"
+            "print(_core.num_threads(), _core.max_num_threads(), [str(x.message) for x in w])")
+    env = {**os.environ, "OMP_NUM_THREADS": "100000"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, timeout=60)
+    threads, bound, warned = out.stdout.split(" ", 2)
+    assert int(threads) == int(bound) < 100000
+    assert "OMP_NUM_THREADS asks for 100000 threads" in warned
 
 
 def test_info_command():

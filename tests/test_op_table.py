@@ -26,7 +26,7 @@ except ImportError as e:
 CPU_ONLY = {"active_isa", "compiled_isas", "detected_isa", "max_isa", "set_max_isa",
             "num_threads", "set_num_threads", "set_conv_algorithm", "conv_algorithm",
             "impl_name", "impl_list", "impl_ops", "random_crop_flip", "crop_flip_params",
-            "fma_peak_gflops",
+            "fma_peak_gflops", "max_num_threads",
             "amx_status", "precision", "set_precision", "bf16_active", "round_to_bf16",
             "batch_norm_stats", "batch_norm_finalize", "batch_norm_apply",
             "batch_norm_backward_reduce", "batch_norm_backward_apply"}

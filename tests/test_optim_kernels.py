@@ -212,7 +212,7 @@ def test_hyperparameters_as_one_element_arrays(rng):
         _core.sgd_step(_p(), _p(), None, np.zeros(2, np.float32))
     with pytest.raises(TypeError, match=r"^lr: expected dtype float32"):
         _core.sgd_step(_p(), _p(), None, np.zeros(1, np.float64))
-    with pytest.raises(ValueError, match=r"^lr: expected a finite number"):
+    with pytest.raises(ValueError, match=r"^lr: expected a number >= 0, finite in float32"):
         _core.sgd_step(_p(), _p(), None, np.full(1, np.nan, np.float32))
     with pytest.raises(TypeError, match=r"^lr: expected a number or a one-element float32"):
         _core.sgd_step(_p(), _p(), None, "fast")

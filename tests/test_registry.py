@@ -13,7 +13,8 @@ from resnet_cpp import _core
 # have an implementation list).
 NOT_KERNELS = {"active_isa", "amx_status", "bf16_active", "compiled_isas", "conv_algorithm",
                "crop_flip_params", "detected_isa", "impl_list", "impl_name", "impl_ops",
-               "max_isa", "num_threads", "precision", "set_conv_algorithm", "set_max_isa",
+               "max_isa", "max_num_threads", "num_threads", "precision", "set_conv_algorithm",
+               "set_max_isa",
                "set_num_threads", "set_precision",
                # (C,)-vector arithmetic between synchronized BN's two passes: no ISA paths
                "batch_norm_finalize"}

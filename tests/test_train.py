@@ -88,7 +88,7 @@ def test_fit_writes_checkpoints_and_metrics(reference_run):
 
 
 @pytest.mark.parametrize("how,at", [("callback", 3), ("callback", 4), ("sigint", 4),
-                                    ("max_steps", 2)])
+                                    ("sigterm", 2), ("max_steps", 2)])
 def test_resume_is_bit_exact(tiny_data, reference_run, tmp_path, how, at):
     ref_trainer, _, ref_out = reference_run
     first = run(tiny_data, tmp_path, max_steps=at if how == "max_steps" else None)
@@ -97,16 +97,18 @@ def test_resume_is_bit_exact(tiny_data, reference_run, tmp_path, how, at):
             if tr.global_step == at:
                 raise KeyboardInterrupt
         first.on_step = hook
-    elif how == "sigint":  # a real Ctrl-C arriving in the middle of optimizer step `at`
+    elif how in ("sigint", "sigterm"):  # a real signal arriving in optimizer step `at`
         step = first.optimizer.step
+        signum = signal.SIGINT if how == "sigint" else signal.SIGTERM
 
-        def step_with_sigint():
+        def step_with_signal():
             if first.optimizer.step_count + 1 == at:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signum)
             step()
-        first.optimizer.step = step_with_sigint
+        first.optimizer.step = step_with_signal
     h1 = first.fit()
     assert h1.interrupted == (how != "max_steps")
+    assert h1.signal == {"sigterm": signal.SIGTERM, "max_steps": None}.get(how, signal.SIGINT)
     assert h1.stopped_at_max_steps == (how == "max_steps")
     pos = ckpt.load(tmp_path / "last.npz").meta["position"]
     assert pos["global_step"] == at  # the deferred Ctrl-C let step `at` finish
@@ -142,6 +144,45 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
     for k, a in saved.items():
         np.testing.assert_array_equal(c.model_state[k], a)
     assert len(metrics(tmp_path)) == 1
+
+
+def test_nan_weights_found_at_a_save_name_the_step_that_made_them(tiny_data, tmp_path):
+    def poison(tr):  # after step 2, which is also the last one (max_steps)
+        if tr.global_step == 2:
+            tr.optimizer.params[-1].data[...] = np.nan
+
+    trainer = run(tiny_data, tmp_path, on_step=poison, max_steps=2)
+    with pytest.raises(T.TrainingDiverged, match=r"became NaN/inf at epoch 1, batch 2 \(step 2\)"):
+        trainer.fit()
+
+
+def test_second_signal_exits_at_once():
+    """The first signal waits for the step to end; a second one kills the process at once."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal\n"
+            "from resnet_cpp.train import _InterruptGuard\n"
+            "with _InterruptGuard() as guard:\n"
+            "    with guard.critical():\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        print('held', flush=True)\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "        print('not reached', flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGINT and r.stdout == "held\n", (r.returncode, r.stdout)
+
+
+def test_stale_temporary_files_are_removed_at_start(tiny_data, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".last.npz.{dead}.00112233aabb.tmp"  # a save killed mid-write
+    stale.write_bytes(b"PK partial")
+    run(tiny_data, tmp_path, epochs=1, max_steps=1).fit()
+    assert sorted(os.listdir(tmp_path)) == ["last.npz", "metrics.jsonl"]
 
 
 def test_nan_input_diverges_before_any_checkpoint(tiny_data, tmp_path):
@@ -194,7 +235,8 @@ def test_bad_arguments(tiny_data):
     for kw, match in [(dict(epochs=0), "epochs"), (dict(label_smoothing=1.0), "label_smooth"),
                       (dict(optimizer="rmsprop"), "valid: sgd"),
                       (dict(recipe="x"), "valid: he2015"), (dict(schedule="x"), "valid:"),
-                      (dict(max_steps=0), "max_steps"), (dict(threads=0), "threads")]:
+                      (dict(max_steps=0), "max_steps"), (dict(threads=0), "threads"),
+                      (dict(threads=100000), r"threads must be in \[1, ")]:
         args = dict(epochs=1, batch_size=16, progress=False, verbose=False)
         args.update(kw)
         with pytest.raises(ValueError, match=match):

@@ -27,9 +27,7 @@ py::array crop_flip(const py::object& x_, int64_t padding, bool flip, const py::
     require_range(first_index, "first_index", 0, kMaxIndex);
     Dims dims(x.shape(), x.shape() + 4);
     auto y = output_f32(out, "out", dims);
-    const float *x0 = x.data(), *y0 = y.data();
-    if (x0 < y0 + y.size() && y0 < x0 + x.size())
-        throw py::value_error("out: must not share memory with x");
+    require_disjoint(y, "out", x, "x");
     const int64_t N = dims[0];
     const int64_t C = channels_last ? dims[3] : dims[1];
     const int64_t H = channels_last ? dims[1] : dims[2];

@@ -42,6 +42,24 @@ const float* optional_like(const py::object& obj, const char* name, const Act& x
 }
 
 
+// The forward's y is written element by element after x and residual are read: it may be
+// either of them, but must not share memory with them otherwise, nor with the (C,) vectors.
+void require_elementwise_out(const py::array_t<float>& y, const Act& x,
+                             const py::array_t<float>& residual, std::initializer_list<Named> vectors) {
+    require_disjoint_or_same(y, "out", x.a, "x");
+    require_disjoint_or_same(y, "out", residual, "residual");
+    require_disjoint(y, "out", vectors);
+}
+
+// dx is written after each element of dy and x is read (it may be either), never over add
+// or the (C,) vectors.
+void require_backward_out(const py::array_t<float>& dx, const py::array_t<float>& dy, const Act& x,
+                          std::initializer_list<Named> others) {
+    require_disjoint_or_same(dx, "out", dy, "dy");
+    require_disjoint_or_same(dx, "out", x.a, "x");
+    require_disjoint(dx, "out", others);
+}
+
 // A count of values summed over (one process's M, or the sum over processes).
 void require_count(double count, const char* name, double lo) {
     if (!(count > lo && std::isfinite(count)))
@@ -84,8 +102,19 @@ void bind_batchnorm(py::module_& m) {
             require_eps(eps);
             require_bn_batch(x.M, x.dims);
             auto y = output_f32(out, "out", x.dims);
+            require_elementwise_out(y, x, residual, {{gamma, "gamma"}, {beta, "beta"},
+                                                     {rm, "running_mean"}, {rv, "running_var"}});
+            require_disjoint(rm, "running_mean", {{x.a, "x"}, {residual, "residual"},
+                                                  {gamma, "gamma"}, {beta, "beta"},
+                                                  {rv, "running_var"}});
+            require_disjoint(rv, "running_var", {{x.a, "x"}, {residual, "residual"},
+                                                 {gamma, "gamma"}, {beta, "beta"}});
             auto mean = output_f32(mean_out, "mean_out", c);
             auto rstd = output_f32(rstd_out, "rstd_out", c);
+            for (auto [o, name] : {std::pair{&mean, "mean_out"}, std::pair{&rstd, "rstd_out"}})
+                require_disjoint(*o, name, {{x.a, "x"}, {y, "out"}, {gamma, "gamma"}, {beta, "beta"},
+                                            {rm, "running_mean"}, {rv, "running_var"}});
+            require_disjoint(mean, "mean_out", rstd, "rstd_out");
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_forward_train(cptr(x.a), rp, cptr(gamma), cptr(beta), ptr(rm),
@@ -106,9 +135,14 @@ void bind_batchnorm(py::module_& m) {
             auto [gamma, beta, rm, rv] = require_bn_vectors(require_f32, gamma_, beta_, rm_, rv_, x.C, false);
             require_eps(eps);
             auto y = output_f32(out, "out", x.dims);
+            require_elementwise_out(y, x, residual, {{gamma, "gamma"}, {beta, "beta"},
+                                                     {rm, "running_mean"}, {rv, "running_var"}});
             std::optional<py::array_t<float>> mean, rstd;
             if (!mean_out.is_none()) mean = output_f32(mean_out, "mean_out", c);
             if (!rstd_out.is_none()) rstd = output_f32(rstd_out, "rstd_out", c);
+            for (auto [o, name] : {std::pair{&mean, "mean_out"}, std::pair{&rstd, "rstd_out"}})
+                if (*o) require_disjoint(**o, name, {{x.a, "x"}, {y, "out"}, {rm, "running_mean"},
+                                                     {rv, "running_var"}});
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_forward_eval(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(rm),
@@ -129,8 +163,14 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> add;
             const float* ap = optional_like(add_, "add", x, add);
             auto dx = output_f32(out, "out", x.dims);
+            require_backward_out(dx, b.dy, x, {{add, "add"}, {b.gamma, "gamma"}, {b.mean, "mean"},
+                                               {b.rstd, "rstd"}, {b.beta, "beta"}});
             auto dgamma = output_f32(dgamma_out, "dgamma_out", c);
             auto dbeta = output_f32(dbeta_out, "dbeta_out", c);
+            for (auto [o, name] : {std::pair{&dgamma, "dgamma_out"}, std::pair{&dbeta, "dbeta_out"}})
+                require_disjoint(*o, name, {{b.dy, "dy"}, {x.a, "x"}, {dx, "out"}, {add, "add"},
+                                            {b.gamma, "gamma"}, {b.mean, "mean"}, {b.rstd, "rstd"}});
+            require_disjoint(dgamma, "dgamma_out", dbeta, "dbeta_out");
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_backward(cptr(b.dy), cptr(x.a), cptr(b.gamma), b.bp, cptr(b.mean),
@@ -169,6 +209,9 @@ void bind_batchnorm(py::module_& m) {
             auto rm = require_f32(rm_, "running_mean", c, true);
             auto rv = require_f32(rv_, "running_var", c, true);
             require_count(count, "count", 1.0);
+            require_disjoint(rm, "running_mean", {{s1, "s1"}, {s2, "s2"}, {pivot, "pivot"},
+                                                  {rv, "running_var"}});
+            require_disjoint(rv, "running_var", {{s1, "s1"}, {s2, "s2"}, {pivot, "pivot"}});
             require_unit_interval(momentum, "momentum");
             require_eps(eps);
             py::array_t<float> mean(c[0]), rstd(c[0]);
@@ -181,7 +224,7 @@ void bind_batchnorm(py::module_& m) {
         py::arg("eps") = 1e-5,
         "From batch_norm_stats sums over `count` values (> 1, e.g. summed over processes):\n"
         "returns (mean, rstd) float32 (C,) and updates running_mean/running_var in place, as\n"
-        "batch_norm_forward_train does. pivot may be running_mean itself.");
+        "batch_norm_forward_train does. pivot must not share memory with running_mean (pass a copy).");
 
     m.def(
         "batch_norm_apply",
@@ -196,6 +239,8 @@ void bind_batchnorm(py::module_& m) {
             auto mean = require_f32(mean_, "mean", c);
             auto rstd = require_f32(rstd_, "rstd", c);
             auto y = output_f32(out, "out", x.dims);
+            require_elementwise_out(y, x, residual, {{gamma, "gamma"}, {beta, "beta"},
+                                                     {mean, "mean"}, {rstd, "rstd"}});
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_apply(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(mean),
@@ -244,6 +289,8 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> add;
             const float* ap = optional_like(add_, "add", x, add);
             auto dx = output_f32(out, "out", x.dims);
+            require_backward_out(dx, b.dy, x, {{add, "add"}, {b.gamma, "gamma"}, {b.mean, "mean"},
+                                               {b.rstd, "rstd"}, {b.beta, "beta"}});
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_backward_apply(cptr(b.dy), cptr(x.a), cptr(b.gamma), b.bp,

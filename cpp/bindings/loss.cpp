@@ -13,35 +13,27 @@ using namespace rc::py_checks;
 
 namespace {
 
-// Raises a ValueError naming the first label outside [0, K).
-template <typename Label>
-void check_labels(const Label* lab, int64_t N, int64_t K) {
-    for (int64_t n = 0; n < N; ++n)
-        if (lab[n] < 0 || (int64_t)lab[n] >= K)
-            throw py::value_error("labels: labels[" + std::to_string(n) + "] = " +
-                                  std::to_string((int64_t)lab[n]) + " is outside [0, K) = [0, " +
-                                  std::to_string(K) + ")");
-}
-
 py::tuple xent(const py::object& logits_, const py::object& labels_, double ls,
                const py::object& out, const py::object& loss_out, bool check) {
     auto z = require_f32(logits_, "logits", {-1, -1});
     const int64_t N = z.shape(0), K = z.shape(1);
-    py::array lab = require_int(labels_, "labels", {N});
+    // The kernel indexes rows with the labels: it reads this copy, never the array (another
+    // thread may change that once the GIL is released). check=False leaves the range to the
+    // kernel, which gives a bad row NaNs.
+    const std::vector<int64_t> labels = copy_indices(labels_, "labels", N, check ? K : -1, "K");
     require_unit(ls, "label_smoothing");
     auto d = output_f32(out, "dlogits_out", {N, K});
+    // Each row of logits is read before its gradient is written over it.
+    require_disjoint_or_same(d, "dlogits_out", z, "logits");
     std::optional<py::array_t<float>> loss_arr;
-    if (!loss_out.is_none()) loss_arr = output_f32(loss_out, "loss_out", {});
-    const bool i32 = lab.dtype().equal(py::dtype::of<int32_t>());
-    if (check && i32) check_labels(static_cast<const int32_t*>(lab.data()), N, K);
-    if (check && !i32) check_labels(static_cast<const int64_t*>(lab.data()), N, K);
+    if (!loss_out.is_none()) {
+        loss_arr = output_f32(loss_out, "loss_out", {});
+        require_disjoint(*loss_arr, "loss_out", {{z, "logits"}, {d, "dlogits_out"}});
+    }
     double loss;
     {
         py::gil_scoped_release nogil;
-        loss = i32 ? rc::softmax_cross_entropy(d.mutable_data(), z.data(),
-                                               static_cast<const int32_t*>(lab.data()), N, K, ls)
-                   : rc::softmax_cross_entropy(d.mutable_data(), z.data(),
-                                               static_cast<const int64_t*>(lab.data()), N, K, ls);
+        loss = rc::softmax_cross_entropy(d.mutable_data(), z.data(), labels.data(), N, K, ls);
     }
     if (!loss_arr) return py::make_tuple(loss, d);
     *ptr(*loss_arr) = (float)loss;

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "common.h"
 #include "dispatch.h"
 
 namespace py = pybind11;
@@ -45,11 +46,32 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_num_threads", &rc::set_num_threads, py::arg("n"),
           "Threads used by every kernel (default: OMP_NUM_THREADS, else all cores).");
     m.def("num_threads", &rc::num_threads);
+    m.def("max_num_threads", &rc::max_num_threads,
+          "The largest thread count set_num_threads accepts: 4 per logical CPU.");
+    if (rc::max_threads() > rc::max_num_threads() &&
+        PyErr_WarnEx(PyExc_RuntimeWarning,
+                     ("resnet_cpp: OMP_NUM_THREADS asks for " + std::to_string(rc::max_threads()) +
+                      " threads, more than the bound of " + std::to_string(rc::max_num_threads()) +
+                      " (4 per logical CPU); using " + std::to_string(rc::num_threads()))
+                         .c_str(),
+                     1) < 0)
+        throw py::error_already_set();  // warnings turned into errors (python -W error)
 #ifdef RESNET_CPP_HAVE_OPENMP
     m.attr("openmp") = true;
 #else
     m.attr("openmp") = false;
 #endif
+
+    // Outputs are checked against the memory before they are allocated (checks.h); what can
+    // still fail is a kernel's scratch space.
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::bad_alloc&) {
+            PyErr_SetString(PyExc_MemoryError,
+                            "out of memory for a kernel's scratch space (its arrays did fit)");
+        }
+    });
 
     bind_conv(m);
     bind_batchnorm(m);

@@ -21,14 +21,6 @@ py::array_t<float> require_param(const py::object& obj, Dims& dims) {
     return require_f32(obj, "param", dims, /*writable=*/true);
 }
 
-// Two buffers written by one update must not share memory.
-void require_disjoint(const py::array_t<float>& a, const char* an, const py::array_t<float>& b,
-                      const char* bn) {
-    const float *a0 = a.data(), *b0 = b.data();
-    if (a.size() && b.size() && a0 < b0 + b.size() && b0 < a0 + a.size())
-        throw py::value_error(std::string(an) + ": must not share memory with " + bn);
-}
-
 // A hyperparameter: a number, or a one-element array of `dtype_name` whose value is read now.
 template <typename T>
 double scalar_arg(const py::object& obj, const char* name, const char* dtype_name) {
@@ -55,10 +47,12 @@ void sgd(const py::object& param_, const py::object& grad_, const py::object& bu
         if (buf_.is_none())
             throw py::value_error("momentum_buf: required when momentum > 0 (start with zeros)");
         buf = require_f32(buf_, "momentum_buf", dims, /*writable=*/true);
-        require_disjoint(buf, "momentum_buf", p, "param");
     } else if (!buf_.is_none()) {
         require_f32(buf_, "momentum_buf", dims);
     }
+    // The written buffers (param, momentum_buf) share no memory with each other or with grad.
+    require_disjoint(p, "param", g, "grad");
+    require_disjoint(buf, "momentum_buf", {{p, "param"}, {g, "grad"}});
     const int64_t n = p.size();
     float* bp = momentum > 0.0 ? buf.mutable_data() : nullptr;
     py::gil_scoped_release nogil;
@@ -74,9 +68,10 @@ void adam(const py::object& param_, const py::object& grad_, const py::object& m
     auto g = require_f32(grad_, "grad", dims);
     auto m = require_f32(m_, "m", dims, /*writable=*/true);
     auto v = require_f32(v_, "v", dims, /*writable=*/true);
-    require_disjoint(m, "m", p, "param");
-    require_disjoint(v, "v", p, "param");
-    require_disjoint(m, "m", v, "v");
+    // The written buffers (param, m, v) share no memory with each other or with grad.
+    require_disjoint(p, "param", g, "grad");
+    require_disjoint(m, "m", {{p, "param"}, {g, "grad"}});
+    require_disjoint(v, "v", {{p, "param"}, {g, "grad"}, {m, "m"}});
     if (!py::isinstance<py::array>(step_)) require_int_step(step_);
     const double step = scalar_arg<int64_t>(step_, "step", "int64");
     require_step(step);

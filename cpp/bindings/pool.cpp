@@ -15,7 +15,9 @@ namespace {
 
 // A caller-supplied int32 argmax buffer, or a fresh one.
 py::array_t<int32_t> output_i32(const py::object& out, const char* name, const Dims& dims) {
-    if (out.is_none()) return py::array_t<int32_t>(std::vector<py::ssize_t>(dims.begin(), dims.end()));
+    if (out.is_none())
+        return py::reinterpret_borrow<py::array_t<int32_t>>(
+            new_array(name, dims, py::dtype::of<int32_t>()));
     py::array a = require_int(out, name, dims, /*writable=*/true);
     check_dtype(name, a.dtype().equal(py::dtype::of<int32_t>()), "int32", py::str(a.dtype()));
     return py::reinterpret_borrow<py::array_t<int32_t>>(a);
@@ -28,6 +30,8 @@ py::tuple max_pool_fwd(const py::object& x_, int64_t k, int64_t stride, int64_t 
     const int64_t N = s.N, C = s.C;
     auto y = output_f32(out, "out", {N, s.P, s.Q, C});
     auto am = output_i32(argmax_out, "argmax_out", {N, s.P, s.Q, C});
+    require_disjoint(y, "out", x, "x");
+    require_disjoint(am, "argmax_out", {{x, "x"}, {y, "out"}});
     {
         py::gil_scoped_release nogil;
         rc::max_pool2d_forward(y.mutable_data(), am.mutable_data(), x.data(), s);
@@ -43,6 +47,9 @@ py::array max_pool_bwd(const py::object& dy_, const py::object& argmax_, int64_t
     check_dtype("argmax", am.dtype().equal(py::dtype::of<int32_t>()), "int32", py::str(am.dtype()));
     rc::PoolShape s = checked_pool_backward_shape({N, P, Q, C}, H, W, k, stride, pad);
     auto dx = output_f32(out, "out", {N, H, W, C});
+    require_disjoint(dx, "out", {{dy, "dy"}, {am, "argmax"}});
+    // The kernel checks each argmax entry in the one read it indexes with, so a value
+    // changed by another thread meanwhile is skipped (and reported), never used.
     bool ok;
     {
         py::gil_scoped_release nogil;
@@ -57,6 +64,7 @@ py::array gap_fwd(const py::object& x_, const py::object& out) {
     auto x = require_f32(x_, "x", {-1, -1, -1, -1});
     const int64_t N = x.shape(0), H = x.shape(1), W = x.shape(2), C = x.shape(3);
     auto y = output_f32(out, "out", {N, C});
+    require_disjoint(y, "out", x, "x");
     {
         py::gil_scoped_release nogil;
         rc::global_avg_pool_forward(y.mutable_data(), x.data(), N, H * W, C);
@@ -68,6 +76,7 @@ py::array gap_bwd(const py::object& dy_, int64_t H, int64_t W, const py::object&
     auto dy = require_f32(dy_, "dy", {-1, -1});
     const int64_t N = dy.shape(0), C = dy.shape(1);
     auto dx = output_f32(out, "out", gap_backward_dims({N, C}, H, W));
+    require_disjoint(dx, "out", dy, "dy");
     {
         py::gil_scoped_release nogil;
         rc::global_avg_pool_backward(dx.mutable_data(), dy.data(), N, H * W, C);

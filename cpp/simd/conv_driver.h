@@ -114,7 +114,7 @@ inline float* workspace(int slot, int64_t n, bool zero) {
         b.n = b.p ? n : 0;
         if (!b.p) throw std::bad_alloc();
     }
-    if (zero) std::memset(b.p, 0, size_t(n) * 4);
+    if (zero && n > 0) std::memset(b.p, 0, size_t(n) * 4);  // b.p is null while nothing was asked
     return b.p;
 }
 

@@ -99,12 +99,10 @@ struct ShortcutKernels {
                      int64_t K, int64_t stride, bool accumulate);
 };
 
-// Softmax cross-entropy, as loss.h describes it, for each label type.
+// Softmax cross-entropy, as loss.h describes it (the binding copies labels to int64).
 struct LossKernels {
-    double (*labels32)(float* dlogits, const float* logits, const int32_t* labels, int64_t N,
-                       int64_t K, double ls);
-    double (*labels64)(float* dlogits, const float* logits, const int64_t* labels, int64_t N,
-                       int64_t K, double ls);
+    double (*softmax_xent)(float* dlogits, const float* logits, const int64_t* labels, int64_t N,
+                           int64_t K, double ls);
 };
 
 // The FMA peak probe (probe.h): `iters` iterations of independent FMA chains on one thread,

@@ -43,7 +43,7 @@ inline void max_window_tail(float* yr, int32_t* ar, const float* xw, int64_t nc,
 
 void max_pool2d_forward(float* y, int32_t* argmax, const float* x, const PoolShape& s) {
     const int64_t H = s.H, W = s.W, C = s.C, P = s.P, Q = s.Q;
-    const bool par = s.N * P * Q * C * s.k * s.k >= kParallelMin;
+    [[maybe_unused]] const bool par = s.N * P * Q * C * s.k * s.k >= kParallelMin;
     // Threads split output rows (n,p); each writes only its own y/argmax rows.
 #pragma omp parallel for collapse(2) schedule(static) if (par) num_threads(rc::num_threads())
     for (int64_t n = 0; n < s.N; ++n) {

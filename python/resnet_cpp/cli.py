@@ -9,8 +9,12 @@ Subcommands:
   plot     DIR/curves.png from DIR/metrics.jsonl (needs matplotlib)
   info     the build: ISA paths, OpenMP threads, CUDA and the devices
 train, eval and predict take --device cpu|cuda (default cpu).
-User errors (bad arguments, missing files, damaged checkpoints, a diverged run, --device
-cuda where CUDA cannot run) print one line to stderr and exit non-zero, without a traceback.
+Every failure prints one line to stderr naming the file or option, without a traceback
+(``--debug`` shows it): exit code 2 for usage errors (the command line is wrong: a bad or
+conflicting option, a file or directory it names that does not exist, --device cuda where
+CUDA cannot run), 1 for runtime errors (a damaged file, a full or read-only disk, out of
+memory, a diverged run). A run stopped by SIGINT or SIGTERM saves a checkpoint and exits
+with 128 + the signal number (130, 143).
 
 ``mpirun -n N resnet-cpp train ...`` trains data-parallel over N ranks
 (``resnet_cpp.distributed``): --batch-size is per rank, rank 0 alone writes the run
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -30,7 +35,15 @@ DEFAULT_EPOCHS = 6  # the no-argument run: ~1 min on 2 Zen 4 cores (47 steps of 
 
 
 class UserError(Exception):
-    """An error caused by the command line or the user's files; printed without traceback."""
+    """A usage error: the command line is wrong. Printed without traceback, exit code 2."""
+
+    exit_code = 2
+
+
+class RunError(UserError):
+    """A runtime error in the user's files or the run. Printed without traceback, exit code 1."""
+
+    exit_code = 1
 
 
 def _positive_int(s: str) -> int:
@@ -40,6 +53,17 @@ def _positive_int(s: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _threads(s: str) -> int:
+    """--threads: 1 .. the bound set_num_threads accepts (libgomp aborts past what it can start)."""
+    from . import _core
+
+    v = _positive_int(s)
+    if v > _core.max_num_threads():
+        raise argparse.ArgumentTypeError(f"expected at most {_core.max_num_threads()} threads "
+                                         f"(4 per logical CPU), got {v}")
     return v
 
 
@@ -115,8 +139,10 @@ def _load_data(name: str, data_dir: str | None, preprocess=None):
                 raise UserError("--dataset folder needs --data-dir DIR (DIR/<class>/<image>)")
             return load_image_folder(data_dir, preprocess)
         return load_dataset(name, data_dir)
-    except (FileNotFoundError, ValueError, ImportError) as e:
+    except (FileNotFoundError, ImportError) as e:  # the option names nothing usable there
         raise UserError(str(e)) from e
+    except ValueError as e:  # the files are there but damaged
+        raise RunError(str(e)) from e
 
 
 def _image_shape(ds) -> list[int]:
@@ -248,6 +274,8 @@ def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool, 
     if out is None:
         out = os.path.join("runs", f"{settings['dataset']}-{settings['model']}-"
                                    f"{time.strftime('%Y%m%d-%H%M%S')}")
+    elif os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out}: is a file, not a directory")
     elif os.path.isfile(os.path.join(out, "last.npz")):
         raise UserError(f"{out} already holds a run (last.npz); continue it with "
                         f"--resume {out} or choose another --out")
@@ -290,8 +318,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"training {settings['model']} v{settings['version']} on {settings['dataset']} "
               f"({len(train)} train / {len(test)} test images) for {settings['epochs']} "
               f"epochs; output in {out}", flush=True)
-    try:
-        history = T.fit(
+    try:  # settings the trainer refuses are usage errors; what fails while training is not
+        trainer = T.Trainer(
             model, train, test, epochs=settings["epochs"], batch_size=settings["batch_size"],
             recipe=settings["recipe"], optimizer=settings["optimizer"], lr=settings["lr"],
             weight_decay=settings["weight_decay"], schedule=settings["schedule"],
@@ -308,8 +336,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             cuda_graph=not args.no_cuda_graph)
     except (ValueError, ImportError) as e:
         raise UserError(str(e)) from e
+    history = trainer.fit()
     if history.interrupted:
-        return 130
+        return 128 + (history.signal or signal.SIGINT)
     if not main_rank:
         return 0
     if history.test is not None:
@@ -329,6 +358,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _load_checkpoint(path: str):
     from . import checkpoint as ckpt
 
+    if not os.path.isfile(path):
+        raise UserError(f"--checkpoint {path}: no such file")
     c = ckpt.load(path)
     if not c.meta.get("model"):
         raise UserError(f"{path} has no model config; it cannot be evaluated by the CLI")
@@ -336,9 +367,7 @@ def _load_checkpoint(path: str):
         model = c.build_model()
     except (ValueError, TypeError, KeyError) as e:
         raise UserError(f"{path}: cannot rebuild the model: {e}") from e
-    norm = c.meta.get("normalization") or {}
-    mean = np.asarray(norm["mean"], np.float32) if "mean" in norm else None
-    std = np.asarray(norm["std"], np.float32) if "std" in norm else None
+    mean, std = c.normalization()
     return c, model, mean, std
 
 
@@ -424,13 +453,19 @@ def _predict_inputs(args: argparse.Namespace, meta: dict, model, mean, std):
     """(names, number of batches, iterator of normalized float32 batches)."""
     paths = args.images
     if len(paths) == 1 and paths[0].endswith(".npy"):
+        if not os.path.isfile(paths[0]):
+            raise UserError(f"{paths[0]}: no such file")
         try:
             raw = np.load(paths[0], allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot read {paths[0]}: {e}") from e
+        except (OSError, ValueError, EOFError) as e:
+            raise RunError(f"cannot read {paths[0]}: {e}") from e
         if not isinstance(raw, np.ndarray):
             raise UserError(f"{paths[0]} must be a .npy array, not an .npz archive")
         x = _prepare_images(raw, meta.get("image_shape"))
+        if raw.dtype.kind == "f" and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
+            print(f"resnet-cpp predict: warning: {paths[0]} holds floats in [{x.min():g}, "
+                  f"{x.max():g}]; float images are read on the [0, 1] scale (save 0..255 images "
+                  "as uint8)", file=sys.stderr)
         if mean is not None:
             x = (x - mean[:, None, None]) / std[:, None, None]
         bs = args.batch_size
@@ -456,6 +491,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         resnet_cpp.set_num_threads(args.threads)
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UserError(f"--output {args.output}: folder "
+                        f"{os.path.dirname(os.path.abspath(args.output))} does not exist")
     device = _require_device(args.device)
     model, w = _load_model(args.checkpoint)
     model.to(device)
@@ -481,7 +519,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     top, prob = np.concatenate(tops).astype(np.int64), np.concatenate(probs)
     if args.output:
-        np.save(args.output, top[:, 0])
+        with open(args.output, "wb") as f:  # np.save(name) would append .npy to other names
+            np.save(f, top[:, 0])
         print(f"saved {len(top)} predicted classes to {args.output}")
     if not args.output or args.print:
         for name, row, prow in zip(names, top, prob):
@@ -538,8 +577,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (argparse prints the whole usage first), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help shows the usage)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="resnet-cpp", description="Train ResNets on the CPU with hand-written C++ kernels.",
         epilog="`resnet-cpp train` with no options trains ResNet-20 on the bundled data.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -568,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=_nonneg_float)
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (pad 4) + horizontal flip (default on)")
-    t.add_argument("--threads", type=_positive_int, help="OpenMP threads (default: all; "
+    t.add_argument("--threads", type=_threads, help="OpenMP threads (default: all; "
                    "under mpirun the cores divided among the ranks on each machine)")
     t.add_argument("--precision", choices=("fp32", "bf16"),
                    help="convolution operands (default fp32); bf16 needs AVX512-BF16")
@@ -609,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", choices=DATASETS, help="default: the training dataset")
     e.add_argument("--data-dir")
     e.add_argument("--batch-size", type=_positive_int, default=256)
-    e.add_argument("--threads", type=_positive_int)
+    e.add_argument("--threads", type=_threads)
     e.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     e.set_defaults(func=_cmd_eval)
 
@@ -624,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", "-o", help="save predicted class indices (int64) to this .npy")
     r.add_argument("--print", action="store_true", help="also print with --output")
     r.add_argument("--batch-size", type=_positive_int, default=256)
-    r.add_argument("--threads", type=_positive_int)
+    r.add_argument("--threads", type=_threads)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     r.set_defaults(func=_cmd_predict)
@@ -649,13 +695,31 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print the build: ISA paths, OpenMP threads, CUDA, "
                           "devices")
     info.set_defaults(func=_cmd_info)
+    for parser in (p, *sub.choices.values()):  # before or after the command
+        parser.add_argument("--debug", action="store_true",
+                            default=False if parser is p else argparse.SUPPRESS,
+                            help="show the traceback of a failure")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from . import checkpoint as ckpt
+def _failure(e: BaseException) -> tuple[int, str]:
+    """Exit code and one-line message for the exception that ended a command."""
     from .train import TrainingDiverged
 
+    if isinstance(e, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(e, UserError):
+        return e.exit_code, f"error: {e}"
+    if isinstance(e, TrainingDiverged):
+        return 1, str(e)
+    if isinstance(e, MemoryError):
+        return 1, f"error: out of memory: {e}"
+    if isinstance(e, (ValueError, OSError)):  # CheckpointError is a ValueError
+        return 1, f"error: {e}"
+    return 1, f"internal error: {type(e).__name__}: {e} (--debug shows the traceback)"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -663,18 +727,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (UserError, ckpt.CheckpointError) as e:
-        print(f"resnet-cpp {args.command}: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, UserError) else 1
-    except TrainingDiverged as e:
+    except (Exception, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
         from . import distributed
+        from .train import TrainingDiverged
 
-        if distributed.is_main():  # every rank stops at the same step: one message
-            print(f"resnet-cpp {args.command}: {e}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        code, msg = _failure(e)
+        # Every rank stops at the same step when training diverges: one message.
+        if not isinstance(e, TrainingDiverged) or distributed.is_main():
+            print(f"resnet-cpp {args.command}: " + " ".join(msg.split("\n")), file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -12,11 +12,14 @@ running sums. Resuming from it replays exactly the same float operations as an
 uninterrupted run, so with the same seed and thread count the final weights are
 identical bit for bit.
 
-Interrupts: Ctrl-C during a step is deferred to the end of that step (a half-applied
-optimizer update or a BN statistic updated for a batch that will be replayed would break
-exact resume); then a checkpoint of the mid-epoch position is saved and ``fit`` returns
-with ``history.interrupted = True``. A KeyboardInterrupt raised elsewhere (data loading,
-evaluation, a callback) is handled the same way.
+Interrupts: Ctrl-C (SIGINT) or SIGTERM (what schedulers and ``docker stop`` send) during
+a step is deferred to the end of that step (a half-applied optimizer update or a BN
+statistic updated for a batch that will be replayed would break exact resume); then a
+checkpoint of the mid-epoch position is saved and ``fit`` returns with
+``history.interrupted = True`` and ``history.signal`` set. A KeyboardInterrupt raised
+elsewhere (data loading, evaluation, a callback) is handled the same way. A second signal
+ends the process at once (killed by that signal): the previous checkpoint is intact, and
+the next start removes the temporary file of the save it cut short.
 
 Divergence: a NaN or infinite loss (or non-finite weights at save time) raises
 :class:`TrainingDiverged` before anything is saved, so the last good checkpoint stays.
@@ -107,14 +110,27 @@ class _Bar:
 
 
 class _InterruptGuard:
-    """Defers SIGINT while a training step runs (main thread only)."""
+    """Turns SIGINT and SIGTERM into a KeyboardInterrupt at a safe point (main thread only).
+
+    The first signal is deferred while a step runs (``critical``) and raised when it ends;
+    ``signum`` records it. A second one, while the first is pending or being handled (the
+    checkpoint save included), kills the process at once with that signal.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.in_step = False
         self.pending = False
-        self._old = None
+        self.signum: int | None = None
+        self._old: dict = {}
 
     def _handler(self, signum, frame) -> None:
+        if self.signum is not None:  # the second signal: no more waiting
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
         if self.in_step:
             self.pending = True
         else:
@@ -122,17 +138,17 @@ class _InterruptGuard:
 
     def __enter__(self) -> "_InterruptGuard":
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
+            self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
 
     @contextlib.contextmanager
     def critical(self):
-        """A Ctrl-C arriving inside the block is raised when the block has finished."""
+        """A signal arriving inside the block is raised when the block has finished."""
         self.in_step = True
         try:
             yield
@@ -233,7 +249,7 @@ def evaluate(model, data, *, batch_size: int = 256, mean=None, std=None,
             y = np.asarray(y, dtype=np.int64)
             loss_sum += float(crit(logits, y)) * len(y)
             pred = np.argmax(logits, axis=1)
-            conf += np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+            np.add.at(conf, (y, pred), 1)
             n += len(y)
     finally:
         model.train(was_training)
@@ -276,6 +292,7 @@ class History:
 
     records: list = field(default_factory=list)
     interrupted: bool = False
+    signal: int | None = None  # SIGINT or SIGTERM when a signal interrupted the run
     stopped_at_max_steps: bool = False
     last_checkpoint: str | None = None
     best_checkpoint: str | None = None
@@ -335,8 +352,12 @@ class Trainer:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if threads is not None:
+            from . import _core
+
+            if not 1 <= threads <= _core.max_num_threads():
+                raise ValueError(f"threads must be in [1, {_core.max_num_threads()}] (4 per "
+                                 f"logical CPU), got {threads}")
         if precision is not None and precision not in _precision.PRECISIONS:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.device = backend.parse_device(device)
@@ -508,32 +529,35 @@ class Trainer:
             "config": self.config(),
         })
 
-    def _diverged(self, what: str) -> TrainingDiverged:
+    def _diverged(self, what: str, step: int) -> TrainingDiverged:
+        """The error for a NaN/inf found in optimizer step ``step`` (1-based, global)."""
         last = self._path("last.npz")
         kept = ""
         if last is not None:
             kept = (f"the last good checkpoint {last} was kept. " if os.path.isfile(last)
                     else "no checkpoint was written. ")
+        epoch, batch = divmod(step - 1, self.steps_per_epoch)
         return TrainingDiverged(
-            f"training diverged: {what} at epoch {self.epoch + 1}, batch {self.batch + 1} "
-            f"(step {self.global_step + 1}); {kept}Try a lower learning rate (--lr).")
+            f"training diverged: {what} at epoch {epoch + 1}, batch {batch + 1} "
+            f"(step {step}); {kept}Try a lower learning rate (--lr).")
 
-    def _check_finite_weights(self) -> None:
-        """Raise TrainingDiverged if a parameter is NaN/inf (a fused ReLU can hide NaNs
-        from the loss, so the weights are checked after every update)."""
+    def _check_finite_weights(self, step: int) -> None:
+        """Raise TrainingDiverged if a parameter is NaN/inf after step ``step`` (a fused
+        ReLU can hide NaNs from the loss, so the weights are checked after every update)."""
         for p in self.optimizer.params:
             data = backend.to_host(p.data) if backend.is_device_array(p.data) else p.data
             if not np.isfinite(data).all():
                 name = self._param_names.get(id(p), "a parameter")
-                raise self._diverged(f"{name} became NaN/inf")
+                raise self._diverged(f"{name} became NaN/inf", step)
 
     def save(self, path: str) -> str:
         """Write a checkpoint of the current state (refuses non-finite weights)."""
-        self._check_finite_weights()
+        # The weights saved are those after the last step run (global_step).
+        self._check_finite_weights(self.global_step)
         state = self.model.state_dict()
         for k, a in state.items():
             if a.dtype.kind == "f" and not np.isfinite(a).all():
-                raise self._diverged(f"{k} became NaN/inf")
+                raise self._diverged(f"{k} became NaN/inf", self.global_step)
         groups = {"model": state, "optimizer": self.optimizer.state_dict()["arrays"]}
         return ckpt.save(path, groups, self._meta())
 
@@ -558,10 +582,9 @@ class Trainer:
             raise ckpt.CheckpointError(
                 f"{path}: checkpoint used schedule {c.meta['schedule'].get('name')!r}, "
                 f"this run {self.schedule.state_dict()['name']!r}")
-        norm = c.meta.get("normalization")
-        if norm and self.mean is not None and (
-                not np.array_equal(np.asarray(norm["mean"], np.float32), self.mean)
-                or not np.array_equal(np.asarray(norm["std"], np.float32), self.std)):
+        mean, std = c.normalization()
+        if mean is not None and self.mean is not None and (
+                not np.array_equal(mean, self.mean) or not np.array_equal(std, self.std)):
             raise ckpt.CheckpointError(f"{path}: the checkpoint normalized with other "
                                        "mean/std; resume with the same training data")
         ckpt.check_model_state(self.model, c.model_state, where=path)
@@ -632,6 +655,8 @@ class Trainer:
         try:
             if self.out_dir is not None:
                 os.makedirs(self.out_dir, exist_ok=True)
+                for p in ckpt.remove_stale_temps(self.out_dir):
+                    self._log(f"removed {p}, left by a save that was cut short")
             path = self._resume_path()
             if path is not None:
                 self.load(path)
@@ -665,7 +690,8 @@ class Trainer:
                 if self.dp is not None:
                     raise  # other ranks may be mid-step: stop them all (fail_together)
                 self.history.interrupted = True
-                msg = "\ninterrupted"
+                self.history.signal = guard.signum or signal.SIGINT
+                msg = "\ninterrupted" if self.history.signal == signal.SIGINT else "\nterminated"
                 if self.out_dir is not None:
                     path = self.save(self._path("last.npz"))
                     self.history.last_checkpoint = path
@@ -688,11 +714,11 @@ class Trainer:
             loss, correct = self.dp.backward(model, crit, loss, correct, n, n_batch)
             n = n_batch
         if not math.isfinite(loss):
-            raise self._diverged(f"loss is {loss}")
+            raise self._diverged(f"loss is {loss}", self.global_step + 1)
         if self.dp is None:
             model.backward(crit.backward(), need_dx=False)
         self.optimizer.step()
-        self._check_finite_weights()
+        self._check_finite_weights(self.global_step + 1)
         return loss, correct, n
 
     def _check_labels(self, y: np.ndarray) -> None:
@@ -741,7 +767,7 @@ class Trainer:
                         slot, x, y = item
                         loss, logits = device_step.step(x, y)
                         if not math.isfinite(loss):
-                            raise self._diverged(f"loss is {loss}")
+                            raise self._diverged(f"loss is {loss}", self.global_step + 1)
                         n = len(y)
                         correct = int(np.count_nonzero(np.argmax(logits, axis=1) == y))
                     sched.step()
@@ -785,7 +811,7 @@ class Trainer:
         if self.dp is not None:  # equal BN statistics on every rank before eval and save
             bad = self.dp.sync_bn_stats(self.model)
             if bad is not None:
-                raise self._diverged(f"{bad} became NaN/inf")
+                raise self._diverged(f"{bad} became NaN/inf", self.global_step)
         if self.test_data is not None:
             res = evaluate(self.model, self.test_data, batch_size=self.eval_batch_size,
                            mean=self.mean, std=self.std,

@@ -15,6 +15,7 @@ from .datasets import (
     DATASET_NAMES,
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
+    MAX_CLASSES,
     Dataset,
     channel_stats,
     load_dataset,
@@ -31,6 +32,7 @@ from .images import (
 )
 from .loader import DataLoader
 from .readers import (
+    MAX_PAYLOAD_BYTES,
     RestrictedUnpickler,
     UnsafePickleError,
     read_cifar_batch,
@@ -48,6 +50,8 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_CLASSES",
+    "MAX_PAYLOAD_BYTES",
     "DataLoader",
     "Dataset",
     "ImageDataset",

@@ -14,13 +14,14 @@ from typing import Sequence
 
 import numpy as np
 
-from .readers import read_cifar_batch, read_cifar_meta, read_idx_pair, read_npz
+from .readers import MAX_PAYLOAD_BYTES, read_cifar_batch, read_cifar_meta, read_idx_pair, read_npz
 
 __all__ = [
     "BUNDLED_PATH",
     "DATASET_NAMES",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
+    "MAX_CLASSES",
     "Dataset",
     "channel_stats",
     "load_dataset",
@@ -28,6 +29,10 @@ __all__ = [
 
 BUNDLED_PATH = Path(__file__).resolve().parent / "bundled" / "fashion_mnist_small.npz"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The most classes an .npz dataset may have (labels 0..MAX_CLASSES-1): ImageNet's 1,000 with
+# room. A stray large label would otherwise build a model as wide as its value, and the
+# evaluation's confusion matrix is K x K.
+MAX_CLASSES = 4096
 DATASET_NAMES = ("bundled", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz")
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -227,6 +232,9 @@ def _cifar_from_tar(archive: Path, top: str, names: Sequence[str]) -> dict[str, 
             for m in tf:
                 base = m.name.rsplit("/", 1)[-1]
                 if m.isfile() and m.name in (f"{top}/{base}", base) and base in names:
+                    if m.size > MAX_PAYLOAD_BYTES:
+                        raise ValueError(f"{archive}: member {m.name} is {m.size} bytes, more "
+                                         f"than the {MAX_PAYLOAD_BYTES} this reader accepts")
                     out[base] = tf.extractfile(m).read()
             return out
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
@@ -281,6 +289,15 @@ def _load_cifar(name: str, data_dir: Path) -> tuple[Dataset, Dataset]:
 def _load_npz(path: Path, name: str, default_classes: list[str] | None) -> tuple[Dataset, Dataset]:
     d = read_npz(path)
     classes = d["classes"] or default_classes
+    for key in ("y_train", "y_test"):  # before a model as wide as the largest label is built
+        y = d[key]
+        if y.size and y.max() >= MAX_CLASSES:
+            i = int(np.argmax(y))
+            raise ValueError(f"{path}: {key}[{i}] = {int(y[i])}; labels must be class indices "
+                             f"below {MAX_CLASSES} (MAX_CLASSES)")
+    if classes is not None and len(classes) > MAX_CLASSES:
+        raise ValueError(f"{path}: {len(classes)} class names, more than {MAX_CLASSES} "
+                         "(MAX_CLASSES)")
     k = int(max(d["y_train"].max(initial=-1), d["y_test"].max(initial=-1))) + 1
     if classes is None:
         classes = [str(i) for i in range(k)]

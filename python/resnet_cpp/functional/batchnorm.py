@@ -138,7 +138,8 @@ def _synced_stats(xt, running_mean, running_var, momentum, eps, allreduce):
     if count < 2:
         raise ValueError(f"x: training batch norm needs more than one value per channel over "
                          f"all processes, got {count:.0f}")
-    mean, rstd = _core.batch_norm_finalize(sums[:c], sums[c:2 * c], running_mean, count,
+    # The pivot the sums were taken around: running_mean before finalize updates it.
+    mean, rstd = _core.batch_norm_finalize(sums[:c], sums[c:2 * c], running_mean.copy(), count,
                                            running_mean, running_var, momentum, eps)
     return mean, rstd, count
 
@@ -166,6 +167,9 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
         without one). In eval mode the statistics are constants, so dx = dy * gamma * rstd
         (frozen BN).
     """
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(f"cache: expected the BatchNormCache batch_norm2d returned, got "
+                        f"{type(cache).__name__}")
     if overwrite_cache and out is not None:
         raise ValueError("out: not allowed with overwrite_cache=True (dx goes over cache.x)")
     K = kernels("batch_norm2d_backward", dy=dy, x=cache.x, out=out, add=add,

@@ -89,6 +89,8 @@ def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True, dx_out=None, 
         ``(dx or None, dw (K, C, R, S), db (K,) or None)``; dx in the forward's layout, dw
         in the weight's (RSCK for a DeviceArray weight).
     """
+    if not isinstance(cache, ConvCache):
+        raise TypeError(f"cache: expected the ConvCache conv2d returned, got {type(cache).__name__}")
     x, w, stride, pad, with_bias, layout = cache
     K = kernels("conv2d_backward", dy=dy, x=x, dx_out=dx_out, dw_out=dw_out, db_out=db_out)
     if layout == "NCHW":
@@ -104,7 +106,12 @@ def conv2d_backward(dy, cache: ConvCache, *, need_dx: bool = True, dx_out=None, 
         dw = np.ascontiguousarray(dw) if dw_out is None else _copy_into(dw_out, dw, "dw_out")
     dx = None
     if need_dx:
-        dx = K.conv2d_backward_data(dy, w, x.shape[1], x.shape[2], stride, pad, dx_out)
+        try:
+            dx = K.conv2d_backward_data(dy, w, x.shape[1], x.shape[2], stride, pad, dx_out)
+        except ValueError as e:  # the kernel calls dx_out "out": name it as the caller did
+            if dx_out is not None and str(e).startswith("out: "):
+                raise ValueError(f"dx_out: {str(e)[5:]}") from None
+            raise
         if layout == "NCHW":
             dx = to_nchw(K, dx)
     return dx, dw, db

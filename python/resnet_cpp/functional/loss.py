@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import kernels
+from ..backend import is_array, kernels
 
 __all__ = ["cross_entropy", "cross_entropy_backward"]
 
@@ -35,6 +35,11 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: fl
     return K.softmax_cross_entropy(logits, labels, ls, dlogits_out, loss_out, bool(check_labels))
 
 
-def cross_entropy_backward(cache) -> np.ndarray:
-    """Gradient of the mean loss w.r.t. logits: (softmax - q) / N, float32 (N,K)."""
+def cross_entropy_backward(cache):
+    """Gradient of the mean loss w.r.t. logits: (softmax - q) / N, float32 (N,K), on the
+    logits' device."""
+    if not (is_array(cache) and np.dtype(cache.dtype) == np.float32 and len(cache.shape) == 2):
+        raise TypeError("cache: expected the float32 (N,K) gradient cross_entropy returned, got "
+                        f"{getattr(cache, 'dtype', type(cache).__name__)} "
+                        f"{getattr(cache, 'shape', '')}".rstrip())
     return cache

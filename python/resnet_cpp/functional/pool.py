@@ -86,6 +86,7 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     windows accumulate.
     """
     argmax, H, W, k, s, p, layout = cache
+    _check_layout(layout)
     _check_4d(dy, "dy")
     K = kernels("max_pool2d_backward", dy=dy, argmax=argmax)
     dyh = to_nhwc(K, dy, "dy") if layout == "NCHW" else dy
@@ -105,6 +106,7 @@ def global_avg_pool2d(x: np.ndarray, *, layout: str = "NCHW"):
 def global_avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Gradient of global_avg_pool2d: dy (N,C) -> dx (N,C,H,W) = dy / (H*W) (layout as in forward)."""
     H, W, layout = cache
+    _check_layout(layout)
     K = kernels("global_avg_pool2d_backward", dy=dy)
     dx = K.global_avg_pool_backward(dy, H, W)
     return to_nchw(K, dx) if layout == "NCHW" else dx
