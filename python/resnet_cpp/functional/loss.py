@@ -6,11 +6,19 @@ the forward keeps the gradient in the cache, so the backward costs nothing.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..backend import kernels
 
-__all__ = ["cross_entropy", "cross_entropy_backward"]
+__all__ = ["cross_entropy", "cross_entropy_backward", "CrossEntropyCache"]
+
+
+class CrossEntropyCache(NamedTuple):
+    """What cross_entropy keeps: the gradient of the mean loss, computed with the loss."""
+
+    dlogits: np.ndarray  # float32 (N, K)
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: float = 0.0,
@@ -32,9 +40,11 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: fl
         raise TypeError(f"label_smoothing: expected a number, got {label_smoothing!r}") from None
     K = kernels("cross_entropy", logits=logits, labels=labels, dlogits_out=dlogits_out,
                 loss_out=loss_out)
-    return K.softmax_cross_entropy(logits, labels, ls, dlogits_out, loss_out, bool(check_labels))
+    loss, dlogits = K.softmax_cross_entropy(logits, labels, ls, dlogits_out, loss_out,
+                                            bool(check_labels))
+    return loss, CrossEntropyCache(dlogits)
 
 
-def cross_entropy_backward(cache) -> np.ndarray:
+def cross_entropy_backward(cache: CrossEntropyCache) -> np.ndarray:
     """Gradient of the mean loss w.r.t. logits: (softmax - q) / N, float32 (N,K)."""
-    return cache
+    return cache.dlogits

@@ -97,8 +97,9 @@ class Conv2d(_Cached):
                              self.stride, self.padding)
         out = None if shape is None else self._buffer("y", shape)
         b = None if self.bias is None else self.bias.data
-        y, self._cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding,
-                                  layout=self.layout, out=out)
+        w = self.weight.data
+        y, self._cache = F.conv2d(x, w, b, self.stride, self.padding, layout=self.layout,
+                                  w_layout="RSCK" if is_device_array(w) else "OIHW", out=out)
         return y
 
     def backward(self, dy: np.ndarray, need_dx: bool = True, out: np.ndarray = None):
