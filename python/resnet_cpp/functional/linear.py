@@ -11,7 +11,7 @@ import numpy as np
 
 from ..backend import kernels
 
-__all__ = ["linear", "linear_backward", "LinearCache"]
+__all__ = ["LinearCache", "linear", "linear_backward"]
 
 
 class LinearCache(NamedTuple):

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..backend import kernels
 
-__all__ = ["cross_entropy", "cross_entropy_backward", "CrossEntropyCache"]
+__all__ = ["CrossEntropyCache", "cross_entropy", "cross_entropy_backward"]
 
 
 class CrossEntropyCache(NamedTuple):

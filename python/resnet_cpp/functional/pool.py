@@ -7,16 +7,21 @@ the kernels with no transposes.
 from __future__ import annotations
 
 import operator
+from typing import NamedTuple
 
 import numpy as np
-
-from typing import NamedTuple
 
 from ..backend import is_array, kernels
 from ._layout import check_layout, to_nchw, to_nhwc
 
-__all__ = ["max_pool2d", "max_pool2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward",
-           "MaxPoolCache", "AvgPoolCache"]
+__all__ = [
+    "AvgPoolCache",
+    "MaxPoolCache",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+]
 
 
 class MaxPoolCache(NamedTuple):

@@ -80,7 +80,7 @@ class Parameter:
     ``resnet_cpp.train`` leaves it out of the optimizer.
     """
 
-    __slots__ = ("data", "_grad", "_grad_zero", "decay", "layout", "requires_grad")
+    __slots__ = ("_grad", "_grad_zero", "data", "decay", "layout", "requires_grad")
 
     def __init__(self, data, decay: bool = True, layout: str | None = None):
         """``data``: an array-like in the host layout (copied, stored in ``layout``)."""
@@ -188,7 +188,7 @@ _calls = _ThreadCalls()
 class _CallState:
     """One module's forward state in one thread."""
 
-    __slots__ = ("generation", "count", "index", "pending", "scratch")
+    __slots__ = ("count", "generation", "index", "pending", "scratch")
 
     def __init__(self) -> None:
         self.generation = -1  # the top-level call the fields below belong to
