@@ -2,7 +2,7 @@
 
 Each takes a NumPy array or an ``rc.nn.Parameter``, which is filled in its host layout
 ((K, C, R, S) for a conv weight, whatever order it is stored in), so a seed gives the same
-weights as PyTorch's draw order and as before conv weights were stored RSCK.
+weights in any stored order.
 """
 from __future__ import annotations
 
