@@ -126,6 +126,26 @@ def test_five_steps_give_the_cpu_parameters(name, kw):
         assert_close(st_g["arrays"][k], st_c["arrays"][k], **BACKWARD, name=k)
 
 
+def test_micro_batches_accumulate_and_a_second_backward_raises(rng):
+    """The module contract on the device: two micro-batches' gradients add up in .grad
+    (the second through a device scratch array) as on the CPU, and a second backward
+    after one forward raises."""
+    build = lambda: models.CifarResNet(8, num_classes=3, in_channels=2, shortcut="B",  # noqa: E731
+                                       widths=(4, 6, 8), seed=3)
+    cpu, gpu = build(), build().to("cuda")
+    xs = [rng.standard_normal((2, 2, 8, 8)).astype(np.float32) for _ in range(2)]
+    dy = rng.standard_normal((2, 3)).astype(np.float32)
+    for model, to in ((cpu, np.asarray), (gpu, cuda.to_device)):
+        model.zero_grad()
+        for x in xs:
+            model(to(x))
+            model.backward(to(dy), need_dx=False)
+        with pytest.raises(RuntimeError, match=r"^Linear\.backward: no forward left"):
+            model.backward(to(dy))
+    for (name, p), (_, pd) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        assert_close(pd.host(pd.grad), p.host(p.grad), **BACKWARD, name=name + ".grad")
+
+
 def test_to_and_back_keeps_weights_and_layouts(rng):
     model = models.CifarResNet(8, num_classes=3, widths=(4, 6, 8), seed=1)
     before = model.state_dict()
