@@ -152,7 +152,7 @@ def count_macs(model, x) -> int:
 
     def conv(self, inp):
         out = conv_fwd(self, inp)
-        K, C, R, S = self.weight.data.shape
+        K, C, R, S = self.weight.shape
         total[0] += out.size // K * K * C * R * S
         return out
 

@@ -755,8 +755,8 @@ def fn_relu(pick, rng):
 def _fn_masked_backward(name, fn):
     def build(pick, rng):
         y = _any_shape(pick, rng)
-        return Case(name, fn, dict(dy=rnd(rng, *y.shape), cache=y),
-                    expect=lambda a: [_masked(a["dy"], np.asarray(a["cache"]) > 0)])
+        return Case(name, fn, dict(dy=rnd(rng, *y.shape), cache=F.ReluCache(y)),
+                    expect=lambda a: [_masked(a["dy"], np.asarray(a["cache"].y) > 0)])
     return build
 
 
@@ -775,7 +775,7 @@ def fn_shortcut_a(pick, rng):
 def fn_shortcut_a_backward(pick, rng):
     c = core_shortcut_a_backward(pick, rng)
     a = c.args
-    args = dict(dy=a["dy"], cache=(a["H"], a["W"], a["channels_in"], a["stride"]), out=a["out"],
+    args = dict(dy=a["dy"], cache=F.ShortcutACache(a["H"], a["W"], a["channels_in"], a["stride"]), out=a["out"],
                 accumulate=a["accumulate"])
 
     def expect(k):
@@ -832,7 +832,7 @@ def fn_global_avg_pool2d_backward(pick, rng):
         return [_to(layout)(ref.global_avg_pool_backward(dy, (dy.shape[0], dy.shape[1], H, W)))]
 
     return Case("functional.global_avg_pool2d_backward", F.global_avg_pool2d_backward,
-                dict(dy=rnd(rng, N, C), cache=(H, W, lay)), expect=expect)
+                dict(dy=rnd(rng, N, C), cache=F.AvgPoolCache(H, W, lay)), expect=expect)
 
 
 def fn_linear(pick, rng):
@@ -851,7 +851,7 @@ def fn_linear_backward(pick, rng):
         return [dx if a["need_dx"] else None, dw, db if with_bias else None]
 
     return Case("functional.linear_backward", F.linear_backward,
-                dict(dy=rnd(rng, N, O), cache=(rnd(rng, N, Fi), rnd(rng, O, Fi), bias),
+                dict(dy=rnd(rng, N, O), cache=F.LinearCache(rnd(rng, N, Fi), rnd(rng, O, Fi), bias),
                      need_dx=bool(pick("need_dx", 0, 1))),
                 expect=expect, got=lambda r, a: list(r), tol=dict(BACKWARD))
 
@@ -861,7 +861,7 @@ def fn_cross_entropy(pick, rng):
     a = c.args
     return Case("functional.cross_entropy", F.cross_entropy,
                 dict(logits=a["logits"], labels=a["labels"], label_smoothing=a["label_smoothing"]),
-                expect=c.expect, got=lambda r, a: list(r), indices=c.indices)
+                expect=c.expect, got=lambda r, a: [r[0], r[1].dlogits], indices=c.indices)
 
 
 def fn_cross_entropy_backward(pick, rng):
@@ -869,7 +869,7 @@ def fn_cross_entropy_backward(pick, rng):
     logits, labels = rnd(rng, N, K), rng.integers(0, K, N)
     _, cache = F.cross_entropy(logits, labels)
     return Case("functional.cross_entropy_backward", F.cross_entropy_backward,
-                dict(cache=cache), expect=lambda a: [a["cache"]])
+                dict(cache=cache), expect=lambda a: [a["cache"].dlogits])
 
 
 def fn_random_crop_flip(pick, rng):

@@ -105,6 +105,18 @@ def rng():
     return np.random.default_rng(1234)
 
 
+CONV_ALGORITHMS = ["auto", "fast", "direct", "winograd2", "winograd4"]
+
+
+@pytest.fixture(params=CONV_ALGORITHMS)
+def every_conv_algorithm(request):
+    """Run the test under each convolution setting (``set_conv_algorithm``), restoring it."""
+    old = resnet_cpp.conv_algorithm()
+    resnet_cpp.set_conv_algorithm(request.param)
+    yield request.param
+    resnet_cpp.set_conv_algorithm(old)
+
+
 @pytest.fixture
 def default_conv_algorithm():
     """Run under the default convolution algorithms ('auto'), restoring the setting after."""

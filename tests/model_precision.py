@@ -112,7 +112,7 @@ def _record_ours(model, decisions: dict) -> None:
         elif isinstance(m, rc.nn.MaxPool2d):
             def pool_forward(x, _m=m, _f=m.forward, _n=name):
                 y = _f(x)
-                decisions[_n] = np.transpose(_m._cache[0], (0, 3, 1, 2)).astype(np.int64)
+                decisions[_n] = np.transpose(_m._saved().argmax, (0, 3, 1, 2)).astype(np.int64)
                 return y
             m.forward = pool_forward
 
@@ -155,9 +155,10 @@ def ours(model, x, dy32, train: bool, decisions: dict) -> dict:
     _record_ours(model, decisions)
     model.train(train)
     out = {"logits": model(x).astype(np.float64)}
+    model.zero_grad()
     out["dx"] = model.backward(dy32).astype(np.float64)
     for name, p in model.named_parameters():
-        out[name + ".grad"] = p.grad.astype(np.float64)
+        out[name + ".grad"] = p.host(p.grad).astype(np.float64)
     if train:
         for name, b in model.named_buffers():
             if name.endswith(("running_mean", "running_var")):

@@ -1,5 +1,6 @@
 """A residual block composed from the functional ops equals the same composition of the
-reference ops, forward and full backward, on every ISA path and thread count.
+reference ops, forward and full backward, on every ISA path and thread count, under every
+convolution setting.
 
 Block (ResNet v1 basic block, identity shortcut):
     a = relu(bn1(conv1(x)));  out = relu(bn2(conv2(a)) + x)
@@ -57,7 +58,7 @@ def reference(x, dout, w1, w2, g1, b1, g2, b2):
 
 
 @pytest.mark.parametrize("N,C,H", [(2, 5, 7), (4, 16, 8)])
-def test_basic_block_matches_reference(isa_threads, rng, N, C, H):
+def test_basic_block_matches_reference(isa_threads, every_conv_algorithm, rng, N, C, H):
     x = rng.standard_normal((N, C, H, H)).astype(np.float32)
     dout = rng.standard_normal((N, C, H, H)).astype(np.float32)
     p = params(rng, C)

@@ -445,7 +445,7 @@ BAD = [
     (lambda **k: conv2d(np.zeros((2, 7, 7, 3), np.float64), _w.transpose(3, 2, 0, 1), **k),
      dict(layout="NHWC"), TypeError, "x: expected dtype float32"),
     (lambda **k: conv2d(np.zeros((2, 3, 7, 7), np.float32), _w.transpose(3, 2, 0, 1), **k),
-     dict(out=np.zeros((2, 5, 7, 7), np.float64), padding=1), ValueError, "out"),
+     dict(out=np.zeros((2, 5, 7, 7), np.float64), padding=1), TypeError, "^out: expected dtype float32"),
 ]
 
 

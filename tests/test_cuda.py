@@ -523,7 +523,7 @@ def test_conv2d_backward_writes_dx_over_its_input(rng, shape):
     reuse of spent activations), with the same results as fresh outputs."""
     N, C, H, W, K, R, s, p = shape
     x, w = f32(rng, N, H, W, C), f32(rng, R, R, C, K, scale=(C * R * R) ** -0.5)
-    y, cache = F.conv2d(dev(x), dev(w), None, s, p, layout="NHWC")
+    y, cache = F.conv2d(dev(x), dev(w), None, s, p, layout="NHWC", w_layout="RSCK")
     dy = dev(f32(rng, *y.shape))
     dx_want, dw_want, _ = (host(a) if a is not None else None for a in F.conv2d_backward(dy, cache))
     dx, dw, _ = F.conv2d_backward(dy, cache, dx_out=cache.x)

@@ -55,7 +55,7 @@ def check_device_matches_cpu(build, ref_fn, rng, x_shape, tol=BACKWARD):
     assert_close(host(gpu.backward(cuda.to_device(dy))), dx, **tol, name="dx")
     for (name, p), (_, pd) in zip(cpu.named_parameters(), gpu.named_parameters()):
         assert pd.device == "cuda" and pd.shape == p.shape
-        assert_close(pd.host(pd.grad), p.grad, **tol, name=name + ".grad")
+        assert_close(pd.host(pd.grad), p.host(p.grad), **tol, name=name + ".grad")
 
 
 @pytest.mark.parametrize("shortcut", ["A", "B"])
@@ -91,6 +91,7 @@ def _train_steps(model, opt, x, labels, steps):
     losses = []
     for _ in range(steps):
         loss = crit(model(x), labels)
+        opt.zero_grad()
         model.backward(crit.backward(), need_dx=False)
         opt.step()
         losses.append(float(loss))
@@ -123,6 +124,26 @@ def test_five_steps_give_the_cpu_parameters(name, kw):
     assert st_g["step"] == st_c["step"] == 5
     for k in st_c["arrays"]:
         assert_close(st_g["arrays"][k], st_c["arrays"][k], **BACKWARD, name=k)
+
+
+def test_micro_batches_accumulate_and_a_second_backward_raises(rng):
+    """The module contract on the device: two micro-batches' gradients add up in .grad
+    (the second through a device scratch array) as on the CPU, and a second backward
+    after one forward raises."""
+    build = lambda: models.CifarResNet(8, num_classes=3, in_channels=2, shortcut="B",  # noqa: E731
+                                       widths=(4, 6, 8), seed=3)
+    cpu, gpu = build(), build().to("cuda")
+    xs = [rng.standard_normal((2, 2, 8, 8)).astype(np.float32) for _ in range(2)]
+    dy = rng.standard_normal((2, 3)).astype(np.float32)
+    for model, to in ((cpu, np.asarray), (gpu, cuda.to_device)):
+        model.zero_grad()
+        for x in xs:
+            model(to(x))
+            model.backward(to(dy), need_dx=False)
+        with pytest.raises(RuntimeError, match=r"^Linear\.backward: no forward left"):
+            model.backward(to(dy))
+    for (name, p), (_, pd) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        assert_close(pd.host(pd.grad), p.host(p.grad), **BACKWARD, name=name + ".grad")
 
 
 def test_to_and_back_keeps_weights_and_layouts(rng):

@@ -146,7 +146,8 @@ BAD = [
     (_core.linear_backward, (np.zeros((0, 4), np.float32), X, W, True, True), {}, ValueError, "dy"),
     (_core.linear_backward, (np.zeros((3, 8), np.float32)[:, ::2], X, W, True, True), {}, ValueError, "dy"),
     (F.linear, (X, W, B[:3]), {}, ValueError, "b"),
-    (F.linear_backward, (np.zeros((3, 3), np.float32), (X, W, True)), {}, ValueError, "w"),
+    (F.linear_backward, (np.zeros((3, 3), np.float32), F.LinearCache(X, W, True)), {}, ValueError, "w"),
+    (F.linear_backward, (DY, (X, W, True)), {}, TypeError, "cache"),
 ]
 
 

@@ -189,7 +189,7 @@ def _check_against_reference(model, ref_fn, rng, x_shape, tol=BACKWARD):
     names = [n for n, _ in model.named_parameters()]
     assert sorted(names) == sorted(net.grads)
     for name, p in model.named_parameters():
-        assert_close(p.grad, net.grads[name], **tol, name=name + ".grad")
+        assert_close(p.host(p.grad), net.grads[name], **tol, name=name + ".grad")
 
 
 def getattr_path(module, dotted):
@@ -245,21 +245,33 @@ def test_need_dx_false_gives_same_parameter_grads(rng):
     model(x)
     assert model.backward(dy).shape == x.shape
     grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
     model(x)
     assert model.backward(dy, need_dx=False) is None
     for g, p in zip(grads, model.parameters()):
         np.testing.assert_array_equal(p.grad, g)
 
 
-def test_tiny_models_on_every_isa(isa_threads, rng):
-    """The model-level compositions hold on every compiled kernel path and thread count."""
+def _check_tiny_models(rng, widths):
     model = models.CifarResNet(8, num_classes=3, in_channels=3, shortcut="A",
-                               widths=(4, 8, 12), seed=0)
+                               widths=widths, seed=0)
     _check_against_reference(model, lambda net, x: ref_cifar_v1(net, x, 1, "A"),
                              rng, (2, 3, 8, 8))
     model = models.PreActResNet(11, num_classes=3, in_channels=1, width="keras", seed=0)
     _check_against_reference(model, lambda net, x: ref_preact_v2(net, x, 1, "keras"),
                              rng, (2, 1, 8, 8))
+
+
+def test_tiny_models_on_every_isa(isa_threads, rng):
+    """The model-level compositions hold on every compiled kernel path and thread count."""
+    _check_tiny_models(rng, (4, 8, 12))
+
+
+def test_tiny_models_under_every_conv_algorithm(every_conv_algorithm, rng):
+    """... and under every convolution setting. 16 channels at 8x8 (the first stage of
+    both models) is where "auto" and "fast" already choose Winograd; "winograd2" and
+    "winograd4" force it on every 3x3 stride-1 layer."""
+    _check_tiny_models(rng, (16, 16, 24))
 
 
 def test_five_sgd_steps_follow_the_reference_trajectory():
@@ -278,6 +290,7 @@ def test_five_sgd_steps_follow_the_reference_trajectory():
     hyper = dict(lr=0.1, momentum=0.9, nesterov=False)
     for step in range(5):
         loss = crit(model(x), labels)
+        model.zero_grad()
         model.backward(crit.backward(), need_dx=False)
         net = RefNet(ref_p)
         logits, back = ref_cifar_v1(net, x, 1, "B")
@@ -292,7 +305,7 @@ def test_five_sgd_steps_follow_the_reference_trajectory():
         for name, (rm, rv) in net.running.items():
             ref_p[name + ".running_mean"], ref_p[name + ".running_var"] = rm, rv
     for n, p in params:
-        assert_close(p.data, ref_p[n], **BACKWARD, name=n + " after 5 steps")
+        assert_close(p.host(), ref_p[n], **BACKWARD, name=n + " after 5 steps")
     for n, b in model.named_buffers():
         if n.endswith("num_batches_tracked"):
             assert int(b) == 5, n
@@ -317,7 +330,7 @@ def test_finite_differences_on_tiny_model(rng):
     x = rng.standard_normal((4, 2, 6, 6)).astype(np.float32)
     labels = np.array([0, 1, 2, 3], dtype=np.int64)
 
-    def loss():
+    def loss(_=None):  # the argument: the perturbation just made
         return R.cross_entropy_forward(model(x), labels)
 
     logits = model(x)
@@ -327,16 +340,18 @@ def test_finite_differences_on_tiny_model(rng):
     for name in ("conv1.weight", "bn1.weight", "layer1.0.conv2.weight", "layer2.0.bn2.bias",
                  "layer3.0.downsample.0.weight", "fc.weight", "fc.bias"):
         p = params[name]
-        for idx in np.argsort(-np.abs(p.grad).ravel())[:2]:  # the largest gradients
-            i = np.unravel_index(idx, p.shape)
-            analytic = float(p.grad[i])
-            orig = float(p.data[i])
+        grad, w = p.host(p.grad), p.host()  # (K, C, R, S) for conv weights
+        for idx in np.argsort(-np.abs(grad).ravel())[:2]:  # the largest gradients
+            i = np.unravel_index(idx, grad.shape)
+            analytic = float(grad[i])
+            orig = float(w[i])
             eps = 1e-3 * max(abs(orig), 0.1)
-            p.data[i] = orig + eps
-            up = loss()
-            p.data[i] = orig - eps
-            down = loss()
-            p.data[i] = orig
+            w[i] = orig + eps
+            up = loss(p.copy_(w))
+            w[i] = orig - eps
+            down = loss(p.copy_(w))
+            w[i] = orig
+            p.copy_(w)
             numeric = (up - down) / (2 * eps)
             assert abs(numeric - analytic) <= 1e-3 + 2e-2 * abs(analytic), \
                 f"{name}{i}: finite difference {numeric:.6g} vs backward {analytic:.6g}"
@@ -362,6 +377,7 @@ def test_overfit_64_images_with_sgd():
         acc = float(np.mean(logits.argmax(axis=1) == labels))
         if acc == 1.0 and loss < 0.05:
             break
+        model.zero_grad()
         model.backward(crit.backward(), need_dx=False)
         for p, buf in zip(params, bufs):
             F.sgd_step(p.data, p.grad, buf, lr=0.05, momentum=0.9,
@@ -400,7 +416,7 @@ def test_pickle_and_deepcopy_keep_weights_not_buffers(rng):
     blob = pickle.dumps(model)
     assert len(blob) < 4 * model.num_parameters() + 100_000  # no activations inside
     for clone in (pickle.loads(blob), copy.deepcopy(model)):
-        assert not any(m._scratch for m in clone.modules())
+        assert not any(m._state().scratch for m in clone.modules())
         clone.eval()
         np.testing.assert_array_equal(clone(x), model.eval()(x))
         assert clone.conv1.weight is not model.conv1.weight
@@ -427,13 +443,15 @@ def test_buffers_reused_across_steps(rng):
 
     def scratch_ids():
         return {(name, key): id(buf) for name, m in model.named_modules()
-                for key, buf in m._scratch.items()}
+                for key, buf in m._state().scratch.items()}
 
     model(x)
+    model.zero_grad()
     model.backward(dy)
     first = scratch_ids()
     assert len(first) > 10
     logits = model(x)
+    model.zero_grad()
     model.backward(dy)
     assert scratch_ids() == first  # no activation array was reallocated
     h = F.to_nhwc(x)
@@ -441,6 +459,88 @@ def test_buffers_reused_across_steps(rng):
     y2 = model.layer1[0](model.bn1(model.conv1(h)))
     assert y1 is y2  # a block's output lives in the same array call after call
     assert logits is not model(x)  # logits are fresh: callers may keep them
+
+
+# ---------------------------------------------------------------- the module contract
+
+def _tiny(seed=0):
+    return models.CifarResNet(8, num_classes=3, widths=(4, 8, 8), shortcut="A", seed=seed)
+
+
+def test_second_backward_after_one_forward_raises(rng):
+    """The blocks write gradients over their spent forward arrays, so a second backward
+    would silently give wrong gradients: it raises, leaving the first's gradients."""
+    model = _tiny()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    dy = rng.standard_normal((2, 3)).astype(np.float32)
+    model(x)
+    model.backward(dy)
+    grads = [p.grad.copy() for p in model.parameters()]
+    for need_dx in (True, False):
+        with pytest.raises(RuntimeError, match=r"^Linear\.backward: no forward left"):
+            model.backward(dy, need_dx=need_dx)
+    for g, p in zip(grads, model.parameters()):
+        np.testing.assert_array_equal(p.grad, g)
+
+
+def test_gradients_accumulate_over_micro_batches(rng):
+    """zero_grad(), then a backward per micro-batch: .grad is the sum of the micro-batches'
+    gradients (PyTorch semantics), and the next zero_grad() starts afresh."""
+    model = _tiny()
+    xs = [rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(2)]
+    dys = [rng.standard_normal((2, 3)).astype(np.float32) for _ in range(2)]
+    alone = []
+    for x, dy in zip(xs, dys):
+        model.zero_grad()
+        model(x)
+        model.backward(dy, need_dx=False)
+        alone.append([p.grad.copy() for p in model.parameters()])
+    model.zero_grad()
+    for x, dy in zip(xs, dys):
+        model(x)
+        model.backward(dy, need_dx=False)
+    for a, b, p in zip(*alone, model.parameters()):
+        np.testing.assert_array_equal(p.grad, a + b)
+    model.zero_grad()
+    assert not any(p.grad.any() for p in model.parameters())
+
+
+def test_threads_calling_one_model_get_their_own_buffers(rng):
+    """Eval calls from several threads at once return what one thread gets (activation
+    buffers and caches are per thread); a backward runs in its forward's thread."""
+    import threading
+
+    model = _tiny().eval()
+    xs = [rng.standard_normal((4, 3, 16, 16)).astype(np.float32) for _ in range(8)]
+    want = [model(x).copy() for x in xs]
+    wrong = []
+
+    def work(t):
+        for i in range(50):
+            k = (t + i) % len(xs)
+            if not np.array_equal(model(xs[k]), want[k]):
+                wrong.append(k)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, f"{len(wrong)} of 200 concurrent calls returned another call's logits"
+    model(xs[0])
+    errors = []
+
+    def backward_elsewhere():
+        try:
+            model.backward(np.ones((4, 3), np.float32))
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=backward_elsewhere)
+    t.start()
+    t.join()
+    assert errors and errors[0].startswith("Linear.backward: no forward left")
+    assert model.backward(np.ones((4, 3), np.float32)).shape == (4, 3, 16, 16)
 
 
 def test_model_input_validation():
@@ -575,7 +675,7 @@ def test_matches_float64_pytorch(rng):
     assert_close(dx, xt.grad.numpy(), **BACKWARD, name="dx")
     tparams = dict(tmodel.named_parameters())
     for name, p in ours.named_parameters():
-        assert_close(p.grad, tparams[name].grad.numpy(), **BACKWARD, name=name + ".grad")
+        assert_close(p.host(p.grad), tparams[name].grad.numpy(), **BACKWARD, name=name + ".grad")
     tsd = tmodel.state_dict()
     for name, b in ours.named_buffers():
         assert_close(b, tsd[name].numpy(), **BACKWARD, name=name)

@@ -120,18 +120,27 @@ def test_train_eval_recursive_and_zero_grad():
     assert not any(p.grad.any() for p in m.parameters())
 
 
-def test_module_backward_fills_grads_and_overwrites(rng):
+def test_module_backward_accumulates_grads_until_zero_grad(rng):
+    """PyTorch semantics: each backward adds into .grad; zero_grad() starts afresh."""
     m = _Two()
-    x = _f32(rng, 2, 2, 5, 5)
-    y = m(x)
-    dy = _f32(rng, *y.shape)
+    x1, x2 = _f32(rng, 2, 2, 5, 5), _f32(rng, 2, 2, 5, 5)
+    dy = _f32(rng, *m(x1).shape)
     m.backward(dy)
-    first = {n: p.grad.copy() for n, p in m.named_parameters()}
-    m(x)
-    m.backward(dy)  # same inputs again: overwritten, not accumulated
+    g1 = {n: p.grad.copy() for n, p in m.named_parameters()}
+    assert all(np.any(g != 0) for g in g1.values())
+    m.zero_grad()
+    m(x2)
+    m.backward(dy)
+    g2 = {n: p.grad.copy() for n, p in m.named_parameters()}
+    m(x1)
+    m.backward(dy)  # no zero_grad in between: the second micro-batch adds to the first
     for n, p in m.named_parameters():
-        assert_close(p.grad, first[n], **BACKWARD, name=n)
-        assert np.any(p.grad != 0), n
+        assert_close(p.grad, g1[n] + g2[n], **BACKWARD, name=n)
+    m.zero_grad()
+    m(x1)
+    m.backward(dy)  # after zero_grad: the gradient of this backward alone
+    for n, p in m.named_parameters():
+        np.testing.assert_array_equal(p.grad, g1[n], err_msg=n)
 
 
 # ---------------------------------------------------------------- load_state_dict
@@ -200,17 +209,20 @@ def test_conv2d(rng, layout, stride, pad, bias):
     conv = nn.Conv2d(3, 5, 3, stride, pad, bias=bias, layout=layout, rng=0)
     x = _f32(rng, 2, 3, 7, 7)
     b = conv.bias.data if bias else None
-    y_ref = R.conv2d_forward(x, conv.weight.data, b, stride, pad)
+    w = conv.weight.host()  # (K, C, R, S); stored (R, S, C, K)
+    assert w.shape == conv.weight.shape == (5, 3, 3, 3) and conv.weight.data.shape == (3, 3, 3, 5)
+    y_ref = R.conv2d_forward(x, w, b, stride, pad)
     to, back = (_nhwc, _nchw) if layout == "NHWC" else (np.asarray, np.asarray)
     y = conv(to(x))
     assert_close(back(y), y_ref, **FORWARD, name="y")
     dy = rng.standard_normal(y_ref.shape)
-    dx_ref, dw_ref, db_ref = R.conv2d_backward(dy, x, conv.weight.data, stride, pad)
+    dx_ref, dw_ref, db_ref = R.conv2d_backward(dy, x, w, stride, pad)
     dx = conv.backward(to(dy.astype(np.float32)))
     assert_close(back(dx), dx_ref, **BACKWARD, name="dx")
-    assert_close(conv.weight.grad, dw_ref, **BACKWARD, name="dw")
+    assert_close(conv.weight.host(conv.weight.grad), dw_ref, **BACKWARD, name="dw")
     if bias:
         assert_close(conv.bias.grad, db_ref, **BACKWARD, name="db")
+    conv(to(x))
     assert conv.backward(to(dy.astype(np.float32)), need_dx=False) is None
 
 
@@ -253,6 +265,7 @@ def test_batchnorm2d_train_and_eval(rng, layout, relu):
     assert int(bn.num_batches_tracked) == 1
     dz = R.relu_backward(dy, y_ref) if relu else dy
     dx_ref, dg_ref, db_ref = R.batch_norm_eval_backward(dz, x, g, rm, rv)
+    bn.zero_grad()
     dx = bn.backward(to(dy.astype(np.float32)))
     assert_close(back(dx), dx_ref, **BACKWARD, name="dx eval")
     assert_close(bn.weight.grad, dg_ref, **BACKWARD, name="dgamma eval")
@@ -350,6 +363,7 @@ def test_cross_entropy_loss(rng, smoothing):
     assert_close(loss, R.cross_entropy_forward(logits, labels, smoothing), **FORWARD, name="loss")
     ref = R.cross_entropy_backward(logits, labels, smoothing)
     assert_close(crit.backward(), ref, **FORWARD, name="dlogits")
+    crit(logits, labels)
     assert_close(crit.backward(2.0), 2 * ref, **FORWARD, name="scaled dlogits")
     with pytest.raises(ValueError, match="label_smoothing"):
         nn.CrossEntropyLoss(label_smoothing=1.0)
@@ -371,6 +385,7 @@ def test_activation_buffers_reused_per_shape(rng):
     # Gradients are not kept between steps: fresh arrays, or the caller's dy with out=dy.
     assert dx1 is not dx2
     dy = np.ones_like(z2)
+    bn(y2)
     assert bn.backward(dy, out=dy) is dy
     assert_close(dy, dx2, **FORWARD, name="in-place dx")
     y3 = conv(_f32(rng, 1, 3, 6, 6))  # another batch size gets its own buffer
@@ -380,9 +395,9 @@ def test_activation_buffers_reused_per_shape(rng):
 def test_backward_before_forward_raises():
     for layer in (nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1), nn.ReLU(), nn.Linear(1, 1),
                   nn.MaxPool2d(2), nn.GlobalAvgPool2d(), nn.Flatten()):
-        with pytest.raises(RuntimeError, match="before forward"):
+        with pytest.raises(RuntimeError, match=r"^\w+\.backward: no forward left"):
             layer.backward(np.zeros((1, 1, 1, 1), np.float32))
-    with pytest.raises(RuntimeError, match="before forward"):
+    with pytest.raises(RuntimeError, match=r"^CrossEntropyLoss\.backward: no forward left"):
         nn.CrossEntropyLoss().backward()
 
 
@@ -391,3 +406,133 @@ def test_bad_constructor_args():
         nn.Conv2d(1, 1, 3, layout="NCWH")
     with pytest.raises(ValueError, match="kernel_size"):
         nn.Conv2d(1, 1, (3, 5))
+
+
+# ---------------------------------------------------------------- the forward/backward contract
+
+def _layer_cases(rng):
+    """(layer, input, dy) for every layer type."""
+    x4 = _f32(rng, 2, 3, 6, 6)
+    return [(nn.Conv2d(3, 4, 3, padding=1), x4, _f32(rng, 2, 4, 6, 6)),
+            (nn.BatchNorm2d(3, relu=True), x4, _f32(rng, 2, 3, 6, 6)),
+            (nn.ReLU(), x4, _f32(rng, 2, 3, 6, 6)),
+            (nn.MaxPool2d(2), x4, _f32(rng, 2, 3, 3, 3)),
+            (nn.GlobalAvgPool2d(), x4, _f32(rng, 2, 3)),
+            (nn.Linear(5, 4), _f32(rng, 2, 5), _f32(rng, 2, 4)),
+            (nn.Flatten(), x4, _f32(rng, 2, 108))]
+
+
+def test_a_second_backward_after_one_forward_raises(rng):
+    """Each forward allows one backward: a second would read caches the first overwrote."""
+    for layer, x, dy in _layer_cases(rng):
+        layer(x)
+        layer.backward(dy)
+        name = type(layer).__name__
+        with pytest.raises(RuntimeError, match=rf"^{name}\.backward: no forward left"):
+            layer.backward(dy)
+        layer(x)
+        layer.backward(dy)  # a new forward allows a new backward
+    crit = nn.CrossEntropyLoss()
+    crit(_f32(rng, 2, 4), np.array([0, 3]))
+    crit.backward()
+    with pytest.raises(RuntimeError, match=r"^CrossEntropyLoss\.backward: no forward left"):
+        crit.backward()
+
+
+def _conv_bn(layout, seed):
+    return nn.Conv2d(3, 3, 3, padding=1, layout=layout, rng=seed), \
+        nn.BatchNorm2d(3, relu=True, layout=layout)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_module_called_twice_in_one_forward(rng, layout):
+    """Shared weights: conv -> bn -> conv -> bn with the same two layers equals two
+    copies of each (outputs, dx), and each shared parameter's gradient is the sum of the
+    copies' (in train and eval mode: each call has its own output array)."""
+    conv, bn = _conv_bn(layout, 0)
+    bn.weight.data[...] = [1.5, 0.5, -1.0]
+    shared = nn.Sequential(conv, bn, conv, bn)
+    copies = [_conv_bn(layout, 1) for _ in range(2)]
+    twins = nn.Sequential(*copies[0], *copies[1])
+    x, dy = _f32(rng, 2, 3, 5, 5), _f32(rng, 2, 3, 5, 5)
+    if layout == "NHWC":
+        x, dy = _nhwc(x), _nhwc(dy)
+    for mode in (True, False):
+        for c, b in copies:  # the shared BN's running statistics moved twice per forward
+            c.load_state_dict(conv.state_dict())
+            b.load_state_dict(bn.state_dict())
+        shared.train(mode)
+        twins.train(mode)
+        y, y_twins = shared(x), twins(x)
+        np.testing.assert_array_equal(y, y_twins)
+        shared.zero_grad()
+        twins.zero_grad()
+        np.testing.assert_array_equal(shared.backward(dy), twins.backward(dy))
+        for name, p in (("weight", conv.weight), ("bias", conv.bias)):
+            want = sum(getattr(c, name).grad for c, _ in copies)
+            np.testing.assert_array_equal(p.grad, want, err_msg=f"conv.{name} train={mode}")
+        for name, p in (("weight", bn.weight), ("bias", bn.bias)):
+            want = sum(getattr(b, name).grad for _, b in copies)
+            np.testing.assert_array_equal(p.grad, want, err_msg=f"bn.{name} train={mode}")
+
+
+def test_a_new_top_level_call_starts_a_new_graph(rng):
+    """A forward without a backward leaves nothing pending: the backward belongs to the
+    latest top-level call, and calling a layer directly through forward() does the same."""
+    conv = nn.Conv2d(3, 2, 3, padding=1, rng=0)
+    x1, x2 = _f32(rng, 2, 3, 5, 5), _f32(rng, 2, 3, 5, 5)
+    dy = _f32(rng, 2, 2, 5, 5)
+    for _ in range(3):
+        conv(x1)
+    conv(x2)
+    conv.backward(dy)
+    g2 = conv.weight.grad.copy()
+    with pytest.raises(RuntimeError, match=r"^Conv2d\.backward: no forward left"):
+        conv.backward(dy)
+    conv.zero_grad()
+    conv.forward(x1)
+    conv.forward(x2)
+    conv.backward(dy)
+    np.testing.assert_array_equal(conv.weight.grad, g2)
+    assert len(conv._state().pending) == 0
+
+
+def test_conv_weights_stored_in_the_kernel_order(rng):
+    """Conv weights live (R, S, C, K): the forward's cache holds the parameter itself (no
+    per-call transpose), the gradient is written into .grad, and only the boundary
+    (state_dict, host(), copy_) speaks PyTorch's (K, C, R, S)."""
+    conv = nn.Conv2d(3, 5, 3, padding=1, layout="NHWC", rng=0)
+    assert conv.weight.data.shape == (3, 3, 3, 5) and conv.weight.shape == (5, 3, 3, 3)
+    w = conv.state_dict()["weight"]
+    np.testing.assert_array_equal(w, conv.weight.host())
+    np.testing.assert_array_equal(w.transpose(2, 3, 1, 0), conv.weight.data)
+    x = _f32(rng, 2, 5, 5, 3)
+    conv(x)
+    assert conv._saved().w is conv.weight.data
+    grad = conv.weight.grad
+    conv.backward(_f32(rng, 2, 5, 5, 5))
+    assert conv.weight.grad is grad and grad.shape == (3, 3, 3, 5)
+    other = nn.Conv2d(3, 5, 3, padding=1, layout="NHWC", rng=1)
+    other.load_state_dict(conv.state_dict())
+    np.testing.assert_array_equal(other.weight.data, conv.weight.data)
+    other.weight.copy_(w * 2)
+    np.testing.assert_array_equal(other.state_dict()["weight"], w * 2)
+    with pytest.raises(ValueError, match=r"^a: expected shape \(5, 3, 3, 3\)"):
+        other.weight.copy_(w.transpose(2, 3, 1, 0))
+
+
+def test_saved_input_is_what_a_block_may_reuse(rng):
+    """saved_input() is the array the pending backward reads: for an NHWC layer the
+    caller's own input; Conv2d may write dx over it."""
+    conv = nn.Conv2d(3, 3, 3, padding=1, layout="NHWC", rng=0)
+    x = _f32(rng, 2, 5, 5, 3)
+    dy = _f32(rng, 2, 5, 5, 3)
+    conv(x.copy())
+    dx_fresh = conv.backward(dy)
+    xin = x.copy()
+    conv(xin)
+    assert conv.saved_input() is xin
+    assert conv.backward(dy, out=conv.saved_input()) is xin
+    np.testing.assert_array_equal(xin, dx_fresh)
+    with pytest.raises(RuntimeError, match=r"^Conv2d\.backward: no forward left"):
+        conv.saved_input()

@@ -80,14 +80,22 @@ def test_adam_matches_reference(rng, cls, wd, decay_bn_bias):
         assert_close(opt.v[i], vs[i], **FORWARD, name=f"v {i}")
 
 
+def _grouped(params, grouped: bool):
+    """params as they are, or as two groups, the first with its own lr and weight decay."""
+    if not grouped:
+        return params
+    return [{"params": params[:1], "lr": 1e-4, "weight_decay": 0.3}, {"params": params[1:]}]
+
+
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("name,kwargs", [
     ("sgd", dict(lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)),
     ("adam", dict(lr=1e-3, weight_decay=1e-4)), ("adamw", dict(lr=1e-3))])
-def test_state_dict_resume_is_bit_exact(rng, name, kwargs):
+def test_state_dict_resume_is_bit_exact(rng, name, kwargs, grouped):
     params_a = make_params(rng)
     params_b = [P(p.data.copy(), p.decay) for p in params_a]
     gs = grads(rng, params_a, 5)
-    opt_a = optim.create_optimizer(name, params_a, **kwargs)
+    opt_a = optim.create_optimizer(name, _grouped(params_a, grouped), **kwargs)
     for g in gs[:3]:
         for p, gi in zip(params_a, g):
             p.grad[...] = gi
@@ -99,8 +107,11 @@ def test_state_dict_resume_is_bit_exact(rng, name, kwargs):
     # A second optimizer picks up from the saved state on copies of the parameters.
     for pa, pb in zip(params_a, params_b):
         pb.data[...] = pa.data
-    opt_b = optim.create_optimizer(name, params_b, **kwargs)
+    opt_b = optim.create_optimizer(name, _grouped(params_b, grouped), **kwargs)
+    opt_a.lr = opt_b.lr = 0.5 * kwargs["lr"]  # a schedule's change, then resumed
+    state["lr"] = opt_a.lr
     opt_b.load_state_dict(state)
+    assert [g["lr"] for g in opt_b.param_groups] == [g["lr"] for g in opt_a.param_groups]
     assert opt_b.step_count == 3 and opt_b.lr == opt_a.lr
     for g in gs[3:]:
         for pa, pb, gi in zip(params_a, params_b, g):
@@ -110,6 +121,25 @@ def test_state_dict_resume_is_bit_exact(rng, name, kwargs):
         opt_b.step()
     for pa, pb in zip(params_a, params_b):
         np.testing.assert_array_equal(pa.data, pb.data)
+
+
+def test_state_of_conv_weights_is_checkpointed_in_the_host_layout(rng):
+    """A conv weight and its optimizer state are stored (R, S, C, K); state_dict() gives
+    them in PyTorch's (K, C, R, S), and loading it back restores the stored order."""
+    from resnet_cpp import nn
+
+    conv = nn.Conv2d(3, 4, 3, rng=0)
+    p = conv.weight
+    opt = optim.Adam([p], lr=1e-2)
+    p.grad[...] = rng.standard_normal(p.grad.shape)
+    opt.step()
+    state = opt.state_dict()
+    assert state["arrays"]["0.m"].shape == p.shape == (4, 3, 3, 3)
+    np.testing.assert_array_equal(state["arrays"]["0.m"], p.host(opt.m[0]))
+    again = optim.Adam([nn.Conv2d(3, 4, 3, rng=1).weight], lr=1e-2)
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(again.m[0], opt.m[0])
+    np.testing.assert_array_equal(again.v[0], opt.v[0])
 
 
 def test_load_state_dict_rejects_mismatch(rng):

@@ -127,6 +127,31 @@ def test_resume_is_bit_exact(tiny_data, reference_run, tmp_path, how, at):
         [{k: v for k, v in r.items() if k not in strip} for r in metrics(ref_out)]
 
 
+def test_each_step_has_its_own_gradient_and_the_scheduled_lr(tiny_data, tmp_path):
+    """fit zeroes the gradients before each backward (backward passes add into .grad) and
+    steps the schedule once after each optimizer step, as documented: step i runs at
+    schedule.lr_at(i) (cosine with warmup here), each parameter group at its ratio."""
+    trainer = run(tiny_data, tmp_path, lr=0.1, trunk_lr=0.01, schedule="cosine",
+                  warmup_epochs=1)
+    model, opt, sched = trainer.model, trainer.optimizer, trainer.schedule
+    backward, step, seen = model.backward, opt.step, []
+
+    def checked_backward(*args, **kwargs):
+        assert not any(p.grad.any() for p in model.parameters()), "no zero_grad before backward"
+        return backward(*args, **kwargs)
+
+    def recorded_step():
+        seen.append([g["lr"] for g in opt.param_groups])  # [trunk, head]
+        step()
+
+    model.backward, opt.step = checked_backward, recorded_step
+    trainer.fit()
+    want = [sched.lr_at(i) for i in range(6)]
+    assert want[0] < want[2] and want[2] > want[5]  # warmup, then decay
+    np.testing.assert_allclose([head for _, head in seen], want, rtol=1e-12)
+    np.testing.assert_allclose([trunk for trunk, _ in seen], [0.1 * w for w in want], rtol=1e-12)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
     saved = {}
 

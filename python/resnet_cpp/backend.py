@@ -6,9 +6,10 @@ arguments and checks. Which one runs is decided by the arrays of each call
 ``_cuda``, and a call mixing the two raises TypeError naming the arguments and their
 devices. Nothing is ever copied between host and device implicitly.
 
-Device arrays hold conv weights in the kernels' layout, RSCK ``(R, S, C, K)``; on the host
-they are PyTorch's ``(K, C, R, S)``. :func:`to_device` / :func:`to_host` convert with
-``layout="RSCK"``; every other array has the same layout on both sides.
+Stored layouts: conv weights live in the kernels' layout, RSCK ``(R, S, C, K)``, on every
+device; the host layout (state_dicts, checkpoints, PyTorch) is ``(K, C, R, S)``.
+:func:`to_device`, :func:`to_host`, :func:`copy_from_host` and :func:`host_shape` convert
+between the two with ``layout="RSCK"``; every other array has one layout everywhere.
 """
 from __future__ import annotations
 
@@ -141,38 +142,49 @@ def zero_(a) -> None:
 
 
 def host_shape(a, layout: str | None = None) -> tuple:
-    """The shape ``a`` has on the host: a DeviceArray in ``layout`` "RSCK" is (K, C, R, S)."""
-    if layout is None or not is_device_array(a):
+    """The host shape of ``a`` stored in ``layout``: (K, C, R, S) for an "RSCK" array."""
+    if layout is None:
         return tuple(a.shape)
     return tuple(a.shape[i] for i in _TO_HOST[layout])
 
 
+def stored_shape(shape, layout: str | None = None) -> tuple:
+    """The shape an array of host shape ``shape`` has stored in ``layout``."""
+    if layout is None:
+        return tuple(shape)
+    return tuple(shape[i] for i in _TO_KERNEL[layout])
+
+
 def to_device(a: np.ndarray, device: str, layout: str | None = None):
-    """A new array on ``device`` holding host array ``a``; ``layout="RSCK"`` turns a
-    (K, C, R, S) conv weight into the device's (R, S, C, K)."""
+    """A new array on ``device`` holding host array ``a`` stored in ``layout`` ("RSCK" turns
+    a (K, C, R, S) conv weight into (R, S, C, K))."""
     a = np.asarray(a)
-    if device != "cuda":
-        return np.array(a, copy=True, order="C")
     if layout is not None:
         a = a.transpose(_TO_KERNEL[layout])
+    if device != "cuda":
+        return np.array(a, copy=True, order="C")
     return require_cuda().DeviceArray.from_numpy(np.ascontiguousarray(a))
 
 
 def to_host(a, layout: str | None = None) -> np.ndarray:
-    """A new NumPy array holding ``a`` in the host layout (a DeviceArray is copied back and,
-    with ``layout="RSCK"``, turned into (K, C, R, S)); a NumPy array is copied."""
-    if not is_device_array(a):
+    """A new NumPy array holding ``a`` (either device, stored in ``layout``) in the host
+    layout: a DeviceArray is copied back, an "RSCK" array turned into (K, C, R, S)."""
+    if is_device_array(a):
+        a = a.to_numpy()  # a copy already
+        if layout is None:
+            return a
+    elif layout is None:
         return np.array(a, copy=True)
-    h = a.to_numpy()
-    return np.ascontiguousarray(h.transpose(_TO_HOST[layout])) if layout is not None else h
+    return np.array(a.transpose(_TO_HOST[layout]), order="C")
 
 
 def copy_from_host(dst, src, layout: str | None = None) -> None:
-    """Write host array ``src`` (host layout) into ``dst`` (either device), in place."""
-    if not is_device_array(dst):
-        np.copyto(dst, src, casting="unsafe")
-        return
-    src = np.asarray(src, dtype=dst.dtype)
+    """Write host array ``src`` (host layout) into ``dst`` (either device, stored in
+    ``layout``), in place."""
+    src = np.asarray(src, dtype=dst.dtype if is_device_array(dst) else None)
     if layout is not None:
         src = src.transpose(_TO_KERNEL[layout])
-    dst.copy_from_numpy(np.ascontiguousarray(src))
+    if is_device_array(dst):
+        dst.copy_from_numpy(np.ascontiguousarray(src))
+    else:
+        np.copyto(dst, src, casting="unsafe")

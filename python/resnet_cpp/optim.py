@@ -165,9 +165,14 @@ class Optimizer:
         return 0.0
 
     def zero_grad(self) -> None:
-        """Set every parameter's gradient to 0 (backward overwrites them anyway)."""
+        """Set every parameter's gradient to 0: call it before each step's backward passes,
+        which add into ``.grad`` (PyTorch semantics; several passes accumulate)."""
         for p in self.params:
-            backend.zero_(p.grad)
+            zero = getattr(p, "zero_grad", None)  # rc.nn.Parameter; plain objects: fill
+            if zero is not None:
+                zero()
+            else:
+                backend.zero_(p.grad)
 
     def step(self) -> None:
         """One update of every parameter: ``prepare_step()`` then ``apply_step()``."""

@@ -1,7 +1,8 @@
 """The training loop: ``fit`` / ``Trainer``, and ``evaluate``.
 
 One training step is ``logits = model(x)``, ``loss = CrossEntropyLoss(logits, y)``,
-``model.backward(loss.backward())``, ``optimizer.step()``, ``schedule.step()``
+``model.zero_grad()``, ``model.backward(loss.backward())``, ``optimizer.step()``,
+``schedule.step()``
 (per-iteration schedules, see :mod:`resnet_cpp.optim`).
 
 Determinism and resume: shuffling and augmentation are a function of (seed, epoch,
@@ -705,6 +706,7 @@ class Trainer:
         """One step on the CPU: (loss, correct, images) of the whole batch (over all ranks
         when data-parallel)."""
         model, crit = self.model, self.criterion
+        model.zero_grad()  # backward adds into .grad
         logits = model(x)
         loss = float(crit(logits, y))
         n = len(y)

@@ -178,6 +178,7 @@ class CudaTrainStep:
         return self._read(loss, logits)
 
     def _body(self, xd, yd):
+        self.model.zero_grad()  # backward adds into .grad (captured too: memsets)
         logits = self.model(xd)
         loss = self.criterion(logits, yd)
         self.model.backward(self.criterion.backward(), need_dx=False)

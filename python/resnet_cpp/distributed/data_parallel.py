@@ -46,7 +46,7 @@ class DataParallel:
         self._flat = np.zeros(n + 2, np.float32)
         off = 0
         for p in params:
-            view = self._flat[off:off + p.size].reshape(p.shape)
+            view = self._flat[off:off + p.size].reshape(p.data.shape)
             view[...] = p.grad
             p.grad = view
             off += p.size

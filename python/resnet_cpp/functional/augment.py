@@ -11,6 +11,7 @@ import operator
 import numpy as np
 
 from .. import _core
+from ._layout import check_layout
 
 __all__ = ["random_crop_flip"]
 
@@ -28,8 +29,7 @@ def random_crop_flip(x: np.ndarray, *, padding: int = 4, flip: bool = True, seed
     first_index + i, so a part of a batch starting at that offset (one process's share)
     is augmented exactly as within the whole batch.
     """
-    if layout not in ("NCHW", "NHWC"):
-        raise ValueError(f"layout: expected 'NCHW' or 'NHWC', got {layout!r}")
+    check_layout(layout)
     try:
         pad = operator.index(padding)
         s = operator.index(seed)

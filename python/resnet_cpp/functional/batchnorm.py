@@ -22,10 +22,9 @@ import numpy as np
 
 from .. import _core
 from ..backend import device_of, empty, kernels
+from ._layout import check_cache, check_layout, to_nchw, to_nhwc
 
 __all__ = ["BatchNormCache", "batch_norm2d", "batch_norm2d_backward"]
-
-_LAYOUTS = ("NCHW", "NHWC")
 
 
 class BatchNormCache(NamedTuple):
@@ -62,11 +61,6 @@ def _length(v) -> int:
         return 1
 
 
-def _check_layout(layout: str) -> None:
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout: expected 'NCHW' or 'NHWC', got {layout!r}")
-
-
 def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = True,
                  momentum: float = 0.1, eps: float = 1e-5, relu: bool = False,
                  layout: str = "NCHW", out=None, residual=None, allreduce=None):
@@ -92,12 +86,12 @@ def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = 
     Returns:
         (y, cache): y has x's shape and layout; pass cache to ``batch_norm2d_backward``.
     """
-    _check_layout(layout)
+    check_layout(layout)
     K = kernels("batch_norm2d", x=x, gamma=gamma, beta=beta, running_mean=running_mean,
                 running_var=running_var, out=out, residual=residual)
     nchw = layout == "NCHW"
-    xt = K.nchw_to_nhwc(x) if nchw else x
-    rt = K.nchw_to_nhwc(residual) if nchw and residual is not None else residual
+    xt = to_nhwc(K, x, "x") if nchw else x
+    rt = to_nhwc(K, residual, "residual") if nchw and residual is not None else residual
     count = None
     if training and allreduce is not None:  # synchronized BN: CPU kernels only
         mean, rstd, count = _synced_stats(xt, running_mean, running_var, momentum, eps,
@@ -113,7 +107,7 @@ def batch_norm2d(x, gamma, beta, running_mean, running_var, *, training: bool = 
         yt = K.batch_norm_forward_eval(xt, gamma, beta, running_mean, running_var, eps, relu,
                                        out=None if nchw else out, residual=rt, mean_out=mean,
                                        rstd_out=rstd)
-    y = K.nhwc_to_nchw(yt, out=out) if nchw else yt
+    y = to_nchw(K, yt, out) if nchw else yt
     fused = residual is not None
     cache = BatchNormCache(xt, gamma, beta, mean, rstd, bool(training), layout, bool(relu), fused,
                            yt if relu and fused else None,
@@ -167,21 +161,19 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
         without one). In eval mode the statistics are constants, so dx = dy * gamma * rstd
         (frozen BN).
     """
-    if not isinstance(cache, BatchNormCache):
-        raise TypeError(f"cache: expected the BatchNormCache batch_norm2d returned, got "
-                        f"{type(cache).__name__}")
+    check_cache(cache, BatchNormCache, "batch_norm2d")
     if overwrite_cache and out is not None:
         raise ValueError("out: not allowed with overwrite_cache=True (dx goes over cache.x)")
     K = kernels("batch_norm2d_backward", dy=dy, x=cache.x, out=out, add=add,
                 dgamma_out=dgamma_out, dbeta_out=dbeta_out)
     nchw = cache.layout == "NCHW"
-    dyt = K.nchw_to_nhwc(dy) if nchw else dy
+    dyt = to_nhwc(K, dy, "dy") if nchw else dy
     relu = cache.relu
     if cache.residual and relu:
         # The masked gradient reaches both summands: compute it once, then a plain BN backward.
         dyt = K.relu_backward(dyt, cache.y, out=cache.y if overwrite_cache else None)
         relu = False
-    addt = K.nchw_to_nhwc(add) if nchw and add is not None else add
+    addt = to_nhwc(K, add, "add") if nchw and add is not None else add
     dx_out = cache.x if overwrite_cache else None if nchw else out
     if cache.allreduce is not None:
         sdy, sdyx, dgamma, dbeta = _core.batch_norm_backward_reduce(
@@ -199,7 +191,7 @@ def batch_norm2d_backward(dy, cache: BatchNormCache, *, out=None, overwrite_cach
             dyt, cache.x, cache.gamma, cache.mean, cache.rstd, beta=cache.beta, relu=relu,
             train=cache.training, out=dx_out, add=addt, dgamma_out=dgamma_out,
             dbeta_out=dbeta_out)
-    dx = K.nhwc_to_nchw(dxt, out=out) if nchw else dxt
+    dx = to_nchw(K, dxt, out) if nchw else dxt
     if not cache.residual:
         return dx, dgamma, dbeta
-    return dx, dgamma, dbeta, (K.nhwc_to_nchw(dyt) if nchw else dyt)
+    return dx, dgamma, dbeta, (to_nchw(K, dyt) if nchw else dyt)

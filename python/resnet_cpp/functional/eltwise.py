@@ -6,21 +6,42 @@ caches only its output y, whose > 0 mask is the backward.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
+
 from ..backend import kernels
+from ._layout import check_cache
 
 __all__ = ["relu", "relu_backward", "add", "add_relu", "add_relu_backward", "shortcut_a",
-           "shortcut_a_backward", "to_nhwc", "to_nchw"]
+           "shortcut_a_backward", "to_nhwc", "to_nchw", "ReluCache", "ShortcutACache"]
+
+
+class ReluCache(NamedTuple):
+    """What relu / add_relu keep: their output, whose > 0 mask is the backward."""
+
+    y: np.ndarray
+
+
+class ShortcutACache(NamedTuple):
+    """What shortcut_a keeps: the input's (H, W, C) and the stride."""
+
+    H: int
+    W: int
+    C: int
+    stride: int
 
 
 def relu(x, *, out=None):
-    """y = max(x, 0). x: float32, any shape. Returns (y, cache); cache is y."""
+    """y = max(x, 0). x: float32, any shape. Returns (y, ReluCache(y))."""
     y = kernels("relu", x=x, out=out).relu_forward(x, out=out)
-    return y, y
+    return y, ReluCache(y)
 
 
-def relu_backward(dy, cache):
+def relu_backward(dy, cache: ReluCache):
     """dx = dy * (y > 0); dy has y's shape. Returns dx."""
-    return kernels("relu_backward", dy=dy, y=cache).relu_backward(dy, cache)
+    y = check_cache(cache, ReluCache, "relu").y
+    return kernels("relu_backward", dy=dy, y=y).relu_backward(dy, y)
 
 
 def add(a, b, *, out=None):
@@ -32,14 +53,15 @@ def add(a, b, *, out=None):
 
 
 def add_relu(a, b, *, out=None):
-    """y = max(a + b, 0), the residual join of a ResNet block. Returns (y, cache)."""
+    """y = max(a + b, 0), the residual join of a ResNet block. Returns (y, ReluCache(y))."""
     y = kernels("add_relu", a=a, b=b, out=out).add_relu_forward(a, b, out=out)
-    return y, y
+    return y, ReluCache(y)
 
 
-def add_relu_backward(dy, cache):
+def add_relu_backward(dy, cache: ReluCache):
     """d = dy * (y > 0): the gradient for both a and b. Returns d."""
-    return kernels("add_relu_backward", dy=dy, y=cache).add_relu_backward(dy, cache)
+    y = check_cache(cache, ReluCache, "add_relu").y
+    return kernels("add_relu_backward", dy=dy, y=y).add_relu_backward(dy, y)
 
 
 def shortcut_a(x, channels_out: int, stride: int, *, out=None):
@@ -49,15 +71,15 @@ def shortcut_a(x, channels_out: int, stride: int, *, out=None):
     below and the rest above. Returns (y (N, ceil(H/stride), ceil(W/stride), K), cache).
     """
     y = kernels("shortcut_a", x=x, out=out).shortcut_a_forward(x, channels_out, stride, out=out)
-    return y, (x.shape[1], x.shape[2], x.shape[3], int(stride))
+    return y, ShortcutACache(x.shape[1], x.shape[2], x.shape[3], int(stride))
 
 
-def shortcut_a_backward(dy, cache, *, out=None, accumulate: bool = False):
+def shortcut_a_backward(dy, cache: ShortcutACache, *, out=None, accumulate: bool = False):
     """dx (N, H, W, C) of ``shortcut_a``: dy's middle channels at the stride grid, else 0.
 
     ``accumulate=True`` adds that into ``out`` instead (the residual sum in one pass).
     """
-    H, W, C, stride = cache
+    H, W, C, stride = check_cache(cache, ShortcutACache, "shortcut_a")
     K = kernels("shortcut_a_backward", dy=dy, out=out)
     return K.shortcut_a_backward(dy, C, H, W, stride, out=out, accumulate=accumulate)
 

@@ -6,11 +6,20 @@ the forward keeps the gradient in the cache, so the backward costs nothing.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ..backend import is_array, kernels
+from ..backend import kernels
+from ._layout import check_cache
 
-__all__ = ["cross_entropy", "cross_entropy_backward"]
+__all__ = ["CrossEntropyCache", "cross_entropy", "cross_entropy_backward"]
+
+
+class CrossEntropyCache(NamedTuple):
+    """What cross_entropy keeps: the gradient of the mean loss, computed with the loss."""
+
+    dlogits: np.ndarray  # float32 (N, K)
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: float = 0.0,
@@ -32,14 +41,12 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray, *, label_smoothing: fl
         raise TypeError(f"label_smoothing: expected a number, got {label_smoothing!r}") from None
     K = kernels("cross_entropy", logits=logits, labels=labels, dlogits_out=dlogits_out,
                 loss_out=loss_out)
-    return K.softmax_cross_entropy(logits, labels, ls, dlogits_out, loss_out, bool(check_labels))
+    loss, dlogits = K.softmax_cross_entropy(logits, labels, ls, dlogits_out, loss_out,
+                                            bool(check_labels))
+    return loss, CrossEntropyCache(dlogits)
 
 
-def cross_entropy_backward(cache):
+def cross_entropy_backward(cache: CrossEntropyCache):
     """Gradient of the mean loss w.r.t. logits: (softmax - q) / N, float32 (N,K), on the
     logits' device."""
-    if not (is_array(cache) and np.dtype(cache.dtype) == np.float32 and len(cache.shape) == 2):
-        raise TypeError("cache: expected the float32 (N,K) gradient cross_entropy returned, got "
-                        f"{getattr(cache, 'dtype', type(cache).__name__)} "
-                        f"{getattr(cache, 'shape', '')}".rstrip())
-    return cache
+    return check_cache(cache, CrossEntropyCache, "cross_entropy").dlogits

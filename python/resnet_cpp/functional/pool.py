@@ -7,18 +7,41 @@ the kernels with no transposes.
 from __future__ import annotations
 
 import operator
+from typing import NamedTuple
 
 import numpy as np
 
-from ..backend import is_array, is_device_array, kernels
-from ._layout import to_nchw, to_nhwc
+from ..backend import is_array, kernels
+from ._layout import check_cache, check_layout, to_nchw, to_nhwc
 
-__all__ = ["max_pool2d", "max_pool2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward"]
+__all__ = [
+    "AvgPoolCache",
+    "MaxPoolCache",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+]
 
 
-def _check_layout(layout: str) -> None:
-    if layout not in ("NCHW", "NHWC"):
-        raise ValueError(f"layout: expected 'NCHW' or 'NHWC', got {layout!r}")
+class MaxPoolCache(NamedTuple):
+    """What max_pool2d keeps for its backward."""
+
+    argmax: np.ndarray  # int32 (N, P, Q, C): h*W + w of each window's first maximum
+    H: int              # the input's spatial size
+    W: int
+    kernel_size: int
+    stride: int
+    padding: int
+    layout: str
+
+
+class AvgPoolCache(NamedTuple):
+    """What global_avg_pool2d keeps for its backward: the input's spatial size, layout."""
+
+    H: int
+    W: int
+    layout: str
 
 
 def _check_4d(x, name: str) -> None:
@@ -39,16 +62,6 @@ def _int_arg(v, name: str, lo: int) -> int:
     return i
 
 
-def _check_out(out, shape: tuple, name: str = "out") -> None:
-    """NCHW outputs are copied into `out` from an NHWC result, so check `out` up front."""
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
-        raise TypeError(f"{name}: expected a float32 NumPy array")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError(f"{name}: expected a writeable array")
-
-
 def max_pool2d(x: np.ndarray, kernel_size: int = 3, stride: int = 2, padding: int = 1, *,
                layout: str = "NCHW", out: np.ndarray | None = None):
     """Max pooling over square windows with -inf padding.
@@ -58,7 +71,7 @@ def max_pool2d(x: np.ndarray, kernel_size: int = 3, stride: int = 2, padding: in
     // stride + 1. The cache keeps the int32 argmax (first maximum in row-major window order,
     as PyTorch) for max_pool2d_backward. `out`, if given, receives y (same layout as x).
     """
-    _check_layout(layout)
+    check_layout(layout)
     _check_4d(x, "x")
     k = _int_arg(kernel_size, "kernel_size", 1)
     s = _int_arg(stride, "stride", 1)
@@ -66,27 +79,24 @@ def max_pool2d(x: np.ndarray, kernel_size: int = 3, stride: int = 2, padding: in
     if p > k // 2:
         raise ValueError(f"padding: expected <= kernel_size // 2 = {k // 2}, got {p}")
     K = kernels("max_pool2d", x=x, out=out)
-    xh = to_nhwc(K, x, "x") if layout == "NCHW" else x
-    N, H, W, C = xh.shape
     if layout == "NHWC":
-        y, argmax = K.max_pool2d_forward(xh, k, s, p, out)
+        y, argmax = K.max_pool2d_forward(x, k, s, p, out)
+        H, W = x.shape[1], x.shape[2]
     else:
-        if out is not None and not is_device_array(out):
-            P, Q = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-            _check_out(out, (N, C, P, Q))
-        yh, argmax = K.max_pool2d_forward(xh, k, s, p)
+        yh, argmax = K.max_pool2d_forward(to_nhwc(K, x, "x"), k, s, p)
         y = to_nchw(K, yh, out)
-    return y, (argmax, H, W, k, s, p, layout)
+        H, W = x.shape[2], x.shape[3]
+    return y, MaxPoolCache(argmax, H, W, k, s, p, layout)
 
 
-def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
+def max_pool2d_backward(dy: np.ndarray, cache: MaxPoolCache) -> np.ndarray:
     """Gradient of max_pool2d: dy (N,C,P,Q) (layout as in forward) -> dx (N,C,H,W).
 
     Each dy element goes to the position of its window's first maximum; overlapping
     windows accumulate.
     """
-    argmax, H, W, k, s, p, layout = cache
-    _check_layout(layout)
+    argmax, H, W, k, s, p, layout = check_cache(cache, MaxPoolCache, "max_pool2d")
+    check_layout(layout)
     _check_4d(dy, "dy")
     K = kernels("max_pool2d_backward", dy=dy, argmax=argmax)
     dyh = to_nhwc(K, dy, "dy") if layout == "NCHW" else dy
@@ -96,17 +106,17 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
 
 def global_avg_pool2d(x: np.ndarray, *, layout: str = "NCHW"):
     """Mean over the spatial dims: x (N,C,H,W) (or (N,H,W,C)) -> (y (N,C), cache)."""
-    _check_layout(layout)
+    check_layout(layout)
     _check_4d(x, "x")
     K = kernels("global_avg_pool2d", x=x)
     xh = to_nhwc(K, x, "x") if layout == "NCHW" else x
-    return K.global_avg_pool_forward(xh), (xh.shape[1], xh.shape[2], layout)
+    return K.global_avg_pool_forward(xh), AvgPoolCache(xh.shape[1], xh.shape[2], layout)
 
 
-def global_avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
+def global_avg_pool2d_backward(dy: np.ndarray, cache: AvgPoolCache) -> np.ndarray:
     """Gradient of global_avg_pool2d: dy (N,C) -> dx (N,C,H,W) = dy / (H*W) (layout as in forward)."""
-    H, W, layout = cache
-    _check_layout(layout)
+    H, W, layout = check_cache(cache, AvgPoolCache, "global_avg_pool2d")
+    check_layout(layout)
     K = kernels("global_avg_pool2d_backward", dy=dy)
     dx = K.global_avg_pool_backward(dy, H, W)
     return to_nchw(K, dx) if layout == "NCHW" else dx

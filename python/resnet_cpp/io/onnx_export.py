@@ -59,7 +59,7 @@ class _Graph:
         return name
 
     def conv(self, m: Conv2d, x: str, name: str) -> str:
-        inputs = [x, self.const(f"{name}.weight", m.weight.data)]
+        inputs = [x, self.const(f"{name}.weight", m.weight.host())]
         if m.bias is not None:
             inputs.append(self.const(f"{name}.bias", m.bias.data))
         k, s, p = m.kernel_size, m.stride, m.padding

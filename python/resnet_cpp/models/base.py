@@ -39,7 +39,7 @@ class ResNetBase(Module):
         """He normal (fan_out, ReLU gain) for every conv, zero conv biases, BN (1, 0)."""
         for m in self.modules():
             if isinstance(m, Conv2d):
-                init.kaiming_normal_(m.weight.data, rng, mode="fan_out")
+                init.kaiming_normal_(m.weight, rng, mode="fan_out")
                 if m.bias is not None:
                     m.bias.data.fill(0.0)
             elif isinstance(m, BatchNorm2d):

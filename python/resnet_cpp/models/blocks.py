@@ -57,15 +57,19 @@ class ShortcutA(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         s = self.stride
         shape = (x.shape[0], -(-x.shape[1] // s), -(-x.shape[2] // s), self.planes)
-        y, self._cache = F.shortcut_a(x, self.planes, s, out=self._buffer("y", shape))
+        y, cache = F.shortcut_a(x, self.planes, s, out=self._buffer("y", shape))
+        self._save(cache)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return F.shortcut_a_backward(dy, self._cache)
+        return self.add_backward_into(None, dy)
 
-    def add_backward_into(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        """dx += backward(dy) in one pass, without materializing the mostly-zero gradient."""
-        return F.shortcut_a_backward(dy, self._cache, out=dx, accumulate=True)
+    def add_backward_into(self, dx: np.ndarray | None, dy: np.ndarray) -> np.ndarray:
+        """dx += backward(dy) in one pass, without materializing the mostly-zero gradient
+        (dx None: a fresh backward(dy))."""
+        dx = F.shortcut_a_backward(dy, self._saved(), out=dx, accumulate=dx is not None)
+        self._consume()
+        return dx
 
 
 class BasicBlock(Module):
@@ -109,10 +113,11 @@ class BasicBlock(Module):
         g, d = self.bn2.backward(dy, overwrite_forward=True)
         # conv2's dx goes over its own input (bn1's output: bn1 recomputes its mask from x);
         # conv1's over its spent output (bn1's input) when the shapes allow.
-        g = self.conv2.backward(g, out=self.conv2._cache.x)
-        x1 = self.bn1._cache.x
+        g = self.conv2.backward(g, out=self.conv2.saved_input())
+        x1 = self.bn1.saved_input()
         g = self.bn1.backward(g, out=g)
-        dx = self.conv1.backward(g, out=x1 if x1.shape == self.conv1._cache.x.shape else None)
+        same = x1.shape == self.conv1.saved_input().shape
+        dx = self.conv1.backward(g, out=x1 if same else None)
         if self._kind == "identity":
             return _add_into(dx, d)
         if self._kind == "A":

@@ -85,8 +85,8 @@ def _fold(conv: Conv2d, bn: BatchNorm2d) -> None:
     s = bn.weight.data.astype(np.float64) / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
     t = bn.bias.data.astype(np.float64) - bn.running_mean.astype(np.float64) * s
     b = t if conv.bias is None else conv.bias.data.astype(np.float64) * s + t
-    w = conv.weight.data.astype(np.float64) * s[:, None, None, None]
-    conv.weight.data[...] = w.astype(np.float32)
+    w = conv.weight.host().astype(np.float64) * s[:, None, None, None]  # (K, C, R, S)
+    conv.weight.copy_(w.astype(np.float32))
     conv.bias = Parameter(b.astype(np.float32), decay=False)
 
 

@@ -2,7 +2,10 @@
 
     import resnet_cpp.nn as nn
     layer = nn.Conv2d(3, 16, 3, padding=1)
-    y = layer(x); dx = layer.backward(dy)   # fills layer.weight.grad
+    layer.zero_grad(); y = layer(x); dx = layer.backward(dy)   # adds into layer.weight.grad
+
+The contract (one backward per forward, shared modules, threads, stored layouts) is in
+``resnet_cpp.nn.module``.
 """
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""Layers over resnet_cpp.functional: each forward caches, each backward fills .grad.
+"""Layers over resnet_cpp.functional: each forward caches, each backward adds into .grad.
 
 All arithmetic runs in the C++ kernels behind ``resnet_cpp.functional``; these classes
-only hold parameters, pick buffers and route gradients. Spatial layers take
-``layout="NCHW"`` (default, like PyTorch) or ``"NHWC"`` (what the models use inside, with
-no per-layer transposes). Conv weights are (K, C, R, S) in both layouts.
+only hold parameters, pick buffers and route gradients (the contract: ``nn.module``).
+Spatial layers take ``layout="NCHW"`` (default, like PyTorch) or ``"NHWC"`` (what the
+models use inside, with no per-layer transposes). Conv weights are stored (R, S, C, K),
+the kernels' order, and read and written as (K, C, R, S) (``Parameter.host``/``copy_``,
+state_dicts).
 """
 from __future__ import annotations
 
@@ -11,18 +13,11 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import is_array, is_device_array
+from ..functional._layout import check_layout
 from . import init as _init
 from .module import Module, Parameter
 
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "GlobalAvgPool2d", "Linear", "Flatten"]
-
-_LAYOUTS = ("NCHW", "NHWC")
-
-
-def _check_layout(layout: str) -> str:
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
-    return layout
 
 
 def _pair_int(v, name: str) -> int:
@@ -50,14 +45,19 @@ def _channels(x: np.ndarray, layout: str) -> int:
 
 
 class _Cached(Module):
-    """Shared guard: backward needs the cache of a forward."""
+    """A layer whose backward consumes its forward's cache (``functional``'s NamedTuple)."""
 
-    _cache = None
+    def saved_input(self):
+        """The input of the forward the next backward consumes, as this layer keeps it (an
+        NHWC layer keeps the caller's array itself, an NCHW one an NHWC copy); Conv2d,
+        BatchNorm2d and Linear.
 
-    def _need_cache(self):
-        if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        return self._cache
+        The backward only reads it, so once that backward has returned the array is spent
+        for this layer: a caller that owns it may reuse it, e.g. as the ``out`` of a later
+        backward (``conv.backward(dy, out=conv.saved_input())`` is allowed: the weight
+        gradient reads x before dx overwrites it).
+        """
+        return self._saved().x
 
 
 class Conv2d(_Cached):
@@ -75,7 +75,7 @@ class Conv2d(_Cached):
         self.kernel_size = _pair_int(kernel_size, "kernel_size")
         self.stride = _pair_int(stride, "stride")
         self.padding = _pair_int(padding, "padding")
-        self.layout = _check_layout(layout)
+        self.layout = check_layout(layout)
         k = self.kernel_size
         self.weight = Parameter.zeros((self.out_channels, self.in_channels, k, k), decay=True,
                                       layout="RSCK")
@@ -83,9 +83,9 @@ class Conv2d(_Cached):
         if init:
             rng = _init.as_rng(rng)
             fan_in = self.in_channels * k * k
-            _init.default_uniform_(self.weight.data, rng, fan_in)
+            _init.default_uniform_(self.weight, rng, fan_in)
             if bias:
-                _init.default_uniform_(self.bias.data, rng, fan_in)
+                _init.default_uniform_(self.bias, rng, fan_in)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -97,16 +97,19 @@ class Conv2d(_Cached):
                              self.stride, self.padding)
         out = None if shape is None else self._buffer("y", shape)
         b = None if self.bias is None else self.bias.data
-        y, self._cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding,
-                                  layout=self.layout, out=out)
+        y, cache = F.conv2d(x, self.weight.data, b, self.stride, self.padding,
+                            layout=self.layout, w_layout="RSCK", out=out)
+        self._save(cache)
         return y
 
     def backward(self, dy: np.ndarray, need_dx: bool = True, out: np.ndarray = None):
         """dx (None without need_dx); ``out`` (NHWC) receives it and may be the forward's
-        input, which the weight gradient reads first."""
-        dx, _, _ = F.conv2d_backward(dy, self._need_cache(), need_dx=need_dx, dx_out=out,
-                                     dw_out=self.weight.grad,
-                                     db_out=None if self.bias is None else self.bias.grad)
+        input (``saved_input()``), which the weight gradient reads first."""
+        dw, db = self._grad_out("weight"), self._grad_out("bias")
+        dx, _, _ = F.conv2d_backward(dy, self._saved(), need_dx=need_dx, dx_out=out,
+                                     dw_out=dw, db_out=db)
+        self._consume()
+        self._add_grads(weight=dw, bias=db)
         return dx
 
 
@@ -130,7 +133,7 @@ class BatchNorm2d(_Cached):
         self.num_features = int(num_features)
         self.eps, self.momentum = float(eps), float(momentum)
         self.relu = bool(relu)
-        self.layout = _check_layout(layout)
+        self.layout = check_layout(layout)
         self.weight = Parameter.zeros((self.num_features,), decay=False)
         self.weight.data.fill(1.0)
         self.bias = Parameter.zeros((self.num_features,), decay=False)
@@ -145,10 +148,11 @@ class BatchNorm2d(_Cached):
     def forward(self, x: np.ndarray, residual: np.ndarray = None) -> np.ndarray:
         ok = is_array(x) and x.ndim == 4 and x.shape[0] > 0
         out = self._buffer("y", x.shape) if ok else None
-        y, self._cache = F.batch_norm2d(
+        y, cache = F.batch_norm2d(
             x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
             training=self.training, momentum=self.momentum, eps=self.eps, relu=self.relu,
             layout=self.layout, out=out, residual=residual, allreduce=self.allreduce)
+        self._save(cache)
         if self.training:
             self.num_batches_tracked[...] += 1
         return y
@@ -163,9 +167,12 @@ class BatchNorm2d(_Cached):
         Either saves activation-sized arrays. ``add`` (dy's shape) is summed into dx in the
         same pass: a residual block's gradient from its other branch.
         """
+        dgamma, dbeta = self._grad_out("weight"), self._grad_out("bias")
         dx, _, _, *dres = F.batch_norm2d_backward(
-            dy, self._need_cache(), out=out, overwrite_cache=overwrite_forward, add=add,
-            dgamma_out=self.weight.grad, dbeta_out=self.bias.grad)
+            dy, self._saved(), out=out, overwrite_cache=overwrite_forward, add=add,
+            dgamma_out=dgamma, dbeta_out=dbeta)
+        self._consume()
+        self._add_grads(weight=dgamma, bias=dbeta)
         return (dx, dres[0]) if dres else dx
 
 
@@ -174,11 +181,14 @@ class ReLU(_Cached):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         out = self._buffer("y", x.shape) if is_array(x) else None
-        y, self._cache = F.relu(x, out=out)
+        y, cache = F.relu(x, out=out)
+        self._save(cache)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return F.relu_backward(dy, self._need_cache())
+        dx = F.relu_backward(dy, self._saved())
+        self._consume()
+        return dx
 
 
 class MaxPool2d(_Cached):
@@ -189,7 +199,7 @@ class MaxPool2d(_Cached):
         self.kernel_size = _pair_int(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else _pair_int(stride, "stride")
         self.padding = _pair_int(padding, "padding")
-        self.layout = _check_layout(layout)
+        self.layout = check_layout(layout)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -201,12 +211,15 @@ class MaxPool2d(_Cached):
             shape = _spatial_out(x, self.layout, _channels(x, self.layout), self.kernel_size,
                                  self.stride, self.padding)
         out = None if shape is None else self._buffer("y", shape)
-        y, self._cache = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                      layout=self.layout, out=out)
+        y, cache = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                layout=self.layout, out=out)
+        self._save(cache)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return F.max_pool2d_backward(dy, self._need_cache())
+        dx = F.max_pool2d_backward(dy, self._saved())
+        self._consume()
+        return dx
 
 
 class GlobalAvgPool2d(_Cached):
@@ -214,17 +227,20 @@ class GlobalAvgPool2d(_Cached):
 
     def __init__(self, *, layout: str = "NCHW"):
         super().__init__()
-        self.layout = _check_layout(layout)
+        self.layout = check_layout(layout)
 
     def extra_repr(self) -> str:
         return f"layout={self.layout!r}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        y, self._cache = F.global_avg_pool2d(x, layout=self.layout)
+        y, cache = F.global_avg_pool2d(x, layout=self.layout)
+        self._save(cache)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return F.global_avg_pool2d_backward(dy, self._need_cache())
+        dx = F.global_avg_pool2d_backward(dy, self._saved())
+        self._consume()
+        return dx
 
 
 class Linear(_Cached):
@@ -238,40 +254,40 @@ class Linear(_Cached):
         self.in_features, self.out_features = int(in_features), int(out_features)
         rng = _init.as_rng(rng)
         self.weight = Parameter.zeros((self.out_features, self.in_features), decay=True)
-        _init.default_uniform_(self.weight.data, rng, self.in_features)
+        _init.default_uniform_(self.weight, rng, self.in_features)
         self.bias = None
         if bias:
             self.bias = Parameter.zeros((self.out_features,), decay=False)
-            _init.default_uniform_(self.bias.data, rng, self.in_features)
+            _init.default_uniform_(self.bias, rng, self.in_features)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         b = None if self.bias is None else self.bias.data
-        y, self._cache = F.linear(x, self.weight.data, b)
+        y, cache = F.linear(x, self.weight.data, b)
+        self._save(cache)
         return y
 
     def backward(self, dy: np.ndarray, need_dx: bool = True):
-        dx, _, _ = F.linear_backward(dy, self._need_cache(), need_dx=need_dx,
-                                     dw_out=self.weight.grad,
-                                     db_out=None if self.bias is None else self.bias.grad)
+        dw, db = self._grad_out("weight"), self._grad_out("bias")
+        dx, _, _ = F.linear_backward(dy, self._saved(), need_dx=need_dx, dw_out=dw, db_out=db)
+        self._consume()
+        self._add_grads(weight=dw, bias=db)
         return dx
 
 
 class Flatten(Module):
     """(N, ...) -> (N, prod(...)) in C order; backward restores the shape."""
 
-    _shape = None
-
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._shape = x.shape
+        self._save(x.shape)
         return _contiguous(x).reshape(x.shape[0], -1)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._shape is None:
-            raise RuntimeError("Flatten.backward called before forward")
-        return _contiguous(dy).reshape(self._shape)
+        dx = _contiguous(dy).reshape(self._saved())
+        self._consume()
+        return dx
 
 
 def _contiguous(a):

@@ -28,22 +28,21 @@ class CrossEntropyLoss(Module):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
         self.check_labels = bool(check_labels)
-        self._cache = None
 
     def extra_repr(self) -> str:
         return f"label_smoothing={self.label_smoothing}"
 
     def forward(self, logits: np.ndarray, labels: np.ndarray):
-        loss, self._cache = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing,
-                                            check_labels=self.check_labels)
+        loss, cache = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing,
+                                      check_labels=self.check_labels)
+        self._save(cache)
         return loss if is_device_array(loss) else float(loss)
 
     def backward(self, dloss: float = 1.0) -> np.ndarray:
-        if self._cache is None:
-            raise RuntimeError("CrossEntropyLoss.backward called before forward")
-        dlogits = F.cross_entropy_backward(self._cache)
+        dlogits = F.cross_entropy_backward(self._saved())
         if dloss != 1.0:
             if is_device_array(dlogits):
                 raise ValueError("dloss: scaling the gradient is only supported for NumPy logits")
             dlogits = dlogits * np.float32(dloss)
+        self._consume()
         return dlogits

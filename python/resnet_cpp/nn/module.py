@@ -1,34 +1,58 @@
 """Parameter, Module and Sequential: a PyTorch-shaped module system without autograd.
 
 Every module computes its own gradient: ``forward(x)`` stores what ``backward`` needs,
-``backward(dy)`` returns ``dx`` and OVERWRITES the ``.grad`` of each parameter it owns.
+``backward(dy)`` returns ``dx`` and ADDS each parameter's gradient into its ``.grad``, as
+PyTorch does: call ``zero_grad()`` (the model's or the optimizer's) before each step's
+backward, and gradients of several backward passes in between (micro-batches) sum up.
 Children, parameters and buffers are registered by attribute assignment, as in PyTorch,
 so names (``layer1.0.conv1.weight``) and ``state_dict`` keys match torchvision's.
 
-Activation buffers: layers write their outputs into per-layer arrays kept between calls
-(one per output shape), so a training step allocates almost nothing. The price: an
-output is overwritten by the next forward of the same layer with the same shape; copy
-it if you keep it. Models return freshly allocated logits, so that case is rare.
-Gradients are not kept between steps: a backward returns fresh arrays or, where the caller
-says so (``out=dy``, ``overwrite_forward``), reuses arrays that are spent.
+The forward/backward contract:
 
-Devices: ``module.to("cuda")`` moves every parameter and float buffer to the GPU as
-``resnet_cpp.cuda.DeviceArray``s in the kernels' layout (conv weights (R, S, C, K)), and the
-activation buffers follow; ``module.to("cpu")`` moves them back. ``state_dict()`` always
-returns NumPy arrays in PyTorch's layout, so checkpoints do not depend on the device.
+- A forward keeps its cache until its backward consumes it: one backward per forward
+  (a second raises RuntimeError, as does a backward with no forward).
+- A module may be called several times in one forward (shared weights): each call gets
+  its own output arrays and cache, backward calls come in the reverse order of the forward
+  calls, and the gradients of the calls add up.
+- A top-level call (a module called from outside any module's forward) starts a new
+  graph: the caches of earlier top-level calls are dropped, so a forward without a
+  backward (evaluation, BN recalibration) leaks nothing, and a backward belongs to the
+  latest top-level forward.
+- Threads: activation buffers and caches are per thread, so several threads may call one
+  model at once (inference in eval mode runs in parallel: the kernels release the GIL);
+  a backward runs in the thread of its forward. Parameters, their gradients and BN
+  running statistics are shared: training steps of one model must not run in several
+  threads at once.
+
+Activation buffers: layers write their outputs into per-layer arrays kept between calls
+(one per output shape and call), so a training step allocates almost nothing. The price:
+an output is overwritten by the next top-level forward of the same layer with the same
+shape; copy it if you keep it. Models return freshly allocated logits, so that case is rare.
+A backward returns fresh arrays or, where the caller says so (``out=dy``,
+``overwrite_forward``, ``out=layer.saved_input()``), reuses arrays that are spent.
+
+Devices and layouts: conv weights (``Parameter.layout == "RSCK"``) are stored in the
+kernels' order (R, S, C, K) on every device, their gradients and optimizer state too;
+``state_dict()``, ``load_state_dict()``, ``Parameter.host()`` and ``Parameter.copy_()``
+speak PyTorch's (K, C, R, S). ``module.to("cuda")`` moves every parameter and float buffer
+to the GPU as ``resnet_cpp.cuda.DeviceArray``s, and the activation buffers follow;
+``module.to("cpu")`` moves them back. Checkpoints do not depend on the device.
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict, namedtuple
 from typing import Iterator
 
 import numpy as np
 
 from .. import backend
+from .. import functional as F
 
 __all__ = ["Parameter", "Module", "Sequential", "IncompatibleKeys"]
 
-# Distinct output shapes a layer keeps buffers for (train batch, last batch, eval batch, ...).
+# Distinct output shapes (and calls) a layer keeps buffers for (train batch, last batch,
+# eval batch, ...).
 _MAX_SCRATCH = 8
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -47,41 +71,62 @@ class Parameter:
     """A trainable float32 array and its gradient.
 
     ``data`` is updated in place by optimizers and never rebound (except by ``to()``);
-    ``grad`` (same shape, zero at creation) is overwritten by the owning module's
-    ``backward``. ``decay`` says whether weight decay applies (conv/linear weights) or not
-    (biases, BN gamma/beta). ``layout="RSCK"`` marks a conv weight: on the device its data,
-    grad and optimizer state are (R, S, C, K), the kernels' layout; on the host (K, C, R, S).
+    ``grad`` (same shape, zero at creation) is where backward passes add their gradient.
+    ``decay`` says whether weight decay applies (conv/linear weights) or not (biases, BN
+    gamma/beta). ``layout="RSCK"`` marks a conv weight: its data, grad and optimizer state
+    are stored (R, S, C, K), the kernels' order, on every device, while ``shape``,
+    ``host()``, ``copy_()`` and state_dicts use PyTorch's (K, C, R, S).
     ``requires_grad=False`` freezes it: models skip the backward of a frozen prefix and
     ``resnet_cpp.train`` leaves it out of the optimizer.
     """
 
-    __slots__ = ("data", "grad", "decay", "layout", "requires_grad")
+    __slots__ = ("_grad", "_grad_zero", "data", "decay", "layout", "requires_grad")
 
     def __init__(self, data, decay: bool = True, layout: str | None = None):
-        self.data = _canonical(np.array(data, dtype=np.float32, order="C", copy=True))
+        """``data``: an array-like in the host layout (copied, stored in ``layout``)."""
+        host = np.asarray(data, dtype=np.float32)
+        self.data = _canonical(backend.to_device(host, "cpu", layout))
+        self._init(decay, layout)
+
+    def _init(self, decay: bool, layout: str | None) -> None:
         self.grad = np.zeros(self.data.shape, np.float32)
+        self._grad_zero = True
         self.decay = bool(decay)
         self.layout = layout
         self.requires_grad = True
 
     @classmethod
     def zeros(cls, shape, decay: bool = True, layout: str | None = None) -> Parameter:
-        """A zero-filled float32 parameter (no copy; layers fill it in place)."""
+        """A zero-filled float32 parameter of host shape ``shape`` (layers fill it in place)."""
         p = cls.__new__(cls)
-        p.data = np.zeros(shape, np.float32)
-        p.grad = np.zeros(shape, np.float32)
-        p.decay = bool(decay)
-        p.layout = layout
-        p.requires_grad = True
+        p.data = np.zeros(backend.stored_shape(shape, layout), np.float32)
+        p._init(decay, layout)
         return p
 
+    @property
+    def grad(self):
+        """The gradient, shaped like ``data``; backward passes add into it."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        self._grad = value
+        self._grad_zero = False  # contents unknown: the next backward adds to them
+
+    def zero_grad(self) -> None:
+        """Set the gradient to zero in place (the next backward then writes it directly)."""
+        backend.zero_(self._grad)
+        self._grad_zero = True
+
     def __getstate__(self):
-        return {"data": self.data, "grad": self.grad, "decay": self.decay, "layout": self.layout,
-                "requires_grad": self.requires_grad}
+        return {"data": self.data, "grad": self._grad, "decay": self.decay,
+                "layout": self.layout, "requires_grad": self.requires_grad,
+                "grad_zero": self._grad_zero}
 
     def __setstate__(self, state) -> None:
         self.data = _canonical(state["data"])
-        self.grad = _canonical(state["grad"])
+        self._grad = _canonical(state["grad"])
+        self._grad_zero = state.get("grad_zero", False)
         self.decay = state["decay"]
         self.requires_grad = state.get("requires_grad", True)
         self.layout = state.get("layout")
@@ -91,20 +136,29 @@ class Parameter:
         return backend.device_of(self.data)
 
     def to(self, device: str) -> Parameter:
-        """Move data to ``device`` ("cpu" or "cuda") in its layout there; grad restarts at 0."""
+        """Move data to ``device`` ("cpu" or "cuda"); grad restarts at 0."""
         device = backend.parse_device(device)
         if device != self.device:
             self.data = self.to_device(self.host(), device)
-            self.grad = backend.zeros_like(self.data)
+            self._grad = backend.zeros_like(self.data)
+            self._grad_zero = True
         return self
 
     def host(self, a=None) -> np.ndarray:
-        """A NumPy copy, in the host layout, of ``a`` (default: data): an array shaped like
+        """A NumPy copy, in the host layout, of ``a`` (default: data): an array stored like
         data on either device (grad, an optimizer buffer)."""
         return backend.to_host(self.data if a is None else a, self.layout)
 
+    def copy_(self, a) -> Parameter:
+        """Copy the host-layout array ``a`` (shape ``self.shape``) into data, in place."""
+        a = np.asarray(a)
+        if a.shape != self.shape:
+            raise ValueError(f"a: expected shape {self.shape}, got {a.shape}")
+        backend.copy_from_host(self.data, a, self.layout)
+        return self
+
     def to_device(self, a: np.ndarray, device: str):
-        """A new array on ``device`` holding host-layout ``a`` in this parameter's layout there."""
+        """A new array on ``device`` holding host-layout ``a`` stored like this parameter."""
         return backend.to_device(a, device, self.layout)
 
     @property
@@ -121,6 +175,35 @@ class Parameter:
         return f"Parameter(shape={self.shape}, decay={self.decay}, device={self.device!r}{frozen})"
 
 
+class _ThreadCalls(threading.local):
+    """This thread's module calls: nesting depth, and how many top-level calls so far."""
+
+    depth = 0
+    generation = 0
+
+
+_calls = _ThreadCalls()
+
+
+class _CallState:
+    """One module's forward state in one thread."""
+
+    __slots__ = ("count", "generation", "index", "pending", "scratch")
+
+    def __init__(self) -> None:
+        self.generation = -1  # the top-level call the fields below belong to
+        self.count = 0        # calls of this module in that top-level call
+        self.index = 0        # the running call's number: its buffers are its own
+        self.pending: list = []  # caches not yet consumed by a backward, oldest first
+        self.scratch: dict = {}  # (tag, shape, dtype, call index) -> array
+
+    def sync(self) -> None:
+        """Drop the caches of earlier top-level calls."""
+        if self.generation != _calls.generation:
+            self.generation, self.count = _calls.generation, 0
+            self.pending.clear()
+
+
 class Module:
     """Base class: register children/parameters by attribute, buffers by ``register_buffer``.
 
@@ -132,7 +215,7 @@ class Module:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_scratch", {})
+        object.__setattr__(self, "_local", threading.local())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_device", "cpu")
 
@@ -178,24 +261,87 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        """forward(), numbered: a top-level call starts a new graph, and each call of this
+        module within one gets its own buffers (see the module doc)."""
+        calls = _calls
+        depth = calls.depth
+        if depth == 0:
+            calls.generation += 1
+        st = self._state()
+        st.sync()
+        st.index = st.count
+        st.count += 1
+        calls.depth = depth + 1
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            calls.depth = depth
+
+    def _state(self) -> _CallState:
+        """This module's forward state in the calling thread."""
+        try:
+            return self._local.state
+        except AttributeError:
+            st = self._local.state = _CallState()
+            return st
+
+    def _save(self, cache) -> None:
+        """Keep a forward's cache for its backward (the latest call's is consumed first)."""
+        st = self._state()
+        if _calls.depth == 0:  # forward() called directly, not through __call__: a new graph
+            st.generation = -1
+        st.sync()
+        st.pending.append(cache)
+
+    def _saved(self):
+        """The cache the next backward consumes (its forward's), without consuming it."""
+        pending = self._state().pending
+        if not pending:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward: no forward left to backpropagate through: "
+                "each forward allows one backward (run the forward again for another)")
+        return pending[-1]
+
+    def _consume(self) -> None:
+        """A backward is done with the latest cache: drop it."""
+        self._state().pending.pop()
 
     def _buffer(self, tag: str, shape: tuple, dtype=np.float32, zero: bool = False) -> np.ndarray:
-        """A scratch array owned by this module on its device, reused by every call with the
-        same shape.
+        """A scratch array owned by this module (in this thread, for this call of it within
+        a forward) on its device, reused by every such call with the same shape.
 
         Contents are undefined (kernels overwrite them) unless ``zero``: zero-filled once
         when first created.
         """
-        key = (tag, tuple(shape), np.dtype(dtype).str)
-        buf = self._scratch.get(key)
+        st = self._state()
+        key = (tag, tuple(shape), np.dtype(dtype).str, st.index)
+        buf = st.scratch.get(key)
         if buf is None:
-            if len(self._scratch) >= _MAX_SCRATCH:
-                del self._scratch[next(iter(self._scratch))]  # oldest shape
+            if len(st.scratch) >= _MAX_SCRATCH:
+                del st.scratch[next(iter(st.scratch))]  # oldest shape
             make = backend.zeros if zero else backend.empty
             buf = make(shape, dtype, self._device)
-            self._scratch[key] = buf
+            st.scratch[key] = buf
         return buf
+
+    def _grad_out(self, name: str):
+        """Where a backward writes the gradient of parameter ``name`` (None if absent): its
+        .grad itself while that is zero (after zero_grad, writing equals adding), else a
+        scratch array that :meth:`_add_grads` adds in."""
+        p = self._parameters.get(name)
+        if p is None:
+            return None
+        return p.grad if p._grad_zero else self._buffer("d" + name, p.data.shape)
+
+    def _add_grads(self, **written) -> None:
+        """Complete what :meth:`_grad_out` started: ``name=array`` for each gradient written."""
+        for name, g in written.items():
+            p = self._parameters.get(name)
+            if p is None:
+                continue
+            if g is not p.grad:
+                F.add(p.grad, g, out=p.grad)
+            p._grad_zero = False
 
     # -- traversal -----------------------------------------------------------------------
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -237,8 +383,9 @@ class Module:
         return self.train(False)
 
     def zero_grad(self) -> None:
+        """Zero every parameter's gradient (backward passes add into them)."""
         for p in self.parameters():
-            backend.zero_(p.grad)
+            p.zero_grad()
 
     # -- devices -------------------------------------------------------------------------
     @property
@@ -250,7 +397,8 @@ class Module:
         """Move every parameter and float buffer (this module's and its descendants') to
         ``device``, "cpu" or "cuda" (ValueError otherwise; RuntimeError saying why when CUDA
         cannot be used). Gradients restart at zero; activation buffers and forward caches
-        are dropped. Returns self. Optimizers built before the move need ``opt.to(device)``.
+        are dropped (in every thread). Returns self. Optimizers built before the move need
+        ``opt.to(device)``.
         """
         device = backend.parse_device(device)
         if device == "cuda":
@@ -264,9 +412,7 @@ class Module:
                     moved = backend.to_device(backend.to_host(buf), device)
                     m._buffers[name] = moved
                     object.__setattr__(m, name, moved)
-            object.__setattr__(m, "_scratch", {})
-            if "_cache" in m.__dict__:
-                object.__setattr__(m, "_cache", None)
+            object.__setattr__(m, "_local", threading.local())
             object.__setattr__(m, "_device", device)
         return self
 
@@ -338,9 +484,7 @@ class Module:
     def __getstate__(self) -> dict:
         """Pickle/deepcopy without activation buffers or forward caches (rebuilt on use)."""
         state = self.__dict__.copy()
-        state["_scratch"] = {}
-        if "_cache" in state:
-            state["_cache"] = None
+        del state["_local"]
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -348,6 +492,7 @@ class Module:
             buf = _canonical(state[name])
             state[name] = state["_buffers"][name] = buf
         self.__dict__.update(state)
+        object.__setattr__(self, "_local", threading.local())
 
     # -- printing ------------------------------------------------------------------------
     def extra_repr(self) -> str:
