@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from errors import raises_arg
 import reference as ref
 from resnet_cpp import _core
 from resnet_cpp import functional as F
@@ -161,7 +162,7 @@ BAD_CORE = [
     ("max_pool2d_backward", (DY, AM[:1], 7, 7, 3, 2, 1), {}, ValueError, "argmax"),
     ("max_pool2d_backward", (DY.astype(np.float16), AM, 7, 7, 3, 2, 1), {}, TypeError, "dy"),
     ("max_pool2d_backward", (DY, AM, 0, 7, 3, 2, 1), {}, ValueError, "H"),
-    ("max_pool2d_backward", (DY, AM, 7, 7, 3, 1, 1), {}, ValueError, r"dy: expected shape \(2, 7, 7, 3\)"),
+    ("max_pool2d_backward", (DY, AM, 7, 7, 3, 1, 1), {}, ValueError, "dy: expected shape (2, 7, 7, 3)"),
     ("max_pool2d_backward", (DY, np.full_like(AM, 49), 7, 7, 3, 2, 1), {}, ValueError, "argmax"),
     ("max_pool2d_backward", (DY, np.full_like(AM, -1), 7, 7, 3, 2, 1), {}, ValueError, "argmax"),
     ("max_pool2d_backward", (DY, AM, 7, 7, 3, 2, 1), {"out": np.zeros((2, 7, 7, 3), np.float32).T}, ValueError, "out"),
@@ -175,7 +176,7 @@ BAD_CORE = [
 
 @pytest.mark.parametrize("fn,args,kw,exc,name", BAD_CORE, ids=lambda v: v if isinstance(v, str) else "")
 def test_core_bad_inputs(fn, args, kw, exc, name):
-    with pytest.raises(exc, match=name):
+    with raises_arg(exc, name):
         getattr(_core, fn)(*args, **kw)
 
 
@@ -196,5 +197,5 @@ BAD_FUNCTIONAL = [
 
 @pytest.mark.parametrize("fn,args,kw,exc,name", BAD_FUNCTIONAL, ids=lambda v: getattr(v, "__name__", ""))
 def test_functional_bad_inputs(fn, args, kw, exc, name):
-    with pytest.raises(exc, match=name):
+    with raises_arg(exc, name):
         fn(*args, **kw)

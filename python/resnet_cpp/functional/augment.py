@@ -30,11 +30,13 @@ def random_crop_flip(x: np.ndarray, *, padding: int = 4, flip: bool = True, seed
     is augmented exactly as within the whole batch.
     """
     check_layout(layout)
-    try:
-        pad = operator.index(padding)
-        s = operator.index(seed)
-        first = operator.index(first_index)
-    except TypeError:
-        raise TypeError(f"padding/seed/first_index: expected ints, got {type(padding).__name__}"
-                        f", {type(seed).__name__}, {type(first_index).__name__}") from None
+    pad, s, first = (_int(v, name) for v, name in ((padding, "padding"), (seed, "seed"),
+                                                    (first_index, "first_index")))
     return _core.random_crop_flip(x, pad, bool(flip), s, layout == "NHWC", out, first)
+
+
+def _int(value, name: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}") from None
