@@ -37,6 +37,7 @@ import sys
 import time
 
 import numpy as np
+from machine import machine_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -167,9 +168,11 @@ def main() -> None:
             ("1 rank x 2 threads", run_config(a, 1, 2, a.batch))]
     if a.json:
         for name, row in rows:
-            print(json.dumps({"config": name, "model": a.model, **row}))
+            print(json.dumps({"config": name, "model": a.model, **row,
+                              "machine": machine_line(row["threads"])}))
         return
     base = rows[0][1]["steps_per_s"]
+    print(machine_line("1 or 2"))  # threads per process, by configuration (below)
     print(f"{a.model}, global batch {a.batch}{', synchronized BN' if a.sync_bn else ''}, "
           f"{a.steps} steps after {a.warmup} warm-up")
     print("| configuration | steps/s | images/s | vs 1x1 | allreduce ms/step (in step) |")

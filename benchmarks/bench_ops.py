@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
+from machine import machine_line
 
 import resnet_cpp
 from resnet_cpp import _core
@@ -383,7 +384,9 @@ def main(argv=None) -> int:
 
     header = (f"{'case':<28}{'op':<11}{'isa':<12}{'impl':<24}{'thr':>3}{'ms':>9}{'GFLOP/s':>9}{'%peak':>7}"
               f"{'GB/s':>7}{'torch NCHW':>11}{'torch CL':>10}{'speedup':>8}")
+    machine = machine_line(args.threads)  # before the ISA cap moves: the machine's best path
     if not args.json:
+        print(machine)
         print(f"# batch {args.batch}, {args.stat} of {args.repeats}"
               f"{' (CPU time / threads)' if args.cpu_time else ''}; speedup = best torch ms / our ms")
         print(header)
@@ -420,7 +423,8 @@ def main(argv=None) -> int:
                     row = dict(case=case.name, op=case.op, isa=isa, impl=impl, threads=t, batch=args.batch,
                                ms=1e3 * sec, gflops=gf, peak_gflops=peak, gb_per_s=gbs,
                                pct_peak=100 * gf / peak if gf else None, max_rel_err=err,
-                               torch_nchw_ms=tm.get("nchw"), torch_cl_ms=tm.get("channels_last"))
+                               torch_nchw_ms=tm.get("nchw"), torch_cl_ms=tm.get("channels_last"),
+                               machine=machine)
                     best_t = min(tm.values()) if tm else None
                     row["speedup_vs_torch"] = best_t / row["ms"] if best_t else None
                     if args.json:

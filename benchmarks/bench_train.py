@@ -36,6 +36,7 @@ import sys
 import time
 
 import numpy as np
+from machine import machine_line
 
 CIFAR_MODELS = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110"}
 
@@ -426,6 +427,7 @@ def profile_ours(a, x, y):
         for n, f in originals.items():
             setattr(core, n, f)
     per_step = 1e3 / a.repeats
+    print(machine_line(a.threads))
     print(f"{a.model} {a.mode} batch {a.batch} threads {a.threads} {rc.precision()}: "
           f"{total * per_step:.1f} ms per step (mean of {a.repeats})")
     inside = 0.0
@@ -535,11 +537,13 @@ def main(argv=None):
             best = min((r for r in same if r["side"].startswith("torch")), key=lambda r: r["ms"])
             for r in same:
                 r["ratio_vs_torch_best"] = best["ms"] / r["ms"]
+    machine = machine_line(a.threads)
     if a.json:
         for r in rows:
             print(json.dumps(dict(r, model=a.model, version=a.version, mode=a.mode, batch=a.batch,
-                                  threads=a.threads, peak_gflops=peak)))
+                                  threads=a.threads, peak_gflops=peak, machine=machine)))
         return
+    print(machine)
     print(title)
     print(f"{'side':<18}{'median ms':>11}{'spread':>9}{'img/s':>9}{'GFLOP/s':>9}{'%peak':>7}"
           f"{'RSS MiB':>9}{'ours/best':>11}")

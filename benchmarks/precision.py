@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
 import reference as R  # noqa: E402
+from machine import machine_line  # noqa: E402
 import resnet_cpp as rc  # noqa: E402
 from resnet_cpp import _core  # noqa: E402
 
@@ -116,8 +117,7 @@ def layer_errors(C, K, H, k, stride, pad, N, seed=0) -> dict:
 
 
 def print_layers(seeds: int) -> None:
-    print(f"CPU: {_cpu_model()}; ISA {rc.active_isa()}; {rc.num_threads()} threads; "
-          f"worst over {seeds} seed(s)")
+    print(f"{machine_line()}; worst over {seeds} seed(s)")
     print("| net | layer | pass | direct elem / after | F(2x2) elem / after | F(4x4) elem / after "
           "| fwd norm (d / F2 / F4) |")
     print("|---|---|---|---|---|---|---|")
@@ -145,7 +145,7 @@ def print_models(labels, seeds: int, algos) -> None:
     import model_precision as mp
 
     torch.set_num_threads(rc.num_threads())
-    print(f"CPU: {_cpu_model()}; ISA {rc.active_isa()}; {rc.num_threads()} threads")
+    print(machine_line())
     print("worst ratio ours/PyTorch-fp32 error (floor 1e-6) over outputs and parameter "
           "gradients, and decisions flipped against float64, summed over seeds")
     print("| model | mode | PyTorch fp32 max err / flips | " +
@@ -169,17 +169,6 @@ def print_models(labels, seeds: int, algos) -> None:
             cells = " | ".join(f"{worst[a]:.1f}x / {flips[a]}" for a in algos)
             print(f"| {label} | {'train' if train else 'eval'} | {torch_max:.1e} / "
                   f"{flips['torch']} | {cells} |  ({time.perf_counter() - t0:.0f} s)", flush=True)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main(argv=None) -> None:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 
 import numpy as np
+from machine import machine_line
 
 A_CLASSES, B_CLASSES = range(0, 5), range(5, 10)
 
@@ -110,12 +111,14 @@ def main(argv=None):
         rec = run(["train", "--dataset", "npz", "--data-dir", b, *extra, *ft,
                    "--out", os.path.join(runs, out)], args.smoke, args.threads)
         results[name] = rec["test_acc"]
-    print(f"\ntask B: {per_class} training images per class, {len(b_test[1])} test images\n")
+    machine = machine_line(args.threads)  # the runs' threads: --threads, else the default
+    print(f"\n{machine}\ntask B: {per_class} training images per class, "
+          f"{len(b_test[1])} test images\n")
     print("| run | test accuracy |\n|---|---:|")
     for name, acc in results.items():
         print(f"| {name} | {100 * acc:.2f}% |")
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump({"machine": machine, "test_accuracy": results}, f, indent=1)
 
 
 if __name__ == "__main__":
