@@ -390,3 +390,20 @@ def test_a_checkpoint_from_before_trainconfig_resumes(small_npz, tmp_path):
     ckpt.save(run / "last.npz", c.groups, meta)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert ckpt.load(run / "last.npz").meta["position"]["global_step"] == 6
+
+
+def test_finetune_from_a_normalizing_checkpoint_resumes(run_dir, tmp_path):
+    """The pretrained file records its normalization, which the fine-tuned run takes; a
+    resumed run takes it from its own checkpoint (it does not read --init-from again)."""
+    data = _npz(tmp_path / "d.npz")
+    out = tmp_path / "ft"
+    args = ["train", "--dataset", "npz", "--data-dir", data, "--batch-size", "8",
+            "--no-progress"]
+    assert main([*args, "--init-from", str(run_dir / "last.npz"), "--new-head", "--epochs",
+                 "2", "--max-steps", "1", "--out", str(out)]) == 0
+    want = ckpt.load(run_dir / "last.npz").normalization()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    c = ckpt.load(out / "last.npz")
+    assert c.meta["position"]["global_step"] == 4
+    for got, w in zip(c.normalization(), want):
+        np.testing.assert_array_equal(got, w)

@@ -102,6 +102,15 @@ class DataParallel:
         trainer.state.load_state_dict(run["state"])
         trainer.metrics.load(run["history"])
 
+    def broadcast_normalization(self, mean, std) -> tuple:
+        """Rank 0's channel mean and std (or None, None) on every rank: a resumed run's
+        come from the checkpoint, which only rank 0 reads."""
+        norm = None if mean is None else [np.asarray(mean, np.float32).tolist(),
+                                          np.asarray(std, np.float32).tolist()]
+        norm = self._broadcast_json(norm)
+        return (None, None) if norm is None else (np.asarray(norm[0], np.float32),
+                                                  np.asarray(norm[1], np.float32))
+
     def start(self, trainer):
         """Broadcast rank 0's state, log the batch sizes; returns the context to train in
         (synchronized BN when asked for)."""

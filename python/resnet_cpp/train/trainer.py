@@ -149,6 +149,8 @@ class Trainer:
             cfg = self.dp.rank_config(cfg)
         self.config = cfg
         with self._ranks_together():  # a rank failing here must stop the others too
+            path = self._resume_path()  # on rank 0: the others get its state at the start
+            self._resume_from = None if path is None else (path, ckpt.load(path))
             init = self._prepare_finetune()
             self.init_path = None if init is None else init.path
             self.mean, self.std = self._normalization(mean, std, init)
@@ -211,9 +213,12 @@ class Trainer:
 
     def _normalization(self, mean, std, init) -> tuple:
         """The (C,) float32 channel mean and std the images are normalized with: as given,
-        else (``normalize``) the pretrained model's, an ImageDataset's own or the training
-        data's statistics; (None, None) without normalization."""
+        else a resumed run's, else (``normalize``) the pretrained model's, an ImageDataset's
+        own or the training data's statistics; (None, None) without normalization.
+        Data-parallel: rank 0's."""
         data = self.train_data
+        if mean is None and self._resume_from is not None:
+            mean, std = self._resume_from[1].normalization()
         if mean is None and self.config.normalize:
             if init is not None and init.meta.get("normalization"):  # the pretrained model's
                 mean, std = init.meta["normalization"]["mean"], init.meta["normalization"]["std"]
@@ -223,6 +228,8 @@ class Trainer:
                 from ..data import channel_stats
 
                 mean, std = channel_stats(data)
+        if self.dp is not None:
+            mean, std = self.dp.broadcast_normalization(mean, std)
         return (None if mean is None else np.asarray(mean, np.float32),
                 None if std is None else np.asarray(std, np.float32))
 
@@ -292,9 +299,10 @@ class Trainer:
             os.makedirs(out, exist_ok=True)
             for p in ckpt.remove_stale_temps(out):
                 self._log(f"removed {p}, left by a save that was cut short")
-        path = self._resume_path()
-        if path is not None:
-            self.load(path)
+        if self._resume_from is not None:
+            path, c = self._resume_from
+            self._resume_from = None  # the arrays are copied: let them go
+            self._restore(c, path)
             self.metrics.rewrite()
             self._log(f"resumed from {path} at epoch {self.state.epoch + 1}, batch "
                       f"{self.state.batch} (step {self.state.global_step})")
@@ -613,7 +621,9 @@ class Trainer:
     def load(self, path: str) -> None:
         """Restore the full training state from a checkpoint written by :meth:`save`;
         everything is checked before anything changes."""
-        c = ckpt.load(path)
+        self._restore(ckpt.load(path), path)
+
+    def _restore(self, c: ckpt.Checkpoint, path: str) -> None:
         self._check_same_run(c, path)
         state = RunState()
         try:
