@@ -186,8 +186,9 @@ class TrainConfig:
     """The settings of a training run (``fit``'s keywords, ``resnet-cpp train``'s options).
 
     Those with ``keep`` are stored in checkpoints, and a resumed run must have the same
-    (``fit`` raises CheckpointError, the CLI takes them from the checkpoint). Values are
-    checked when the config is made: ValueError or TypeError naming the setting.
+    (``fit`` raises CheckpointError, the CLI takes them from the checkpoint); only
+    ``init_from`` and ``new_head`` may be left unset, the weights being the checkpoint's.
+    Values are checked when the config is made: ValueError or TypeError naming the setting.
     """
 
     epochs: int = setting(6, "passes over the training data", keep=True, type=positive_int)

@@ -73,4 +73,5 @@ class RunState:
                        float(state.get("best_accuracy", -1.0)))
         if min(new.epoch, new.batch, new.global_step, new.sums.seen) < 0:
             raise ValueError(f"negative position or count: {pos}, {sums}")
-        self.__dict__.update(new.__dict__)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(new, f.name))

@@ -306,8 +306,8 @@ class Trainer:
             self.metrics.rewrite()
             self._log(f"resumed from {path} at epoch {self.state.epoch + 1}, batch "
                       f"{self.state.batch} (step {self.state.global_step})")
-        elif out is not None:
-            if self.config.resume:
+        elif out is not None:  # a fresh run, or a fit() again after the first stopped
+            if self.config.resume and self.state.global_step == 0:
                 self._log(f"no checkpoint in {out}; starting from scratch")
             self.metrics.rewrite()
 
