@@ -74,7 +74,7 @@ def test_fit_sets_precision_for_the_run_and_restores_it(tiny_data, tmp_path):  #
             trainer.fit()
     assert seen == [("bf16", bool(BF16_PATHS))] * 2
     assert resnet_cpp.precision() == before
-    assert trainer.config()["precision"] == "bf16"
+    assert trainer.checkpoint_config()["precision"] == "bf16"
     with pytest.raises(ValueError, match=r"^precision must be 'fp32' or 'bf16'"):
         T.Trainer(make_model(), *tiny_data, epochs=1, precision="fp16")
 

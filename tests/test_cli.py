@@ -1,8 +1,10 @@
 """The resnet-cpp command: train (smoke), resume, eval, predict, plot, info, user errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,11 +180,11 @@ def _readonly_out(tmp_path, monkeypatch):
     out.mkdir()
     out.chmod(0o500)
     if os.geteuid() == 0:  # root writes anyway: fail the directory as a read-only mount would
-        from resnet_cpp import train as T
+        from resnet_cpp.train import MetricsLog
 
-        def refuse(path, *a, **k):
-            raise PermissionError(13, "Permission denied", os.path.join(path, "metrics.jsonl"))
-        monkeypatch.setattr(T.Trainer, "_write_metrics_file", lambda self: refuse(self.out_dir))
+        def refuse(log):
+            raise PermissionError(13, "Permission denied", log.path)
+        monkeypatch.setattr(MetricsLog, "rewrite", refuse)
     return str(out)
 
 
@@ -315,3 +317,93 @@ def test_sigterm_saves_and_exits_143(small_npz, tmp_path):
     assert ckpt.load(out / "last.npz").meta["position"]["global_step"] == 2
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     assert ckpt.load(out / "last.npz").meta["position"]["global_step"] == 12
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def test_piped_output_is_one_line_per_epoch(small_npz, tmp_path):
+    """With stderr (and stdout) to a pipe: no progress-bar frames, a summary line per epoch."""
+    r = subprocess.run([sys.executable, "-m", "resnet_cpp", "train", "--dataset", "npz",
+                        "--data-dir", str(small_npz), "--epochs", "2", "--batch-size", "16",
+                        "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stdout + r.stderr
+    assert len(re.findall(r"^epoch \d/2: train loss", r.stdout, re.MULTILINE)) == 2, r.stdout
+    assert not re.search(r"^epoch", r.stderr, re.MULTILINE), r.stderr  # nothing per step
+
+
+def test_predict_off_a_terminal_prints_no_bar(run_dir, tmp_path, capsys):
+    from resnet_cpp.data import load_dataset
+
+    _, test = load_dataset("bundled")
+    np.save(tmp_path / "x.npy", np.round(test.images[:4, 0] * 255).astype(np.uint8))
+    assert main(["predict", "--checkpoint", str(run_dir / "last.npz"), str(tmp_path / "x.npy"),
+                 "--batch-size", "1"]) == 0  # 4 batches
+    out = capsys.readouterr()
+    assert out.err == "" and len(out.out.splitlines()) == 4
+
+
+def test_settings_round_trip_through_a_checkpoint(small_npz, tmp_path):
+    """What the command line gave comes back from the checkpoint as the same TrainConfig."""
+    import resnet_cpp
+    from resnet_cpp.cli import _given_settings, _saved_settings, _split, build_parser
+
+    argv = ["train", "--dataset", "npz", "--data-dir", str(small_npz), "--out",
+            str(tmp_path / "r"), "--max-steps", "1", "--batch-size", "8", "--no-progress",
+            "--lr", "0.05", "--momentum", "0.8", "--nesterov", "--label-smoothing", "0.1",
+            "--no-augment", "--warmup-epochs", "0.5", "--seed", "3"]
+    assert main(argv) == 0
+    data_cfg, cfg = _split(_given_settings(build_parser().parse_args(argv)))
+    meta = ckpt.load(tmp_path / "r" / "last.npz").meta
+    back_data, back = _split(_saved_settings(meta, "last.npz"))
+    # precision: recorded as the process setting it ran with
+    assert back.kept() == {**cfg.kept(), "precision": resnet_cpp.precision()}
+    assert back_data == dataclasses.replace(data_cfg, model="resnet20")
+    assert {k: meta["config"][k] for k in ("lr", "momentum", "nesterov", "warmup_epochs")} == \
+        {"lr": 0.05, "momentum": 0.8, "nesterov": True, "warmup_epochs": 0.5}
+
+
+# The layout of checkpoints written before TrainConfig: the Trainer's settings, and the
+# command line's in config["cli"] (new_head: None, or the N of --new-head [N]).
+OLD_CONFIG = ("epochs", "batch_size", "recipe", "optimizer", "schedule", "seed", "threads",
+              "precision", "augment", "device", "label_smoothing", "steps_per_epoch",
+              "world_size", "sync_bn")
+OLD_CLI = ("dataset", "data_dir", "model", "version", "width", "shortcut", "epochs",
+           "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "recipe",
+           "label_smoothing", "augment", "seed", "weight_decay", "init_from", "new_head",
+           "freeze_trunk", "trunk_lr", "freeze_bn", "image_size", "grayscale", "precision",
+           "sync_bn")
+
+
+def test_a_checkpoint_from_before_trainconfig_resumes(small_npz, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "npz", "--data-dir", str(small_npz), "--out", str(run),
+                 "--max-steps", "2", "--epochs", "2", "--batch-size", "16",
+                 "--no-progress"]) == 0
+    c = ckpt.load(run / "last.npz")
+    meta = {k: v for k, v in c.meta.items() if k not in ("format", "format_version", "checksum")}
+    cli = {k: meta["config"]["cli"][k] for k in OLD_CLI}
+    meta["config"] = {**{k: meta["config"][k] for k in OLD_CONFIG},
+                      "cli": {**cli, "new_head": None}}
+    ckpt.save(run / "last.npz", c.groups, meta)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert ckpt.load(run / "last.npz").meta["position"]["global_step"] == 6
+
+
+def test_finetune_from_a_normalizing_checkpoint_resumes(run_dir, tmp_path):
+    """The pretrained file records its normalization, which the fine-tuned run takes; a
+    resumed run takes it from its own checkpoint (it does not read --init-from again)."""
+    data = _npz(tmp_path / "d.npz")
+    out = tmp_path / "ft"
+    args = ["train", "--dataset", "npz", "--data-dir", data, "--batch-size", "8",
+            "--no-progress"]
+    assert main([*args, "--init-from", str(run_dir / "last.npz"), "--new-head", "--epochs",
+                 "2", "--max-steps", "1", "--out", str(out)]) == 0
+    want = ckpt.load(run_dir / "last.npz").normalization()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    c = ckpt.load(out / "last.npz")
+    assert c.meta["position"]["global_step"] == 4
+    for got, w in zip(c.normalization(), want):
+        np.testing.assert_array_equal(got, w)

@@ -328,8 +328,8 @@ def test_resume_on_one_rank_continues_a_two_rank_run(two_ranks, tmp_path):
     shutil.copytree(two_ranks / "resume", run)
     pos = ckpt.load(run / "last.npz").meta["position"]
     assert (pos["epoch"], pos["batch"], pos["world_size"]) == (0, 4, 2)
-    h = mpi_runs.run(str(run), batch=128, steps=None, epochs=2, resume=True,
-                     distributed=False)
+    h = mpi_runs.run(str(run), batch=128, steps=None, epochs=2, resume=True, sync_bn=True,
+                     distributed=False)  # the run's settings, sync_bn included
     whole = mpi_runs.run(str(tmp_path / "whole"), batch=128, steps=None, epochs=2,
                          distributed=False)
     assert [r["step"] for r in h] == [r["step"] for r in whole] == [4, 8]

@@ -111,7 +111,7 @@ def test_resume_with_parameter_groups_is_bit_exact(data, pretrained, tmp_path):
     resumed = fit(data, out_dir=str(tmp_path / "b"), resume=True, **kw)
     for k, v in whole.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[k], v, err_msg=k)
-    with pytest.raises(ValueError, match="param groups"):  # another trunk lr: other groups
+    with pytest.raises(ValueError, match=r"trunk_lr=0\.01, this run trunk_lr=0\.02"):
         fit(data, out_dir=str(tmp_path / "b"), resume=True, **{**kw, "trunk_lr": 0.02})
 
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 
 import numpy as np
 import pytest
 
 from resnet_cpp import checkpoint as ckpt
-from resnet_cpp import models
+from resnet_cpp import models, optim
 from resnet_cpp import train as T
 from resnet_cpp.data import Dataset, load_dataset
 
@@ -187,8 +188,8 @@ def test_second_signal_exits_at_once():
     import sys
 
     code = ("import os, signal\n"
-            "from resnet_cpp.train import _InterruptGuard\n"
-            "with _InterruptGuard() as guard:\n"
+            "from resnet_cpp.train.interrupts import InterruptGuard\n"
+            "with InterruptGuard() as guard:\n"
             "    with guard.critical():\n"
             "        os.kill(os.getpid(), signal.SIGTERM)\n"
             "        print('held', flush=True)\n"
@@ -229,10 +230,42 @@ def test_resume_rejects_a_different_run(tiny_data, reference_run, tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="batch_size=16"):
         trainer.fit()
     trainer = run(tiny_data, tmp_path, optimizer="adam", resume=str(ref_out))
+    with pytest.raises(ckpt.CheckpointError, match=r"has optimizer='sgd', this run "
+                       r"optimizer='adam'; a resumed run keeps its settings"):
+        trainer.fit()
+    # The same settings, but an optimizer over other parameters: its state cannot fit.
+    model = make_model()
+    opt = optim.SGD(model.parameters()[:-2], lr=0.1, momentum=0.9, weight_decay=1e-4)
+    trainer = run(tiny_data, tmp_path, model=model, optimizer=opt, resume=str(ref_out))
     before = trainer.model.state_dict()
     with pytest.raises(ckpt.CheckpointError, match="optimizer state does not fit"):
         trainer.fit()
     assert_same_state_dicts(trainer.model.state_dict(), before)  # nothing half-loaded
+    assert trainer.global_step == 0
+
+
+@pytest.mark.parametrize("change,saved", [(dict(lr=0.5), None), (dict(label_smoothing=0.1), 0.0),
+                                          (dict(augment=False), True), (dict(epochs=3), 2)])
+def test_resume_with_a_changed_setting_fails_naming_it(tiny_data, reference_run, tmp_path,
+                                                       change, saved):
+    _, _, ref_out = reference_run
+    trainer = run(tiny_data, tmp_path, resume=str(ref_out), **change)
+    (name, value), = change.items()
+    with pytest.raises(ckpt.CheckpointError, match=re.escape(
+            f"has {name}={saved!r}, this run {name}={value!r}; a resumed run keeps its "
+            "settings")):
+        trainer.fit()
+    assert trainer.global_step == 0  # nothing loaded
+
+
+def test_settings_round_trip_through_the_checkpoint(reference_run):
+    trainer, _, out = reference_run
+    saved = ckpt.load(out / "last.npz").meta["config"]
+    assert saved == trainer.checkpoint_config()
+    # As given, but for what the recipe fills in: the names and the batch size used.
+    used = {"recipe": "he2015", "optimizer": "sgd", "schedule": "multistep", "batch_size": 16}
+    assert {k: saved[k] for k in T.TrainConfig.names_kept()} == {**trainer.config.kept(), **used}
+    assert saved["lr"] is None and saved["seed"] == 5 and saved["augment"] is True
 
 
 def test_evaluate(tiny_data, reference_run):

@@ -23,15 +23,26 @@ directory and prints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from .train.config import (
+    FINE_TUNING,
+    TrainConfig,
+    add_options,
+    given,
+    positive_int,
+    setting,
+    thread_count,
+)
+
 DATASETS = ("bundled", "fashion-mnist", "mnist", "cifar10", "cifar100", "npz", "folder")
-DEFAULT_EPOCHS = 6  # the no-argument run: ~1 min on 2 Zen 4 cores (47 steps of 128 per epoch)
 
 
 class UserError(Exception):
@@ -44,47 +55,6 @@ class RunError(UserError):
     """A runtime error in the user's files or the run. Printed without traceback, exit code 1."""
 
     exit_code = 1
-
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _threads(s: str) -> int:
-    """--threads: 1 .. the bound set_num_threads accepts (libgomp aborts past what it can start)."""
-    from . import _core
-
-    v = _positive_int(s)
-    if v > _core.max_num_threads():
-        raise argparse.ArgumentTypeError(f"expected at most {_core.max_num_threads()} threads "
-                                         f"(4 per logical CPU), got {v}")
-    return v
-
-
-def _nonneg_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {s}")
-    return v
-
-
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
 
 
 # --------------------------------------------------------------------------- info
@@ -113,20 +83,49 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- train
 
-# Settings a resumed run takes from its checkpoint (giving a different value is an error).
-_RUN_SETTINGS = ("dataset", "data_dir", "model", "version", "width", "shortcut", "epochs",
-                 "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "recipe",
-                 "label_smoothing", "augment", "seed", "weight_decay", "init_from", "new_head",
-                 "freeze_trunk", "trunk_lr", "freeze_bn", "image_size", "grayscale",
-                 "precision", "sync_bn")
-_TRAIN_DEFAULTS = {"dataset": "bundled", "data_dir": None, "model": None, "version": 1,
-                   "width": None, "shortcut": None, "epochs": DEFAULT_EPOCHS,
-                   "batch_size": None, "lr": None, "optimizer": None, "schedule": None,
-                   "warmup_epochs": 0.0, "recipe": None, "label_smoothing": 0.0,
-                   "augment": True, "seed": 0, "weight_decay": None, "init_from": None,
-                   "new_head": None, "freeze_trunk": False, "trunk_lr": None,
-                   "freeze_bn": False, "image_size": None, "grayscale": False,
-                   "precision": "fp32", "sync_bn": False}
+
+@dataclass
+class DataModelConfig:
+    """The data and model `resnet-cpp train` builds (``fit`` is given them instead);
+    declared like TrainConfig's settings, and all kept by a resumed run."""
+
+    dataset: str = setting("bundled", "training data", keep=True, choices=DATASETS)
+    data_dir: str | None = setting(
+        None, "dataset directory (for npz: the .npz file; for folder: DIR/<class>/<image>, "
+        "or DIR/train and DIR/val)", keep=True)
+    model: str | None = setting(None, "model name (default resnet20; resnet29 for --version "
+                                "2)", keep=True)
+    version: int = setting(1, "ResNet v1 or v2", keep=True, type=int, choices=(1, 2))
+    width: str | None = setting(None, "CIFAR ResNet widths", keep=True,
+                                choices=("paper", "keras"))
+    shortcut: str | None = setting(None, "shortcut type of CIFAR ResNets", keep=True,
+                                   choices=("A", "B"))
+    image_size: int | None = setting(
+        None, "--dataset folder: crop size (default: the --init-from model's, else 224 for "
+        "ImageNet models, 32)", keep=True, group=FINE_TUNING, type=positive_int)
+    grayscale: bool = setting(False, "--dataset folder: read images as one channel",
+                              keep=True, group=FINE_TUNING)
+    init_arch: dict | None = setting(
+        None, "the architecture (widths, shortcut) read from the --init-from file when "
+        "--model is not given", keep=True, flag=None)
+
+
+def _split(settings: dict) -> tuple[DataModelConfig, TrainConfig]:
+    """The two configs from one {name: value} of theirs; ValueError/TypeError from a bad
+    value become usage errors."""
+    own = {f.name for f in dataclasses.fields(DataModelConfig)}
+    train = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        return (DataModelConfig(**{k: v for k, v in settings.items() if k in own}),
+                TrainConfig(**{k: v for k, v in settings.items() if k in train}))
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from e
+
+
+def _kept(data_cfg: DataModelConfig, cfg: TrainConfig) -> dict:
+    """What a checkpoint stores as ``config["cli"]``: every setting a resumed run keeps,
+    as the command line had it."""
+    return {**dataclasses.asdict(data_cfg), **cfg.kept()}
 
 
 def _load_data(name: str, data_dir: str | None, preprocess=None):
@@ -182,49 +181,48 @@ def _load_model(path: str):
         raise ckpt.CheckpointError(f"{path}: cannot rebuild the model: {e}") from e
 
 
-def _init_settings(settings: dict):
+def _init_settings(data_cfg: DataModelConfig, init_from: str):
     """Read --init-from; take the model (unless --model) and image settings from it."""
     from . import io as rio
 
     try:
-        w = _read_weights(settings["init_from"])
+        w = _read_weights(init_from)
         cfg = w.meta.get("model") or rio.infer_config(w.state_dict)
     except (ValueError, ImportError, FileNotFoundError) as e:
-        raise UserError(f"--init-from {settings['init_from']}: {e}") from e
-    if settings["model"] is None:
-        settings["model"], settings["version"] = cfg["name"], cfg.get("version", 1)
-        settings["init_arch"] = {k: cfg[k] for k in ("widths", "shortcut", "width") if k in cfg}
-    if settings["dataset"] == "folder":
-        if settings["image_size"] is None:
-            settings["image_size"] = (w.meta.get("preprocess") or {}).get("size")
+        raise UserError(f"--init-from {init_from}: {e}") from e
+    if data_cfg.model is None:
+        data_cfg.model, data_cfg.version = cfg["name"], cfg.get("version", 1)
+        data_cfg.init_arch = {k: cfg[k] for k in ("widths", "shortcut", "width") if k in cfg}
+    if data_cfg.dataset == "folder":
+        if data_cfg.image_size is None:
+            data_cfg.image_size = (w.meta.get("preprocess") or {}).get("size")
         if cfg.get("in_channels") == 1:
-            settings["grayscale"] = True
+            data_cfg.grayscale = True
     return w
 
 
-def _folder_preprocess(settings: dict):
+def _folder_preprocess(data_cfg: DataModelConfig):
     """Preprocess for --dataset folder: --image-size, else 224 (ImageNet models) or 32."""
     from .data import Preprocess
 
-    size = settings["image_size"] or (224 if _is_imagenet(settings["model"],
-                                                         settings["version"]) else 32)
-    settings["image_size"] = size  # recorded, so a resumed run reads images alike
-    return Preprocess(size=size, channels=1 if settings["grayscale"] else 3)
+    if data_cfg.image_size is None:  # recorded, so a resumed run reads images alike
+        data_cfg.image_size = 224 if _is_imagenet(data_cfg.model, data_cfg.version) else 32
+    return Preprocess(size=data_cfg.image_size, channels=1 if data_cfg.grayscale else 3)
 
 
-def _model_kwargs(settings: dict, train) -> dict:
-    kw = {**settings.get("init_arch", {}),
+def _model_kwargs(data_cfg: DataModelConfig, seed: int, train) -> dict:
+    kw = {**(data_cfg.init_arch or {}),
           "num_classes": len(train.classes), "in_channels": _image_shape(train)[0]}
-    if settings.get("width") is not None:
-        if settings["version"] != 2:
+    if data_cfg.width is not None:
+        if data_cfg.version != 2:
             raise UserError("--width (paper|keras) selects pre-activation widths; it needs "
                             "--version 2 (e.g. --model resnet56 --version 2)")
-        kw["width"] = settings["width"]
-    if settings.get("shortcut") is not None:
-        if settings["version"] != 1:
+        kw["width"] = data_cfg.width
+    if data_cfg.shortcut is not None:
+        if data_cfg.version != 1:
             raise UserError("--shortcut applies to v1 CIFAR ResNets (--version 1)")
-        kw["shortcut"] = settings["shortcut"]
-    kw["seed"] = settings["seed"]
+        kw["shortcut"] = data_cfg.shortcut
+    kw["seed"] = seed
     return kw
 
 
@@ -237,49 +235,72 @@ def _create_model(name: str, version: int, kwargs: dict):
         raise UserError(f"cannot build model {name!r} v{version} with {kwargs}: {e}") from e
 
 
-def _resolve_train_settings(args: argparse.Namespace) -> tuple[dict, str, bool, object]:
-    """Merge defaults, a resumed checkpoint's settings and explicit arguments; also return
-    the --init-from weights of a fresh run (None otherwise)."""
+def _given_settings(args: argparse.Namespace) -> dict:
+    """The settings given on the command line; --new-head [N] is new_head=True."""
+    settings = {**given(args, DataModelConfig), **given(args, TrainConfig)}
+    if "new_head" in settings:
+        settings["new_head"] = True
+    return settings
+
+
+def _saved_settings(meta: dict, path: str) -> dict:
+    """The settings a resumed run keeps, from its checkpoint's ``config["cli"]``."""
+    saved = meta.get("config", {}).get("cli")
+    if saved is None:
+        raise UserError(f"{path} was not written by `resnet-cpp train`; resume it with "
+                        "resnet_cpp.train.fit(..., resume=...)")
+    saved = dict(saved)
+    if "new_head" in saved:  # before TrainConfig: None, or --new-head's N (0 when omitted)
+        saved["new_head"] = saved["new_head"] is not None and saved["new_head"] is not False
+    saved["batch_size"] = _per_rank_batch(meta, saved)
+    return saved
+
+
+def _resolve_train_settings(
+        args: argparse.Namespace) -> tuple[DataModelConfig, TrainConfig, object]:
+    """(DataModelConfig, TrainConfig, the --init-from weights of a fresh run or None):
+    the defaults, then a resumed checkpoint's settings, then the command line's."""
     from . import checkpoint as ckpt
 
-    given = {k: getattr(args, k) for k in _RUN_SETTINGS if getattr(args, k) is not None}
+    settings = _given_settings(args)
     if args.resume:
-        out = args.resume
-        path = os.path.join(out, "last.npz") if os.path.isdir(out) else out
+        path = os.path.join(args.resume, "last.npz") if os.path.isdir(args.resume) \
+            else args.resume
         if not os.path.isfile(path):
             raise UserError(f"--resume {args.resume}: no checkpoint (last.npz) there")
-        meta = ckpt.load(path).meta
-        saved = meta.get("config", {}).get("cli")
-        if saved is None:
-            raise UserError(f"{path} was not written by `resnet-cpp train`; resume it with "
-                            "resnet_cpp.train.fit(..., resume=...)")
-        saved = {**saved, "batch_size": _per_rank_batch(meta, saved)}
-        for k, v in given.items():
+        saved = _saved_settings(ckpt.load(path).meta, path)
+        for k, v in settings.items():
             if k in saved and saved[k] != v:
+                shown = args.new_head if k == "new_head" else v
                 raise UserError(f"--resume continues the saved run, which has {k}="
-                                f"{saved[k]!r}; drop --{k.replace('_', '-')} {v!r} or "
+                                f"{saved[k]!r}; drop --{k.replace('_', '-')} {shown!r} or "
                                 "start a new run with --out")
-        if args.out is not None and os.path.abspath(args.out) != \
-                os.path.abspath(os.path.dirname(os.path.abspath(path))):
+        out = os.path.dirname(os.path.abspath(path))
+        if args.out_dir is not None and os.path.abspath(args.out_dir) != out:
             raise UserError("--resume writes into the resumed run's directory; drop --out")
-        return {**_TRAIN_DEFAULTS, **saved}, os.path.dirname(os.path.abspath(path)), True, None
-    settings = {**_TRAIN_DEFAULTS, **given}
-    init = _init_settings(settings) if settings["init_from"] else None
-    if settings["new_head"] is not None and init is None:
+        data_cfg, cfg = _split({**saved, **settings, "out_dir": out, "resume": True})
+        return data_cfg, cfg, None
+    data_cfg, cfg = _split(settings)
+    init = _init_settings(data_cfg, cfg.init_from) if cfg.init_from else None
+    if cfg.new_head and init is None:
         raise UserError("--new-head trains a new classifier on pretrained weights: give "
                         "--init-from FILE")
-    if settings["model"] is None:  # the smallest CIFAR ResNet of each version
-        settings["model"] = "resnet20" if settings["version"] == 1 else "resnet29"
-    out = args.out
+    if data_cfg.model is None:  # the smallest CIFAR ResNet of each version
+        data_cfg.model = "resnet20" if data_cfg.version == 1 else "resnet29"
+    out = cfg.out_dir
     if out is None:
-        out = os.path.join("runs", f"{settings['dataset']}-{settings['model']}-"
+        out = os.path.join("runs", f"{data_cfg.dataset}-{data_cfg.model}-"
                                    f"{time.strftime('%Y%m%d-%H%M%S')}")
     elif os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out}: is a file, not a directory")
     elif os.path.isfile(os.path.join(out, "last.npz")):
         raise UserError(f"{out} already holds a run (last.npz); continue it with "
                         f"--resume {out} or choose another --out")
-    return settings, out, False, init
+    if cfg.precision is None:  # recorded, so that a resumed run keeps it
+        import resnet_cpp
+
+        cfg = dataclasses.replace(cfg, precision=resnet_cpp.precision())
+    return data_cfg, dataclasses.replace(cfg, out_dir=out), init
 
 
 def _per_rank_batch(meta: dict, saved: dict) -> int | None:
@@ -300,40 +321,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from . import train as T
 
-    device = _require_device(args.device)
-    settings, out, resuming, init = _resolve_train_settings(args)
-    if settings["dataset"] == "npz" and not settings["data_dir"]:
+    _require_device(args.device or TrainConfig.device)
+    data_cfg, cfg, init = _resolve_train_settings(args)
+    if data_cfg.dataset == "npz" and not data_cfg.data_dir:
         raise UserError("--dataset npz needs --data-dir PATH.npz")
-    preprocess = _folder_preprocess(settings) if settings["dataset"] == "folder" else None
-    train, test = _load_data(settings["dataset"], settings["data_dir"], preprocess)
-    if settings["new_head"] not in (None, 0) and settings["new_head"] != len(train.classes):
-        raise UserError(f"--new-head {settings['new_head']}: the training data has "
+    preprocess = _folder_preprocess(data_cfg) if data_cfg.dataset == "folder" else None
+    train, test = _load_data(data_cfg.dataset, data_cfg.data_dir, preprocess)
+    if init is not None and args.new_head not in (None, 0) and \
+            args.new_head != len(train.classes):
+        raise UserError(f"--new-head {args.new_head}: the training data has "
                         f"{len(train.classes)} classes")
-    kwargs = _model_kwargs(settings, train)
-    model = _create_model(settings["model"], settings["version"], kwargs)
-    model_config = {"name": settings["model"], "version": settings["version"],
-                    "kwargs": kwargs}
+    kwargs = _model_kwargs(data_cfg, cfg.seed, train)
+    model = _create_model(data_cfg.model, data_cfg.version, kwargs)
+    model_config = {"name": data_cfg.model, "version": data_cfg.version, "kwargs": kwargs}
     main_rank = distributed.is_main()
     if main_rank:
-        print(f"training {settings['model']} v{settings['version']} on {settings['dataset']} "
-              f"({len(train)} train / {len(test)} test images) for {settings['epochs']} "
-              f"epochs; output in {out}", flush=True)
+        print(f"training {data_cfg.model} v{data_cfg.version} on {data_cfg.dataset} "
+              f"({len(train)} train / {len(test)} test images) for {cfg.epochs} "
+              f"epochs; output in {cfg.out_dir}", flush=True)
+    # A resumed run takes its weights from the checkpoint, not from init_from.
+    run_cfg = dataclasses.replace(cfg, init_from=init, new_head=cfg.new_head and init is not None)
     try:  # settings the trainer refuses are usage errors; what fails while training is not
-        trainer = T.Trainer(
-            model, train, test, epochs=settings["epochs"], batch_size=settings["batch_size"],
-            recipe=settings["recipe"], optimizer=settings["optimizer"], lr=settings["lr"],
-            weight_decay=settings["weight_decay"], schedule=settings["schedule"],
-            warmup_epochs=settings["warmup_epochs"], seed=settings["seed"],
-            threads=args.threads, out_dir=out, resume=resuming, augment=settings["augment"],
-            label_smoothing=settings["label_smoothing"], progress=not args.no_progress,
-            max_steps=args.max_steps, model_config=model_config,
-            precision=settings["precision"], config={"cli": settings},
-            init_from=init,  # None when resuming
-            new_head=init is not None and settings["new_head"] is not None,
-            freeze_trunk=settings["freeze_trunk"],
-            trunk_lr=settings["trunk_lr"], freeze_bn=settings["freeze_bn"],
-            sync_bn=settings["sync_bn"], device=device,
-            cuda_graph=not args.no_cuda_graph)
+        trainer = T.Trainer(model, train, test, config=run_cfg, model_config=model_config,
+                            extra_config={"cli": _kept(data_cfg, cfg)})
     except (ValueError, ImportError) as e:
         raise UserError(str(e)) from e
     history = trainer.fit()
@@ -348,7 +358,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"the run was already complete; test accuracy: "
               f"{100 * history.records[-1]['test_acc']:.2f}%")
     if args.plot:
-        _plot(out)
+        _plot(cfg.out_dir)
     return 0
 
 
@@ -483,11 +493,10 @@ def _predict_inputs(args: argparse.Namespace, meta: dict, model, mean, std):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     import resnet_cpp
 
     from . import backend
+    from .train.progress import Progress
 
     if args.threads is not None:
         resnet_cpp.set_num_threads(args.threads)
@@ -505,16 +514,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     k = min(args.top_k, model.num_classes)
     tops, probs = [], []
     try:
-        for x in tqdm(batches, total=n_batches, desc="predict", unit="batch",
-                      disable=args.no_progress or n_batches < 2):
-            logits = backend.to_host(model(backend.to_device(x, device))) \
-                if device == "cuda" else model(x)
-            logits = np.asarray(logits, np.float64)
-            z = np.exp(logits - logits.max(axis=1, keepdims=True))
-            p = z / z.sum(axis=1, keepdims=True)
-            top = np.argsort(-p, axis=1, kind="stable")[:, :k]
-            tops.append(top)
-            probs.append(np.take_along_axis(p, top, axis=1))
+        with Progress(n_batches, "predict", enabled=not args.no_progress and n_batches > 1) \
+                as bar:
+            for x in batches:
+                logits = backend.to_host(model(backend.to_device(x, device))) \
+                    if device == "cuda" else model(x)
+                logits = np.asarray(logits, np.float64)
+                z = np.exp(logits - logits.max(axis=1, keepdims=True))
+                p = z / z.sum(axis=1, keepdims=True)
+                top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+                tops.append(top)
+                probs.append(np.take_along_axis(p, top, axis=1))
+                bar.update()
     except ValueError as e:  # an unreadable image, reported by the loader
         raise UserError(str(e)) from e
     top, prob = np.concatenate(tops).astype(np.int64), np.concatenate(probs)
@@ -594,68 +605,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a ResNet. Unset options come from --recipe "
                        "(default he2015: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, lr /10 "
                        "at 50% and 75%) or, with --resume, from the resumed run.")
-    t.add_argument("--dataset", choices=DATASETS, help="default: bundled")
-    t.add_argument("--data-dir", help="dataset directory (for npz: the .npz file; for "
-                   "folder: DIR/<class>/<image>, or DIR/train and DIR/val)")
-    t.add_argument("--model", help="model name (default resnet20; resnet29 for --version 2)")
-    t.add_argument("--version", type=int, choices=(1, 2), help="ResNet v1 or v2 (default 1)")
-    t.add_argument("--width", choices=("paper", "keras"), help="CIFAR ResNet widths")
-    t.add_argument("--shortcut", choices=("A", "B"), help="shortcut type of CIFAR ResNets")
-    t.add_argument("--epochs", type=_positive_int, help=f"default {DEFAULT_EPOCHS}")
-    t.add_argument("--batch-size", type=_positive_int, help="default: the recipe's; per rank "
-                   "under mpirun (the global batch is N times larger)")
-    t.add_argument("--lr", type=_nonneg_float, help="peak learning rate (default: recipe's)")
-    t.add_argument("--weight-decay", type=_nonneg_float, help="default: recipe's")
-    t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
-    t.add_argument("--schedule", choices=("multistep", "cosine", "onecycle", "constant",
-                                          "keras"))
-    t.add_argument("--warmup-epochs", type=_nonneg_float, help="linear lr warmup")
-    t.add_argument("--recipe", choices=("he2015", "keras"), help="default he2015")
-    t.add_argument("--label-smoothing", type=_nonneg_float)
-    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crop (pad 4) + horizontal flip (default on)")
-    t.add_argument("--threads", type=_threads, help="OpenMP threads (default: all; "
-                   "under mpirun the cores divided among the ranks on each machine)")
-    t.add_argument("--precision", choices=("fp32", "bf16"),
-                   help="convolution operands (default fp32); bf16 needs AVX512-BF16")
-    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="train on the CPU (default) or the GPU (a build with CUDA)")
-    t.add_argument("--no-cuda-graph", action="store_true",
-                   help="with --device cuda: launch every kernel of a step instead of "
-                   "replaying the step's CUDA graph")
-    t.add_argument("--seed", type=_nonneg_int, help="seed for init, shuffling, augmentation")
-    t.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
-    t.add_argument("--max-steps", type=_positive_int,
-                   help="stop after this many optimizer steps (smoke tests)")
+    add_options(t, DataModelConfig, TrainConfig)  # one option per setting
     t.add_argument("--plot", action="store_true", help="write OUT/curves.png at the end")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.add_argument("--sync-bn", action="store_true", default=None,
-                   help="under mpirun: BN batch statistics over all ranks' images")
-    f = t.add_argument_group("fine-tuning and image folders")
-    f.add_argument("--init-from", metavar="FILE", help="start from these weights: a PyTorch "
-                   ".pth/.pt, .safetensors or resnet_cpp .npz (the model is taken from the "
-                   "file unless --model)")
-    f.add_argument("--new-head", metavar="N", nargs="?", const=0, type=_positive_int,
-                   help="replace the file's classifier by a new one for the data's N classes")
-    f.add_argument("--freeze-trunk", action="store_true", default=None,
-                   help="train only the head; the trunk stays bit for bit as loaded")
-    f.add_argument("--trunk-lr", type=_nonneg_float,
-                   help="learning rate of the trunk (the head trains at --lr)")
-    f.add_argument("--freeze-bn", action="store_true", default=None,
-                   help="BN layers keep (and use) their running statistics")
-    f.add_argument("--image-size", type=_positive_int, help="--dataset folder: crop size "
-                   "(default: the --init-from model's, else 224 for ImageNet models, 32)")
-    f.add_argument("--grayscale", action="store_true", default=None,
-                   help="--dataset folder: read images as one channel")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint on a test split")
     e.add_argument("--checkpoint", required=True, help="a .npz written by train")
     e.add_argument("--dataset", choices=DATASETS, help="default: the training dataset")
     e.add_argument("--data-dir")
-    e.add_argument("--batch-size", type=_positive_int, default=256)
-    e.add_argument("--threads", type=_threads)
+    e.add_argument("--batch-size", type=positive_int, default=256)
+    e.add_argument("--threads", type=thread_count)
     e.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     e.set_defaults(func=_cmd_eval)
 
@@ -666,11 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights file resnet_cpp reads (.pth, .pt, .safetensors)")
     r.add_argument("images", nargs="+", help="image files and folders (read with Pillow), "
                    "or one .npy of (N,H,W) or (N,C,H,W) images, uint8 0..255 or float in [0,1]")
-    r.add_argument("--top-k", type=_positive_int, default=1, help="classes per image")
+    r.add_argument("--top-k", type=positive_int, default=1, help="classes per image")
     r.add_argument("--output", "-o", help="save predicted class indices (int64) to this .npy")
     r.add_argument("--print", action="store_true", help="also print with --output")
-    r.add_argument("--batch-size", type=_positive_int, default=256)
-    r.add_argument("--threads", type=_threads)
+    r.add_argument("--batch-size", type=positive_int, default=256)
+    r.add_argument("--threads", type=thread_count)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     r.set_defaults(func=_cmd_predict)
@@ -683,8 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights file resnet_cpp reads (.pth, .pt, .safetensors)")
     x.add_argument("--onnx", metavar="OUT", help="write an ONNX model here")
     x.add_argument("--safetensors", metavar="OUT", help="write the weights here")
-    x.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
-    x.add_argument("--image-size", type=_positive_int,
+    x.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17)")
+    x.add_argument("--image-size", type=positive_int,
                    help="fix the ONNX input's H and W (default: dynamic)")
     x.set_defaults(func=_cmd_export)
 

@@ -12,16 +12,15 @@ averaged before each evaluation and checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
+
 import numpy as np
 
-from . import Group, sync_batch_norm
+from . import Group, local_threads, sync_batch_norm
 
 __all__ = ["DataParallel"]
-
-# Trainer attributes that make up the run's position (rank 0's are broadcast at the start).
-_POSITION = ("epoch", "batch", "global_step", "_sums", "best_accuracy")
 
 
 class DataParallel:
@@ -37,6 +36,16 @@ class DataParallel:
         self._flat = self._metrics = None
 
     # ------------------------------------------------------------------ setup
+
+    def rank_config(self, config):
+        """This rank's TrainConfig: unless ``threads`` is set, the cores of this machine
+        divided among its ranks; on every rank but 0, no files and no output."""
+        changes: dict = {}
+        if config.threads is None:
+            changes["threads"] = local_threads()
+        if not self.is_main:
+            changes.update(out_dir=None, resume=False, progress=False, verbose=False)
+        return dataclasses.replace(config, **changes)
 
     def attach(self, optimizer) -> None:
         """Make every trained parameter's ``.grad`` a view of one flat buffer (optimizer
@@ -87,12 +96,20 @@ class DataParallel:
         opt.load_state_dict({**state, "arrays": arrays})
         run = self._broadcast_json({
             "schedule": trainer.schedule.state_dict(),
-            "position": {k: getattr(trainer, k) for k in _POSITION},
-            "history": trainer.history.records})
+            "state": trainer.state.state_dict(),
+            "history": trainer.metrics.records})
         trainer.schedule.load_state_dict(run["schedule"])
-        for k in _POSITION:
-            setattr(trainer, k, run["position"][k])
-        trainer.history.records = run["history"]
+        trainer.state.load_state_dict(run["state"])
+        trainer.metrics.load(run["history"])
+
+    def broadcast_normalization(self, mean, std) -> tuple:
+        """Rank 0's channel mean and std (or None, None) on every rank: a resumed run's
+        come from the checkpoint, which only rank 0 reads."""
+        norm = None if mean is None else [np.asarray(mean, np.float32).tolist(),
+                                          np.asarray(std, np.float32).tolist()]
+        norm = self._broadcast_json(norm)
+        return (None, None) if norm is None else (np.asarray(norm[0], np.float32),
+                                                  np.asarray(norm[1], np.float32))
 
     def start(self, trainer):
         """Broadcast rank 0's state, log the batch sizes; returns the context to train in
