@@ -42,11 +42,10 @@ from machine import machine_line
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # --table: (model, per-node batch, per-node step time in s on the 2-core Zen 4 VM of the
-# README's tables). ResNet-20/56: 1417 and 471 img/s at batch 128 (README,
-# Benchmarks); ResNet-50 at 224x224 is estimated from ResNet-18's 24 img/s scaled by
-# forward FLOPs (4.1 / 1.8 GFLOP), i.e. about 10.5 img/s.
-TABLE_MODELS = (("resnet20", 128, 128 / 1417), ("resnet56", 128, 128 / 471),
-                ("resnet50", 32, 32 / 10.5))
+# README's tables, precise default convolutions). ResNet-20/56: 1124 and 367 img/s at batch
+# 128; ResNet-50 at 224x224: 6.5 img/s at batch 8 (README, Benchmarks), taken for batch 32.
+TABLE_MODELS = (("resnet20", 128, 128 / 1124), ("resnet56", 128, 128 / 367),
+                ("resnet50", 32, 32 / 6.5))
 # Links: (name, bytes/s, latency a in s): 10 GbE over TCP, 100 Gb/s RDMA (InfiniBand/RoCE).
 LINKS = (("10 Gb/s", 10e9 / 8, 30e-6), ("100 Gb/s", 100e9 / 8, 3e-6))
 NODES = (2, 4, 8, 16, 32, 64)
