@@ -18,7 +18,7 @@ and "bf16 vs our fp32" is printed). Peak memory (RSS) of each side
 is measured in a child process that imports only that side. % of peak uses the FP32 FMA peak
 measured by a probe on this machine (resnet_cpp._core.fma_peak_gflops), not a datasheet.
 
---device cuda: our step is the training loop's (resnet_cpp.train_cuda.CudaTrainStep: the
+--device cuda: our step is the training loop's (resnet_cpp.train.device_step.CudaTrainStep: the
 batch copied from pinned memory on a copy stream, the step replayed as a CUDA graph unless
 --no-cuda-graph, the loss read back once), in FP32 and with TF32 GEMMs; PyTorch runs eager
 with cuDNN (benchmark mode) in FP32 and TF32, NCHW and channels_last, its batch also copied
@@ -118,7 +118,7 @@ def ours_step_fn(a, rc, model, x, y, precision="fp32"):
 def ours_cuda_step_fn(a, model, x, y, tf32):
     """Our step on the GPU, as fit() runs it; TF32 is switched on around each call."""
     from resnet_cpp import _cuda, cuda, nn, optim
-    from resnet_cpp.train_cuda import CudaTrainStep
+    from resnet_cpp.train.device_step import CudaTrainStep
 
     model.to("cuda")
 

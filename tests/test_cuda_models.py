@@ -258,11 +258,11 @@ def assert_state_close(sa, sb, what):
 
 
 def test_fit_on_the_device_matches_the_cpu(monkeypatch):
-    from resnet_cpp import train_cuda
+    from resnet_cpp.train import device_step
 
     replays = []
-    exit_ = train_cuda.CudaTrainStep.__exit__
-    monkeypatch.setattr(train_cuda.CudaTrainStep, "__exit__",
+    exit_ = device_step.CudaTrainStep.__exit__
+    monkeypatch.setattr(device_step.CudaTrainStep, "__exit__",
                         lambda self, *e: (replays.append(self.graph_replays), exit_(self, *e)))
     data = tiny_data()
     cpu, hist_c = fit(data, "cpu")
@@ -295,7 +295,7 @@ def test_checkpoints_move_between_devices(tmp_path):
 
 
 def test_steady_state_step_waits_once_and_allocates_nothing():
-    from resnet_cpp.train_cuda import CudaTrainStep
+    from resnet_cpp.train.device_step import CudaTrainStep
 
     rng = np.random.default_rng(0)
     model = models.CifarResNet(8, num_classes=3, in_channels=1, widths=(4, 6, 8), seed=0).to("cuda")

@@ -15,9 +15,9 @@ What lives where:
 - :mod:`.progress`: per-step progress (a bar on a terminal, a line a minute at most in a
   pipe or log file).
 - :mod:`.interrupts`: SIGINT/SIGTERM deferred to the end of a step.
+- :mod:`.device_step`: the step on the GPU (pinned batches, one wait, a CUDA graph).
 
-The step on the GPU is :mod:`resnet_cpp.train_cuda`; the data-parallel hooks are
-:mod:`resnet_cpp.distributed.data_parallel`.
+The data-parallel hooks are :mod:`resnet_cpp.distributed.data_parallel`.
 """
 from __future__ import annotations
 

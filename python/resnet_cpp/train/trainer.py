@@ -32,7 +32,7 @@ prints. Checkpoints record the global batch, so a run resumes on any number of r
 divides it.
 
 Devices: ``device="cuda"`` moves the model (and a given optimizer) to the GPU and runs each
-step there (:mod:`resnet_cpp.train_cuda`: pinned host batches, asynchronous copies, one
+step there (:mod:`resnet_cpp.train.device_step`: pinned host batches, asynchronous copies, one
 host wait per step, the step captured in a CUDA graph unless ``cuda_graph=False``). The
 weights are then checked for NaN/inf at each checkpoint rather than after every step (that
 would wait for the device). Checkpoints are the same on both devices: a run saved on the
@@ -367,7 +367,7 @@ class Trainer:
         batches = self.loader.iter_from(b) if b else iter(self.loader)
         if self._cuda_step is None:
             return batches
-        from ..train_cuda import PinnedBatches
+        from .device_step import PinnedBatches
 
         return PinnedBatches(batches, check_labels=self._check_labels)
 
@@ -402,7 +402,7 @@ class Trainer:
         return loss, correct, n
 
     def _device_step(self, x, y) -> tuple[float, int, int]:
-        """One step on the GPU (:class:`resnet_cpp.train_cuda.CudaTrainStep`)."""
+        """One step on the GPU (:class:`resnet_cpp.train.device_step.CudaTrainStep`)."""
         loss, logits = self._cuda_step.step(x, y)
         if not math.isfinite(loss):
             raise self._diverged(f"loss is {loss}", self.state.global_step + 1)
@@ -475,7 +475,7 @@ class Trainer:
         graphs are captured once and replayed across epochs); else a no-op context."""
         if self.device != "cuda":
             return contextlib.nullcontext()
-        from ..train_cuda import CudaTrainStep
+        from .device_step import CudaTrainStep
 
         self._cuda_step = CudaTrainStep(self.model, self.criterion, self.optimizer,
                                         self.config.cuda_graph)
@@ -674,6 +674,6 @@ def fit(model, train_data, test_data=None, **kwargs: Any) -> History:
 
     Fine-tuning (init_from, new_head, freeze_trunk, trunk_lr, freeze_bn):
     :mod:`resnet_cpp.finetune`. Data-parallel (distributed, sync_bn; batch_size is then per
-    rank): :mod:`resnet_cpp.distributed`. device="cuda": :mod:`resnet_cpp.train_cuda`.
+    rank): :mod:`resnet_cpp.distributed`. device="cuda": :mod:`resnet_cpp.train.device_step`.
     """
     return Trainer(model, train_data, test_data, **kwargs).fit()

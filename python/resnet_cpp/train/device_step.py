@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from . import backend
+from .. import backend
 
 __all__ = ["PinnedBatches", "CudaTrainStep"]
 
