@@ -898,7 +898,8 @@ def test_graph_capture_needs_a_created_stream():
         _cuda.set_stream(old)
 
 
-def test_cuda_errors_carry_the_cuda_error_string():
-    with pytest.raises(RuntimeError, match="CUDA error cudaErrorMemoryAllocation.*cudaMalloc"):
+def test_out_of_device_memory_is_a_memory_error_and_leaves_the_module_usable():
+    # README "Hardening": refused before allocating, naming the argument (the shape).
+    with pytest.raises(MemoryError, match=r"^shape: an array of shape \(4398046511104,\) needs"):
         DA.empty((1 << 42,))  # 16 TiB
     assert host(_cuda.relu_forward(dev(np.ones(3, np.float32)))).sum() == 3  # still usable

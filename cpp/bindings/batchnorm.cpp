@@ -102,19 +102,9 @@ void bind_batchnorm(py::module_& m) {
             require_eps(eps);
             require_bn_batch(x.M, x.dims);
             auto y = output_f32(out, "out", x.dims);
-            require_elementwise_out(y, x, residual, {{gamma, "gamma"}, {beta, "beta"},
-                                                     {rm, "running_mean"}, {rv, "running_var"}});
-            require_disjoint(rm, "running_mean", {{x.a, "x"}, {residual, "residual"},
-                                                  {gamma, "gamma"}, {beta, "beta"},
-                                                  {rv, "running_var"}});
-            require_disjoint(rv, "running_var", {{x.a, "x"}, {residual, "residual"},
-                                                 {gamma, "gamma"}, {beta, "beta"}});
             auto mean = output_f32(mean_out, "mean_out", c);
             auto rstd = output_f32(rstd_out, "rstd_out", c);
-            for (auto [o, name] : {std::pair{&mean, "mean_out"}, std::pair{&rstd, "rstd_out"}})
-                require_disjoint(*o, name, {{x.a, "x"}, {y, "out"}, {gamma, "gamma"}, {beta, "beta"},
-                                            {rm, "running_mean"}, {rv, "running_var"}});
-            require_disjoint(mean, "mean_out", rstd, "rstd_out");
+            require_bn_forward_disjoint(y, x.a, residual, gamma, beta, rm, rv, true, mean, rstd);
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_forward_train(cptr(x.a), rp, cptr(gamma), cptr(beta), ptr(rm),
@@ -135,14 +125,11 @@ void bind_batchnorm(py::module_& m) {
             auto [gamma, beta, rm, rv] = require_bn_vectors(require_f32, gamma_, beta_, rm_, rv_, x.C, false);
             require_eps(eps);
             auto y = output_f32(out, "out", x.dims);
-            require_elementwise_out(y, x, residual, {{gamma, "gamma"}, {beta, "beta"},
-                                                     {rm, "running_mean"}, {rv, "running_var"}});
             std::optional<py::array_t<float>> mean, rstd;
             if (!mean_out.is_none()) mean = output_f32(mean_out, "mean_out", c);
             if (!rstd_out.is_none()) rstd = output_f32(rstd_out, "rstd_out", c);
-            for (auto [o, name] : {std::pair{&mean, "mean_out"}, std::pair{&rstd, "rstd_out"}})
-                if (*o) require_disjoint(**o, name, {{x.a, "x"}, {y, "out"}, {rm, "running_mean"},
-                                                     {rv, "running_var"}});
+            require_bn_forward_disjoint(y, x.a, residual, gamma, beta, rm, rv, false,
+                                        mean ? Span(*mean) : Span(), rstd ? Span(*rstd) : Span());
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_forward_eval(cptr(x.a), rp, cptr(gamma), cptr(beta), cptr(rm),
@@ -163,14 +150,10 @@ void bind_batchnorm(py::module_& m) {
             py::array_t<float> add;
             const float* ap = optional_like(add_, "add", x, add);
             auto dx = output_f32(out, "out", x.dims);
-            require_backward_out(dx, b.dy, x, {{add, "add"}, {b.gamma, "gamma"}, {b.mean, "mean"},
-                                               {b.rstd, "rstd"}, {b.beta, "beta"}});
             auto dgamma = output_f32(dgamma_out, "dgamma_out", c);
             auto dbeta = output_f32(dbeta_out, "dbeta_out", c);
-            for (auto [o, name] : {std::pair{&dgamma, "dgamma_out"}, std::pair{&dbeta, "dbeta_out"}})
-                require_disjoint(*o, name, {{b.dy, "dy"}, {x.a, "x"}, {dx, "out"}, {add, "add"},
-                                            {b.gamma, "gamma"}, {b.mean, "mean"}, {b.rstd, "rstd"}});
-            require_disjoint(dgamma, "dgamma_out", dbeta, "dbeta_out");
+            require_bn_backward_disjoint(dx, b.dy, x.a, add, b.gamma, b.mean, b.rstd, b.beta,
+                                         dgamma, dbeta);
             {
                 py::gil_scoped_release nogil;
                 rc::batch_norm_backward(cptr(b.dy), cptr(x.a), cptr(b.gamma), b.bp, cptr(b.mean),

@@ -59,13 +59,6 @@ Dims any_shape(const char* name, size_t ndim) {
     return Dims(ndim, -1);
 }
 
-void require_disjoint(const void* a, size_t a_bytes, const char* a_name, const void* b,
-                      size_t b_bytes, const char* b_name) {
-    const auto a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
-    if (a_bytes && b_bytes && a0 < b0 + b_bytes && b0 < a0 + a_bytes)
-        throw py::value_error(std::string(a_name) + ": must not share memory with " + b_name);
-}
-
 // ------------------------------------------------------------------ NumPy arrays (_core)
 
 namespace {
@@ -130,9 +123,7 @@ py::array new_array(const char* name, const Dims& dims, const py::dtype& dtype) 
         return py::array(dtype, std::vector<py::ssize_t>(dims.begin(), dims.end()));
     } catch (py::error_already_set& e) {
         if (!e.matches(PyExc_MemoryError)) throw;
-        PyErr_SetString(PyExc_MemoryError, (std::string(name) + ": allocating an array of shape " +
-                                            dims_str(dims) + " failed (out of memory)").c_str());
-        throw py::error_already_set();
+        raise_allocation_failed(name, dims, "memory");
     }
 }
 
@@ -295,34 +286,62 @@ std::pair<Dims, Dims> shortcut_a_backward_dims(const Dims& dy, int64_t channels_
 
 namespace {
 
-bool overlaps(const py::array& a, const py::array& b) {
-    if (a.nbytes() == 0 || b.nbytes() == 0) return false;
-    const auto a0 = reinterpret_cast<uintptr_t>(a.data());
-    const auto b0 = reinterpret_cast<uintptr_t>(b.data());
-    return a0 < b0 + (uintptr_t)b.nbytes() && b0 < a0 + (uintptr_t)a.nbytes();
+bool overlaps(Span a, Span b) {
+    if (a.nbytes == 0 || b.nbytes == 0) return false;
+    const auto a0 = reinterpret_cast<uintptr_t>(a.data);
+    const auto b0 = reinterpret_cast<uintptr_t>(b.data);
+    return a0 < b0 + b.nbytes && b0 < a0 + a.nbytes;
 }
 
 }  // namespace
 
-void require_disjoint(const py::array& out, const char* out_name, const py::array& in,
-                      const char* in_name) {
+void require_disjoint(Span out, const char* out_name, Span in, const char* in_name) {
     if (overlaps(out, in))
         throw py::value_error(std::string(out_name) + ": must not share memory with " + in_name +
                               " (the result would be wrong); pass a separate array");
 }
 
-void require_disjoint(const py::array& out, const char* out_name,
-                      std::initializer_list<Named> ins) {
+void require_disjoint(Span out, const char* out_name, std::initializer_list<Named> ins) {
     for (const Named& in : ins) require_disjoint(out, out_name, in.a, in.name);
 }
 
-void require_disjoint_or_same(const py::array& out, const char* out_name, const py::array& in,
-                              const char* in_name) {
-    if (overlaps(out, in) && !(out.data() == in.data() && out.nbytes() == in.nbytes()))
+void require_disjoint_or_same(Span out, const char* out_name, Span in, const char* in_name) {
+    if (overlaps(out, in) && !(out.data == in.data && out.nbytes == in.nbytes))
         throw py::value_error(std::string(out_name) + ": must not share memory with " + in_name +
                               " unless it is " + in_name + " itself (a shifted or partial view "
                               "would give wrong results); pass " + in_name +
                               " to work in place, or a separate array");
+}
+
+void require_bn_forward_disjoint(Span y, Span x, Span residual, Span gamma, Span beta, Span rm,
+                                 Span rv, bool training, Span mean, Span rstd) {
+    require_disjoint_or_same(y, "out", x, "x");
+    require_disjoint_or_same(y, "out", residual, "residual");
+    require_disjoint(y, "out", {{gamma, "gamma"}, {beta, "beta"}, {rm, "running_mean"},
+                                {rv, "running_var"}});
+    if (training) {
+        require_disjoint(rm, "running_mean", {{x, "x"}, {residual, "residual"}, {gamma, "gamma"},
+                                              {beta, "beta"}, {rv, "running_var"}});
+        require_disjoint(rv, "running_var", {{x, "x"}, {residual, "residual"}, {gamma, "gamma"},
+                                             {beta, "beta"}});
+    }
+    for (auto [o, name] : {std::pair{mean, "mean_out"}, std::pair{rstd, "rstd_out"}})
+        require_disjoint(o, name, {{x, "x"}, {residual, "residual"}, {y, "out"}, {gamma, "gamma"},
+                                   {beta, "beta"}, {rm, "running_mean"}, {rv, "running_var"}});
+    require_disjoint(mean, "mean_out", rstd, "rstd_out");
+}
+
+void require_bn_backward_disjoint(Span dx, Span dy, Span x, Span add, Span gamma, Span mean,
+                                  Span rstd, Span beta, Span dgamma, Span dbeta) {
+    require_disjoint_or_same(dx, "out", dy, "dy");
+    require_disjoint_or_same(dx, "out", x, "x");
+    require_disjoint(dx, "out", {{add, "add"}, {gamma, "gamma"}, {mean, "mean"}, {rstd, "rstd"},
+                                 {beta, "beta"}});
+    for (auto [o, name] : {std::pair{dgamma, "dgamma_out"}, std::pair{dbeta, "dbeta_out"}})
+        require_disjoint(o, name, {{dy, "dy"}, {x, "x"}, {dx, "out"}, {add, "add"},
+                                   {gamma, "gamma"}, {mean, "mean"}, {rstd, "rstd"},
+                                   {beta, "beta"}});
+    require_disjoint(dgamma, "dgamma_out", dbeta, "dbeta_out");
 }
 
 std::vector<int64_t> copy_indices(const py::handle& obj, const char* name, int64_t n,
@@ -388,21 +407,35 @@ std::string human_bytes(double b) {
 
 }  // namespace
 
-void require_memory(const char* name, const Dims& dims, size_t itemsize) {
+double array_bytes(const Dims& dims, size_t itemsize) {
     // In double: exact below 2^53 bytes, and no overflow for the absurd sizes past 2^63.
     double bytes = (double)itemsize;
     for (int64_t d : dims) bytes *= (double)d;
-    constexpr double kCheckAbove = 64.0 * (1 << 20);  // smaller ones skip reading /proc
-    if (bytes < kCheckAbove) return;
-    const double avail = available_memory();
-    if (bytes <= avail && bytes < 0x1p63) return;
+    return bytes;
+}
+
+void require_fits(const char* name, const Dims& dims, size_t itemsize, double available,
+                  const char* what) {
+    const double bytes = array_bytes(dims, itemsize);
+    if (bytes <= available && bytes < 0x1p63) return;
     PyErr_SetString(PyExc_MemoryError,
                     (std::string(name) + ": an array of shape " + dims_str(dims) + " needs " +
                      human_bytes(bytes) + ", more than the " +
-                     (std::isinf(avail) ? std::string("largest size an array can have")
-                                        : human_bytes(avail) + " of memory available"))
+                     (std::isinf(available) ? std::string("largest size an array can have")
+                                            : human_bytes(available) + " of " + what + " available"))
                         .c_str());
     throw py::error_already_set();
+}
+
+void raise_allocation_failed(const char* name, const Dims& dims, const char* what) {
+    PyErr_SetString(PyExc_MemoryError, (std::string(name) + ": allocating an array of shape " +
+                                        dims_str(dims) + " failed (out of " + what + ")").c_str());
+    throw py::error_already_set();
+}
+
+void require_memory(const char* name, const Dims& dims, size_t itemsize) {
+    if (array_bytes(dims, itemsize) < kMemoryCheckAbove) return;  // skips reading /proc
+    require_fits(name, dims, itemsize, available_memory(), "memory");
 }
 
 }  // namespace rc::py_checks

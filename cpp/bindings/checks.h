@@ -14,6 +14,7 @@
 #include <pybind11/pybind11.h>
 
 #include <initializer_list>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -48,9 +49,6 @@ void check_dtype(const char* name, bool ok, const char* want, const std::string&
 // The pattern for an any-shape array (every dimension >= 1) of ndim `ndim`; a 0-d array
 // is rejected.
 Dims any_shape(const char* name, size_t ndim);
-// ValueError when two byte ranges overlap: kernels that read one while writing the other.
-void require_disjoint(const void* a, size_t a_bytes, const char* a_name, const void* b,
-                      size_t b_bytes, const char* b_name);
 
 // ------------------------------------------------------------------ NumPy arrays (_core)
 
@@ -70,24 +68,42 @@ py::array new_array(const char* name, const Dims& dims, const py::dtype& dtype);
 
 // ---- Boundary rules ----------------------------------------------------------------------
 
+// The memory of a checked (C-contiguous) array, whichever module holds it: the byte range
+// [data, data + nbytes), host or device addresses. Made implicitly from a NumPy array (_core)
+// or from a shared pointer to anything with `ptr` and `nbytes()` (a _cuda ArrayPtr, see
+// cpp/cuda/bindings/device_array.h); a default Span, an empty array or a null pointer (an
+// absent optional) overlaps nothing.
+struct Span {
+    const void* data = nullptr;
+    size_t nbytes = 0;
+    Span() = default;
+    Span(const py::array& a) : data(a.data()), nbytes((size_t)a.nbytes()) {}
+    template <class T>
+    Span(const std::shared_ptr<T>& a) : data(a ? a->ptr : nullptr), nbytes(a ? a->nbytes() : 0) {}
+};
+
 // A kernel that writes `out` while it reads `in` gives silently wrong results when they
 // share memory. require_disjoint refuses any shared byte; require_disjoint_or_same also
 // admits `out` being exactly `in` (same start, same size), for kernels that read each
 // element before they write it (elementwise ops, in place). Both raise a ValueError naming
-// both arguments. The arrays must have passed require_*: C-contiguous, so each one's memory
-// is the byte range [data, data + nbytes). An empty array (an absent optional) overlaps
-// nothing.
-void require_disjoint(const py::array& out, const char* out_name, const py::array& in,
-                      const char* in_name);
+// both arguments. Both modules' bindings call them (NumPy or device arrays, as Spans).
+void require_disjoint(Span out, const char* out_name, Span in, const char* in_name);
 // The same against each input of a list: require_disjoint(y, "out", {{x, "x"}, {w, "w"}}).
 struct Named {
-    const py::array& a;
+    Span a;
     const char* name;
 };
-void require_disjoint(const py::array& out, const char* out_name,
-                      std::initializer_list<Named> ins);
-void require_disjoint_or_same(const py::array& out, const char* out_name, const py::array& in,
-                              const char* in_name);
+void require_disjoint(Span out, const char* out_name, std::initializer_list<Named> ins);
+void require_disjoint_or_same(Span out, const char* out_name, Span in, const char* in_name);
+// The overlap rules of the batch-norm ops (forward train/eval, backward), one list for both
+// modules. y (dx) is written element by element after x and residual (dy and x) are read: it
+// may be one of them, but must not share memory with them otherwise, nor with anything
+// else. Every other output (the running statistics written in training, mean/rstd,
+// dgamma/dbeta) overlaps nothing. Absent optionals are empty Spans.
+void require_bn_forward_disjoint(Span y, Span x, Span residual, Span gamma, Span beta, Span rm,
+                                 Span rv, bool training, Span mean, Span rstd);
+void require_bn_backward_disjoint(Span dx, Span dy, Span x, Span add, Span gamma, Span mean,
+                                  Span rstd, Span beta, Span dgamma, Span dbeta);
 
 // Values a kernel uses as indices (labels): obj must be an int32 or int64 (n,) array; its
 // values are copied while the GIL is held and checked in the copy to lie in [0, hi), else a
@@ -102,6 +118,17 @@ std::vector<int64_t> copy_indices(const py::handle& obj, const char* name, int64
 // raised before anything is allocated (a huge request would otherwise swap or meet the OOM
 // killer, or overflow the byte count).
 void require_memory(const char* name, const Dims& dims, size_t itemsize);
+// The module-neutral halves of the memory rule, also used for device memory (_cuda):
+// the bytes of an array of this shape (in double: no overflow), checked only from
+// kMemoryCheckAbove bytes (smaller requests skip the query);
+// MemoryError "name: an array of shape (...) needs <bytes>, more than the <available> of
+// <what> available" unless it fits in `available` bytes (infinity: any size below 2^63);
+// MemoryError "name: allocating an array of shape (...) failed (out of <what>)".
+constexpr double kMemoryCheckAbove = 64.0 * (1 << 20);
+double array_bytes(const Dims& dims, size_t itemsize);
+void require_fits(const char* name, const Dims& dims, size_t itemsize, double available,
+                  const char* what);
+[[noreturn]] void raise_allocation_failed(const char* name, const Dims& dims, const char* what);
 
 inline float* ptr(py::array_t<float>& a) { return a.mutable_data(); }
 inline const float* cptr(const py::array_t<float>& a) { return a.data(); }

@@ -102,6 +102,11 @@ void* cache_alloc(size_t bytes) {
             free_cached_locked(c);
             e = cudaMalloc(&p, n);
         }
+        if (e == cudaErrorMemoryAllocation) {
+            cudaGetLastError();
+            throw OutOfMemory("cudaMalloc: out of device memory allocating " +
+                              std::to_string(n) + " bytes");
+        }
         if (e != cudaSuccess) throw_cuda_error(e, "cudaMalloc", __FILE__, __LINE__);
         ++c.stats.device_mallocs;
     }

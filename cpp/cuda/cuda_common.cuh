@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -62,6 +63,14 @@ uint64_t host_sync_count();
 struct Block {
     void* ptr;
     size_t bytes;
+};
+// cache_alloc throws OutOfMemory when cudaMalloc fails even after the cached blocks were
+// given back and it was retried: a std::bad_alloc, so Python sees a MemoryError (the bindings
+// name the array being allocated, see device_array.cpp).
+struct OutOfMemory : std::bad_alloc {
+    explicit OutOfMemory(std::string m) : msg(std::move(m)) {}
+    const char* what() const noexcept override { return msg.c_str(); }
+    std::string msg;
 };
 void* cache_alloc(size_t bytes);
 void cache_free(void* p, size_t bytes);

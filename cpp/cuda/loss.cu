@@ -6,6 +6,7 @@
 // single-block kernel averages the row losses in fixed order into one device float, so the
 // step never has to wait for the host. A row with a label outside [0, K) gets NaN loss and
 // gradient, and the smallest such row index is recorded (atomicMin) for the bindings' check.
+// dlogits may be logits itself (each lane reads its elements before it writes them).
 #include <cmath>
 
 #include "kernels.h"
@@ -41,6 +42,9 @@ __global__ void xent_rows(const float* logits, const Label* labels, int N, int K
         }
         return;
     }
+    // Read before the shuffles below, which every lane passes before any lane writes d: with
+    // dlogits_out = logits (in place) z[lab] is overwritten by another lane.
+    const float z_lab = z[lab];
     float mx = -INFINITY;
     for (int j = lane; j < K; j += 32) mx = fmaxf(mx, z[j]);
     mx = warp_max(mx);
@@ -57,7 +61,7 @@ __global__ void xent_rows(const float* logits, const Label* labels, int N, int K
         const float t = (j == lab ? 1.0f - ls : 0.0f) + off;
         d[j] = (expf(z[j] - mx) / se - t) * inv_n;
     }
-    if (lane == 0) row_loss[row] = lse - (1.0f - ls) * (z[lab] - mx) - off * sz;
+    if (lane == 0) row_loss[row] = lse - (1.0f - ls) * (z_lab - mx) - off * sz;
 }
 
 // One block of 256 threads: loss = sum(row_loss) / N, fixed-order tree.

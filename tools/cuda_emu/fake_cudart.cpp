@@ -25,8 +25,15 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorNotSupported: return "cudaErrorNotSupported"; default: return "cudaErrorUnknown"; }
 }
 const char* cudaGetErrorString(cudaError_t e) { return e == cudaErrorMemoryAllocation ? "out of memory" : "emulated error"; }
+// RESNET_CPP_EMU_MALLOC_LIMIT=<bytes> (read at each call, so a test can set it for a while):
+// larger cudaMallocs fail although cudaMemGetInfo reports the memory free, as on a device
+// whose free memory is fragmented or taken by another process in between.
+static bool over_test_limit(size_t n) {
+    const char* v = std::getenv("RESNET_CPP_EMU_MALLOC_LIMIT");
+    return v && *v && n > std::strtoull(v, nullptr, 10);
+}
 cudaError_t cudaMalloc(void** p, size_t n) {
-    if (n > kTotal - used) return fail(cudaErrorMemoryAllocation);
+    if (n > kTotal - used || over_test_limit(n)) return fail(cudaErrorMemoryAllocation);
     *p = std::malloc(n ? n : 1); allocs[*p] = n; used += n; return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) { if (!p) return cudaSuccess; auto it = allocs.find(p); if (it == allocs.end()) return fail(cudaErrorInvalidValue); used -= it->second; allocs.erase(it); std::free(p); return cudaSuccess; }

@@ -48,6 +48,8 @@ py::tuple forward_train(const py::object& x_, const py::object& gamma_, const py
     ArrayPtr y = output(out, "out", dims_of(*x.a));
     ArrayPtr mean = output(mean_out, "mean_out", c);
     ArrayPtr rstd = output(rstd_out, "rstd_out", c);
+    rc::py_checks::require_bn_forward_disjoint(y, x.a, residual, gamma, beta, rm, rv, true, mean,
+                                               rstd);
     {
         py::gil_scoped_release nogil;
         rc::cuda::batch_norm_forward_train(x.a->f32(), f32_or_null(residual), gamma->f32(),
@@ -70,6 +72,8 @@ ArrayPtr forward_eval(const py::object& x_, const py::object& gamma_, const py::
     ArrayPtr y = output(out, "out", dims_of(*x.a));
     ArrayPtr mean = mean_out.is_none() ? nullptr : output(mean_out, "mean_out", c);
     ArrayPtr rstd = rstd_out.is_none() ? nullptr : output(rstd_out, "rstd_out", c);
+    rc::py_checks::require_bn_forward_disjoint(y, x.a, residual, gamma, beta, rm, rv, false, mean,
+                                               rstd);
     py::gil_scoped_release nogil;
     rc::cuda::batch_norm_forward_eval(x.a->f32(), f32_or_null(residual), gamma->f32(), beta->f32(),
                                       rm->f32(), rv->f32(), y->f32(), mean ? mean->f32() : nullptr,
@@ -90,6 +94,8 @@ py::tuple backward(const py::object& dy_, const py::object& x_, const py::object
     ArrayPtr dx = output(out, "out", dims_of(*x.a));
     ArrayPtr dgamma = output(dgamma_out, "dgamma_out", c);
     ArrayPtr dbeta = output(dbeta_out, "dbeta_out", c);
+    rc::py_checks::require_bn_backward_disjoint(dx, dy, x.a, add, gamma, mean, rstd, beta, dgamma,
+                                                dbeta);
     {
         py::gil_scoped_release nogil;
         rc::cuda::batch_norm_backward(dy->f32(), x.a->f32(), gamma->f32(), f32_or_null(beta),

@@ -137,13 +137,34 @@ void keep_if_capturing(const ArrayPtr& a) {
 
 void set_capture_keep(std::vector<std::shared_ptr<void>>* keep) { g_capture_keep = keep; }
 
-ArrayPtr new_array(const Dims& shape, DType dtype) {
+namespace {
+
+// The memory rule on the device: what cudaMemGetInfo reports free, plus the cached blocks
+// the allocator gives back before it retries a failed cudaMalloc.
+void require_device_memory(const char* name, const Dims& shape, size_t itemsize) {
+    if (rc::py_checks::array_bytes(shape, itemsize) < rc::py_checks::kMemoryCheckAbove) return;
+    size_t free_b = 0, total_b = 0;
+    RC_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    rc::py_checks::require_fits(name, shape, itemsize,
+                                (double)free_b + (double)rc::cuda::cache_stats().cached_bytes,
+                                "device memory");
+}
+
+}  // namespace
+
+ArrayPtr new_array(const Dims& shape, DType dtype, const char* name) {
     require_device();
+    require_device_memory(name, shape, dtype_size(dtype));
     auto a = std::make_shared<DeviceArray>();
     a->shape = shape;
     a->dtype = dtype;
     RC_CUDA_CHECK(cudaGetDevice(&a->device));
-    auto buf = std::make_shared<rc::cuda::DeviceBuffer>(a->nbytes());
+    std::shared_ptr<rc::cuda::DeviceBuffer> buf;
+    try {
+        buf = std::make_shared<rc::cuda::DeviceBuffer>(a->nbytes());
+    } catch (const rc::cuda::OutOfMemory&) {
+        rc::py_checks::raise_allocation_failed(name, shape, "device memory");
+    }
     a->ptr = buf->data();
     a->owner = buf;
     keep_if_capturing(a);
@@ -181,8 +202,11 @@ ArrayPtr require_any(const py::handle& obj, const char* name) {
 }
 
 ArrayPtr output(const py::object& out, const char* name, const Dims& dims, DType t) {
-    if (out.is_none()) return new_array(dims, t);
-    return require(out, name, t, dims, /*writable=*/true);
+    if (!out.is_none()) return require(out, name, t, dims, /*writable=*/true);
+    require_device_memory(name, dims, dtype_size(t));  // first: dims may overflow int64
+    if (numel(dims) > std::numeric_limits<int32_t>::max())
+        throw py::value_error(std::string(name) + ": more than 2^31-1 elements is not supported");
+    return new_array(dims, t, name);
 }
 
 void require_batch(const py::handle& obj, const char* name) {
@@ -190,10 +214,6 @@ void require_batch(const py::handle& obj, const char* name) {
         const Dims& s = obj.cast<ArrayPtr>()->shape;
         if (s.size() == 4) rc::py_checks::require_batch(name, s);
     }
-}
-
-void require_distinct(const DeviceArray& a, const char* an, const DeviceArray& b, const char* bn) {
-    rc::py_checks::require_disjoint(a.ptr, a.nbytes(), an, b.ptr, b.nbytes(), bn);
 }
 
 // ------------------------------------------------------------------ streams
@@ -321,7 +341,8 @@ ArrayPtr from_numpy(const py::handle& obj) {
         throw py::type_error("from_numpy: expected a NumPy array, got " +
                              std::string(py::str(py::type::of(obj).attr("__name__"))));
     py::array arr = py::reinterpret_borrow<py::array>(obj);
-    ArrayPtr a = new_array(Dims(arr.shape(), arr.shape() + arr.ndim()), parse_dtype(arr.dtype(), "array"));
+    ArrayPtr a = new_array(Dims(arr.shape(), arr.shape() + arr.ndim()), parse_dtype(arr.dtype(), "array"),
+                             "array");
     arr = host_operand(*a, arr, "array");
     copy(a->ptr, arr.data(), a->nbytes(), cudaMemcpyHostToDevice, arr.data(), false, py::none(), "array");
     return a;
@@ -508,10 +529,10 @@ void bind_device_array(py::module_& m) {
         .def_static("from_numpy", &from_numpy, py::arg("array"),
                     "Copy a NumPy float32/int32/int64 array to the device (waits for the copy).")
         .def_static("empty", [](const py::object& shape, const py::object& dtype) {
-            return new_array(shape_from(shape), parse_dtype(dtype));
+            return new_array(shape_from(shape), parse_dtype(dtype), "shape");
         }, py::arg("shape"), py::arg("dtype") = "float32", "Uninitialized device array.")
         .def_static("zeros", [](const py::object& shape, const py::object& dtype) {
-            ArrayPtr a = new_array(shape_from(shape), parse_dtype(dtype));
+            ArrayPtr a = new_array(shape_from(shape), parse_dtype(dtype), "shape");
             if (a->nbytes()) RC_CUDA_CHECK(cudaMemsetAsync(a->ptr, 0, a->nbytes(), stream()));
             return a;
         }, py::arg("shape"), py::arg("dtype") = "float32", "Zero-filled device array.")

@@ -57,8 +57,11 @@ struct DeviceArray {
 };
 using ArrayPtr = std::shared_ptr<DeviceArray>;
 
-// A new (uninitialized) array from the caching allocator.
-ArrayPtr new_array(const Dims& shape, DType dtype);
+// A new (uninitialized) array from the caching allocator. Larger than the device memory
+// available (free, plus the allocator's cached blocks it would give back), or failing to
+// allocate after the cache was emptied: a MemoryError naming it (`name`), raised before
+// anything is allocated in the first case.
+ArrayPtr new_array(const Dims& shape, DType dtype, const char* name = "array");
 
 // While a CUDA graph is being captured, every array an op touches is kept alive by the graph
 // (its memory is baked into the replays); the graph sets the list (null when not capturing).
@@ -78,12 +81,15 @@ inline ArrayPtr require_f32(const py::handle& obj, const char* name, const Dims&
 }
 // Any-shape float32 array with ndim >= 1 and no empty dimension.
 ArrayPtr require_any(const py::handle& obj, const char* name);
-// A fresh output, or the caller's `out` checked (dtype, shape, writeable).
+// A fresh output (new_array; also refused past the kernels' 2^31-1 elements, as a given one
+// is), or the caller's `out` checked (dtype, shape, writeable).
 ArrayPtr output(const py::object& out, const char* name, const Dims& dims, DType t = DType::f32);
 // 4-d activation whose batch is empty: the shared "empty batch" error.
 void require_batch(const py::handle& obj, const char* name);
-// Two arrays one kernel pass writes/reads must not overlap.
-void require_distinct(const DeviceArray& a, const char* an, const DeviceArray& b, const char* bn);
+// The overlap rules: the shared checker's, on device arrays (an ArrayPtr converts to a Span;
+// a null one, an absent optional, overlaps nothing).
+using rc::py_checks::require_disjoint;
+using rc::py_checks::require_disjoint_or_same;
 inline const Dims& dims_of(const DeviceArray& a) { return a.shape; }
 inline cudaStream_t stream() { return rc::cuda::current_stream(); }
 

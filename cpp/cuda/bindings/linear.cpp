@@ -17,7 +17,7 @@ ArrayPtr linear_fwd(const py::object& x_, const py::object& w_, const py::object
     ArrayPtr b;
     if (!b_.is_none()) b = require_f32(b_, "b", {O});
     ArrayPtr y = output(out, "out", {N, O});
-    require_distinct(*y, "out", *x, "x");
+    require_disjoint(y, "out", {{x, "x"}, {w, "w"}, {b, "b"}});
     {
         py::gil_scoped_release nogil;
         rc::cuda::linear_forward(x->f32(), w->f32(), b ? b->f32() : nullptr, y->f32(), N, F, O,
@@ -40,9 +40,10 @@ py::tuple linear_bwd(const py::object& dy_, const py::object& x_, const py::obje
     ArrayPtr dw = output(dw_out, "dw_out", {O, F});
     if (with_bias) db = output(db_out, "db_out", {O});
     else if (!db_out.is_none()) throw py::value_error("db_out: given but with_bias is False");
-    if (dx) require_distinct(*dx, "dx_out", *dy, "dy");
-    require_distinct(*dw, "dw_out", *dy, "dy");
-    require_distinct(*dw, "dw_out", *x, "x");
+    // No output may overlap an input or another output (absent ones are null).
+    require_disjoint(dw, "dw_out", {{dy, "dy"}, {x, "x"}, {w, "w"}});
+    require_disjoint(dx, "dx_out", {{dy, "dy"}, {x, "x"}, {w, "w"}, {dw, "dw_out"}});
+    require_disjoint(db, "db_out", {{dy, "dy"}, {x, "x"}, {w, "w"}, {dw, "dw_out"}, {dx, "dx_out"}});
     {
         py::gil_scoped_release nogil;
         rc::cuda::linear_backward(dy->f32(), x->f32(), w->f32(), dx ? dx->f32() : nullptr, dw->f32(),

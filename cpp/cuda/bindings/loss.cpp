@@ -19,8 +19,12 @@ py::tuple xent(const py::object& logits_, const py::object& labels_, double ls,
     lab = require(labels_, "labels", lab->dtype, {N});
     rc::py_checks::require_unit(ls, "label_smoothing");
     ArrayPtr d = output(dlogits_out, "dlogits_out", {N, K});
+    // Each row of logits is read before its gradient is written over it. The kernel reads the
+    // labels on the device (_core reads a copy): no output may overlap them.
+    require_disjoint_or_same(d, "dlogits_out", z, "logits");
+    require_disjoint(d, "dlogits_out", lab, "labels");
     ArrayPtr loss = output(loss_out, "loss_out", {});
-    require_distinct(*d, "dlogits_out", *z, "logits");
+    require_disjoint(loss, "loss_out", {{z, "logits"}, {d, "dlogits_out"}, {lab, "labels"}});
     int32_t bad_row = rc::cuda::kNoBadRow;
     {
         py::gil_scoped_release nogil;
