@@ -43,7 +43,7 @@ for p in "${pids[@]}"; do wait "$p"; done
 cp -r "$root/python/resnet_cpp" "$out/pkg/"
 rm -f "$out"/pkg/resnet_cpp/_cuda*
 # Without a developer build of _core next to the sources, take the pip-installed one.
-if ! ls "$out"/pkg/resnet_cpp/_core* >/dev/null 2>&1; then
+if ! ls "$out"/pkg/resnet_cpp/_core*.so >/dev/null 2>&1; then
   core=$(cd / && python3 -c "import resnet_cpp._core as c; print(c.__file__)")
   cp "$core" "$out/pkg/resnet_cpp/"
 fi
