@@ -1,5 +1,5 @@
 """Argument helpers for all of ``functional``: the layout check, NCHW <-> NHWC on either
-device, and the check that a backward got its forward's cache.
+device, integer arguments, and the check that a backward got its forward's cache.
 
 The kernels run NHWC; an op called with ``layout="NCHW"`` converts its inputs with
 :func:`to_nhwc` and its outputs with :func:`to_nchw` (two extra passes each way), while the
@@ -8,6 +8,8 @@ module of the call (``backend.kernels``): ``_core`` for NumPy arrays, ``_cuda`` 
 DeviceArrays.
 """
 from __future__ import annotations
+
+import operator
 
 import numpy as np
 
@@ -43,6 +45,18 @@ def to_nchw(K, y, out=None):
     """(N,H,W,C) kernel output -> (N,C,H,W): a new array, or written into ``out`` (checked
     by the kernel: float32, that shape, C-contiguous, writeable)."""
     return K.nhwc_to_nchw(y, out=out)
+
+
+def check_int(value, name: str, lo: int | None = None) -> int:
+    """``value`` as an int (anything with ``__index__``), or TypeError naming ``name``;
+    ValueError below ``lo`` when given."""
+    try:
+        i = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}") from None
+    if lo is not None and i < lo:
+        raise ValueError(f"{name}: expected an int >= {lo}, got {i}")
+    return i
 
 
 def check_cache(cache, cls, forward: str):

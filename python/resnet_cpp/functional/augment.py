@@ -6,12 +6,10 @@ the same batch for any thread count. Use a fresh seed per batch (e.g. hash of ep
 """
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
 from .. import _core
-from ._layout import check_layout
+from ._layout import check_int, check_layout
 
 __all__ = ["random_crop_flip"]
 
@@ -30,13 +28,6 @@ def random_crop_flip(x: np.ndarray, *, padding: int = 4, flip: bool = True, seed
     is augmented exactly as within the whole batch.
     """
     check_layout(layout)
-    pad, s, first = (_int(v, name) for v, name in ((padding, "padding"), (seed, "seed"),
-                                                    (first_index, "first_index")))
-    return _core.random_crop_flip(x, pad, bool(flip), s, layout == "NHWC", out, first)
-
-
-def _int(value, name: str) -> int:
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}") from None
+    return _core.random_crop_flip(x, check_int(padding, "padding"), bool(flip),
+                                  check_int(seed, "seed"), layout == "NHWC", out,
+                                  check_int(first_index, "first_index"))

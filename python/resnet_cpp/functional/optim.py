@@ -8,11 +8,10 @@ follows a learning-rate schedule.
 """
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
 from ..backend import is_array, kernels
+from ._layout import check_int
 
 __all__ = ["sgd_step", "adam_step"]
 
@@ -55,10 +54,7 @@ def adam_step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray,
     step counts from 1 (the first update); m and v start at zeros.
     """
     if not is_array(step):
-        try:
-            step = operator.index(step)
-        except TypeError:
-            raise TypeError(f"step: expected an int, got {type(step).__name__}") from None
+        step = check_int(step, "step")
     K = kernels("adam_step", param=param, grad=grad, m=m, v=v)
     K.adam_step(param, grad, m, v, step, _num_or_array(lr, "lr"), _num(beta1, "beta1"),
                 _num(beta2, "beta2"), _num(eps, "eps"), _num(weight_decay, "weight_decay"),

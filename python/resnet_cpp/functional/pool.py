@@ -6,13 +6,12 @@ the kernels with no transposes.
 """
 from __future__ import annotations
 
-import operator
 from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import is_array, kernels
-from ._layout import check_cache, check_layout, to_nchw, to_nhwc
+from ._layout import check_cache, check_int, check_layout, to_nchw, to_nhwc
 
 __all__ = [
     "AvgPoolCache",
@@ -52,16 +51,6 @@ def _check_4d(x, name: str) -> None:
         raise ValueError(f"{name}: expected a 4-d array, got shape {x.shape}")
 
 
-def _int_arg(v, name: str, lo: int) -> int:
-    try:
-        i = operator.index(v)
-    except TypeError:
-        raise TypeError(f"{name}: expected an int, got {type(v).__name__}") from None
-    if i < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, got {i}")
-    return i
-
-
 def max_pool2d(x: np.ndarray, kernel_size: int = 3, stride: int = 2, padding: int = 1, *,
                layout: str = "NCHW", out: np.ndarray | None = None):
     """Max pooling over square windows with -inf padding.
@@ -73,9 +62,9 @@ def max_pool2d(x: np.ndarray, kernel_size: int = 3, stride: int = 2, padding: in
     """
     check_layout(layout)
     _check_4d(x, "x")
-    k = _int_arg(kernel_size, "kernel_size", 1)
-    s = _int_arg(stride, "stride", 1)
-    p = _int_arg(padding, "padding", 0)
+    k = check_int(kernel_size, "kernel_size", 1)
+    s = check_int(stride, "stride", 1)
+    p = check_int(padding, "padding", 0)
     if p > k // 2:
         raise ValueError(f"padding: expected <= kernel_size // 2 = {k // 2}, got {p}")
     K = kernels("max_pool2d", x=x, out=out)
